@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make repro` and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install repro test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: install
+	$(BIN)/dvc repro
+
+test: install
+	$(BIN)/ruff check nanomoe pipeline tests
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check nanomoe pipeline tests
+	$(BIN)/ruff format --check nanomoe pipeline tests
+
+bench: install
+	$(BIN)/python -m pipeline.bench
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,137 @@
+"""Typed configs for the model and the training loop.
+
+Every rule lives here, checked once when a config is built, so a bad value fails with the
+field's name before any tensor is allocated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+def _require(ok: bool, field: str, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"{field}: {rule}")
+
+
+class _FromDict:
+    """Build a dataclass from a plain dict, rejecting keys it does not know."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class GPTConfig(_FromDict):
+    vocab_size: int = 65
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+    # RoPE on q and k; off means learned absolute position embeddings (nanoGPT).
+    rope: bool = False
+    rope_base: float = 10000.0
+    # Top-k routed mixture of experts in place of every block's MLP.
+    moe: bool = False
+    n_experts: int = 4
+    top_k: int = 1
+    aux_loss_coef: float = 0.01
+    z_loss_coef: float = 0.001
+    # Mined character n-grams, contextualized and folded into the token embedding.
+    fgram: bool = False
+    fgram_max_n: int = 3
+    fgram_n_head: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            _require(int(getattr(self, name)) >= 1, name, "must be a positive integer")
+        _require(self.n_embd % self.n_head == 0, "n_embd", "must be divisible by n_head")
+        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        if self.rope:
+            _require(
+                self.head_size % 2 == 0, "n_embd", "head size n_embd/n_head must be even with rope"
+            )
+            _require(self.rope_base > 1.0, "rope_base", "must be > 1")
+        if self.moe:
+            _require(2 <= self.n_experts <= 64, "n_experts", "must be in [2, 64] with moe on")
+            _require(1 <= self.top_k <= self.n_experts, "top_k", "must be in [1, n_experts]")
+            _require(self.aux_loss_coef >= 0, "aux_loss_coef", "must be >= 0")
+            _require(self.z_loss_coef >= 0, "z_loss_coef", "must be >= 0")
+        if self.fgram:
+            _require(
+                2 <= self.fgram_max_n <= self.block_size,
+                "fgram_max_n",
+                "must be in [2, block_size] with fgram on",
+            )
+            _require(
+                self.fgram_n_head >= 1 and self.n_embd % self.fgram_n_head == 0,
+                "fgram_n_head",
+                "must be >= 1 and divide n_embd",
+            )
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def variant(self) -> str:
+        """Readable name of the ablation cell, e.g. ``rope+moe-fgram``."""
+        return variant_name(self.rope, self.moe, self.fgram)
+
+
+def variant_name(rope: bool, moe: bool, fgram: bool) -> str:
+    """``rope+moe-fgram``: ``+`` marks a switch on, ``-`` off. The position scheme leads,
+    spelled ``rope`` or ``abspos`` (learned absolute positions), so no name starts with a dash."""
+    return (
+        ("rope" if rope else "abspos")
+        + ("+moe" if moe else "-moe")
+        + ("+fgram" if fgram else "-fgram")
+    )
+
+
+@dataclass
+class TrainConfig(_FromDict):
+    batch_size: int = 12
+    max_iters: int = 2000
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # None: decay over max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 250
+    eval_iters: int = 20
+    checkpoint_interval: int = 0  # 0: checkpoint at every eval
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters"):
+            _require(int(getattr(self, name)) >= 1, name, "must be a positive integer")
+        _require(self.warmup_iters >= 0, "warmup_iters", "must be >= 0")
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(0 <= self.min_lr <= self.learning_rate, "min_lr", "must be in [0, learning_rate]")
+        _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1/beta2", "must be in [0, 1)")
+        _require(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables it)")
+        _require(self.checkpoint_interval >= 0, "checkpoint_interval", "must be >= 0")
+        if self.lr_decay_iters is not None:
+            _require(self.lr_decay_iters >= 1, "lr_decay_iters", "must be >= 1 or null")
+        ok_device = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
+        _require(ok_device, "device", "must be auto, cpu, cuda, cuda:N or mps")

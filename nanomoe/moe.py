@@ -1,0 +1,96 @@
+"""Top-k routed Mixture-of-Experts feed-forward, with its two auxiliary losses.
+
+Routing: a linear router scores every expert; the softmax runs in fp32; each token goes to
+its top-k experts with gate weights renormalized over the chosen k. The gate multiplies the
+expert's output, which is how the router receives gradient from the language-model loss.
+
+Dispatch is vectorized: the (token, expert) assignments are sorted by expert, so every
+expert sees one contiguous slice of tokens; the only Python loop is over experts (<= 64).
+
+Each expert's hidden width is ``4 * n_embd // top_k``, so the *active* feed-forward width per
+token equals the dense MLP's: MoE variants are compared with dense at matched active
+parameters and FLOPs, and differ only in total capacity.
+
+Losses (both computed in fp32, reported unweighted, weighted by their coefficients in
+``aux_loss``):
+
+- load balance (Switch Transformer): ``n_experts * sum_i f_i * P_i`` with ``f_i`` the fraction
+  of assignments routed to expert i and ``P_i`` the mean router probability of expert i;
+  1.0 when perfectly balanced.
+- router z-loss (ST-MoE): ``mean(logsumexp(router_logits) ** 2)``, which keeps logits small.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanomoe.config import GPTConfig
+
+
+def load_balance_loss(probs: torch.Tensor, topk_idx: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """``probs`` (N, E) router softmax, ``topk_idx`` (N, k) chosen experts."""
+    counts = torch.bincount(topk_idx.flatten(), minlength=n_experts).to(probs.dtype)
+    f = counts / topk_idx.numel()
+    p = probs.mean(dim=0)
+    return n_experts * (f * p).sum()
+
+
+def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(logits, dim=-1).pow(2).mean()
+
+
+class MoE(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        E, C = config.n_experts, config.n_embd
+        H = max(1, 4 * C // config.top_k)
+        self.n_experts, self.top_k = E, config.top_k
+        self.router = nn.Linear(C, E, bias=False)
+        self.w_fc = nn.Parameter(torch.empty(E, C, H))
+        self.w_proj = nn.Parameter(torch.empty(E, H, C))
+        self.b_fc = nn.Parameter(torch.zeros(E, H)) if config.bias else None
+        self.b_proj = nn.Parameter(torch.zeros(E, C)) if config.bias else None
+        self.dropout = nn.Dropout(config.dropout)
+        nn.init.normal_(self.w_fc, std=0.02)
+        nn.init.normal_(self.w_proj, std=0.02 / math.sqrt(2 * config.n_layer))
+        # Filled by every forward; read by the model and the trainer.
+        self.lb_loss = torch.zeros(())
+        self.z_loss = torch.zeros(())
+        self.load = torch.zeros(E)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        flat = x.reshape(-1, C)  # (N, C)
+        logits = self.router(flat).float()  # (N, E), fp32 routing
+        probs = logits.softmax(dim=-1)
+        gate, expert = probs.topk(self.top_k, dim=-1)  # (N, k)
+        gate = gate / gate.sum(dim=-1, keepdim=True)
+
+        # Sort the N*k assignments by expert: each expert gets a contiguous slice.
+        expert_flat = expert.flatten()
+        order = torch.argsort(expert_flat, stable=True)
+        token = order // self.top_k  # which token each sorted assignment came from
+        counts = torch.bincount(expert_flat, minlength=self.n_experts)
+        xs = flat[token]  # (N*k, C)
+        # unbind, not w[e]: indexing would make every expert's backward zero-fill the whole
+        # (E, C, H) gradient; unbind's backward stacks the E slices once.
+        w_fc, w_proj = self.w_fc.unbind(0), self.w_proj.unbind(0)
+        b_fc = self.b_fc.unbind(0) if self.b_fc is not None else [None] * self.n_experts
+        b_proj = self.b_proj.unbind(0) if self.b_proj is not None else [None] * self.n_experts
+        outs = []
+        for e, xe in enumerate(xs.split(counts.tolist())):
+            h = F.gelu(xe @ w_fc[e] if b_fc[e] is None else torch.addmm(b_fc[e], xe, w_fc[e]))
+            outs.append(
+                h @ w_proj[e] if b_proj[e] is None else torch.addmm(b_proj[e], h, w_proj[e])
+            )
+        ys = torch.cat(outs).to(flat.dtype) * gate.flatten()[order].unsqueeze(-1).to(flat.dtype)
+        y = torch.zeros_like(flat).index_add_(0, token, ys)
+
+        self.lb_loss = load_balance_loss(probs, expert, self.n_experts)
+        self.z_loss = router_z_loss(logits)
+        self.load = (counts.float() / expert_flat.numel()).detach()
+        return self.dropout(y.view(B, T, C))

@@ -1,0 +1,291 @@
+"""The training loop: one trainer, many drivers (the DVC stage, Optuna, a notebook).
+
+AdamW with decoupled weight decay on matrices only, linear warmup then cosine decay to
+``min_lr``, gradient clipping, periodic eval on fixed batches, a final eval over the whole
+validation split, atomic checkpoints and exact resume. Metrics leave through ``Callback``s,
+so MLflow and Optuna plug in from outside without this module knowing them.
+
+Determinism: the data order comes from a generator seeded with ``seed``; dropout draws from
+the global torch RNG, seeded here too; both states are saved in every checkpoint, and eval
+consumes neither, so a resumed run replays the uninterrupted one bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nanomoe.config import TrainConfig
+from nanomoe.data import get_batch, iter_full_split
+from nanomoe.io import atomic_torch_save
+from nanomoe.model import GPT
+
+
+class NonFiniteLossError(FloatingPointError):
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"training loss became {loss} at step {step}; lower learning_rate")
+        self.step = step
+
+
+class Callback:
+    """Override what you need. Raising from a hook stops training (Optuna prunes this way)."""
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_end(self, result: TrainResult) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    val_loss: float  # full validation split, pure cross-entropy
+    train_loss: float  # fixed train batches at the last eval
+    tokens_per_sec: float
+    wall_s: float
+    params_total: int
+    params_active: int
+    history: list[dict] = field(default_factory=list)  # step, train_loss, val_loss, lr
+    moe: dict[str, float] = field(default_factory=dict)  # aux losses and expert load
+
+
+def set_seed(seed: int) -> None:
+    """Seed every RNG the model's construction and training draw from."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} asked for, but CUDA is not available; use auto or cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``learning_rate``, then cosine decay to ``min_lr``."""
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    if step < cfg.warmup_iters:
+        return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
+    if step >= decay_iters:
+        return cfg.min_lr
+    ratio = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def model_from_checkpoint(ckpt: dict) -> GPT:
+    from nanomoe.config import GPTConfig
+
+    model = GPT(GPTConfig.from_dict(ckpt["model_config"]), fgrams=ckpt.get("fgram_ids"))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: GPT,
+        train_data: np.ndarray,
+        val_data: np.ndarray,
+        config: TrainConfig,
+        callbacks: tuple[Callback, ...] | list[Callback] = (),
+        checkpoint_path: str | Path | None = None,
+        checkpoint_extra: dict | None = None,
+    ) -> None:
+        self.cfg = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.train_data, self.val_data = train_data, val_data
+        self.callbacks = list(callbacks)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.checkpoint_extra = checkpoint_extra or {}
+        block = model.config.block_size
+        for name, split in (("train", train_data), ("val", val_data)):
+            if len(split) <= block:
+                raise ValueError(
+                    f"{name} split has {len(split)} tokens; needs more than block_size={block}"
+                )
+
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW(
+            model.optimizer_groups(config.weight_decay),
+            lr=config.learning_rate,
+            betas=(config.beta1, config.beta2),
+            fused=fused,
+        )
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        self.forward = torch.compile(model) if config.compile else model
+
+        torch.manual_seed(config.seed)
+        self.data_gen = torch.Generator().manual_seed(config.seed)
+        eval_gen = torch.Generator().manual_seed(config.seed + 1)
+        self.eval_batches = {
+            name: [
+                get_batch(split, config.batch_size, block, eval_gen)
+                for _ in range(config.eval_iters)
+            ]
+            for name, split in (("train", train_data), ("val", val_data))
+        }
+        self.step = 0
+        self.history: list[dict] = []
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def save_checkpoint(self, path: Path | None = None) -> None:
+        path = path or self.checkpoint_path
+        if path is None:
+            return
+        m = self.model
+        atomic_torch_save(
+            {
+                "model": m.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "model_config": m.config.to_dict(),
+                "train_config": self.cfg.to_dict(),
+                "fgram_ids": m.fgram_ids,
+                "step": self.step,
+                "history": self.history,
+                "rng_torch": torch.get_rng_state(),
+                "rng_data": self.data_gen.get_state(),
+                **self.checkpoint_extra,
+            },
+            path,
+        )
+
+    def resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step = int(ckpt["step"])
+        self.history = list(ckpt["history"])
+        torch.set_rng_state(ckpt["rng_torch"].cpu())
+        self.data_gen.set_state(ckpt["rng_data"].cpu())
+
+    # --- evaluation ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def estimate_loss(self) -> dict[str, float]:
+        self.model.eval()
+        out = {}
+        for name, batches in self.eval_batches.items():
+            losses = []
+            for x, y in batches:
+                with self.autocast:
+                    _, loss = self.forward(x.to(self.device), y.to(self.device))
+                losses.append(loss.item())
+            out[f"{name}_loss"] = float(np.mean(losses))
+        self.model.train()
+        return out
+
+    @torch.no_grad()
+    def full_split_loss(self, data: np.ndarray) -> float:
+        """Mean cross-entropy over every token of ``data``: the number the report quotes."""
+        self.model.eval()
+        total, count = 0.0, 0
+        block = self.model.config.block_size
+        for x, y in iter_full_split(data, block, max(64, self.cfg.batch_size)):
+            x, y = x.to(self.device), y.to(self.device)
+            with self.autocast:
+                logits, _ = self.forward(x)
+            total += torch.nn.functional.cross_entropy(
+                logits.float().view(-1, logits.size(-1)),
+                y.reshape(-1),
+                ignore_index=-1,
+                reduction="sum",
+            ).item()
+            count += int((y != -1).sum())
+        self.model.train()
+        return total / count
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _eval(self, lr: float, tokens_per_sec: float) -> dict[str, float]:
+        metrics = self.estimate_loss()
+        self.history.append({"step": self.step, **metrics, "lr": lr})
+        metrics = {**metrics, "lr": lr, "tokens_per_sec": tokens_per_sec, **self.model.moe_stats()}
+        interval = self.cfg.checkpoint_interval or self.cfg.eval_interval
+        if self.step % interval == 0 or self.step == self.cfg.max_iters:
+            self.save_checkpoint()
+        for cb in self.callbacks:
+            cb.on_eval(self.step, metrics)
+        return metrics
+
+    def fit(self, resume_from: str | Path | None = None) -> TrainResult:
+        """Train to ``max_iters``; with ``resume_from``, continue from that checkpoint."""
+        cfg, block = self.cfg, self.model.config.block_size
+        if resume_from is not None:
+            self.resume(resume_from)
+        self.model.train()
+        start_wall = time.perf_counter()
+        train_time, tokens = 0.0, 0
+        if self.step == 0:
+            self._eval(lr_at(0, cfg), 0.0)
+        bar = tqdm(
+            total=cfg.max_iters,
+            initial=self.step,
+            disable=not cfg.progress,
+            desc=self.model.config.variant,
+            dynamic_ncols=True,
+        )
+        while self.step < cfg.max_iters:
+            t0 = time.perf_counter()
+            lr = lr_at(self.step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = get_batch(self.train_data, cfg.batch_size, block, self.data_gen)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self.autocast:
+                _, loss = self.forward(x, y)
+                objective = loss + self.model.aux_loss if self.model.config.moe else loss
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(self.step, loss_value)
+            objective.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            train_time += time.perf_counter() - t0
+            tokens += x.numel()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}", refresh=False)
+            if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
+                metrics = self._eval(lr, tokens / max(train_time, 1e-9))
+                bar.set_postfix(val=f"{metrics['val_loss']:.3f}", refresh=False)
+        bar.close()
+
+        total, active = self.model.num_params()
+        last = self.history[-1]
+        result = TrainResult(
+            steps=self.step,
+            val_loss=self.full_split_loss(self.val_data),
+            train_loss=last["train_loss"],
+            tokens_per_sec=tokens / max(train_time, 1e-9),
+            wall_s=time.perf_counter() - start_wall,
+            params_total=total,
+            params_active=active,
+            history=list(self.history),
+            moe=self.model.moe_stats(),
+        )
+        for cb in self.callbacks:
+            cb.on_end(result)
+        return result
