@@ -1,0 +1,1 @@
+"""The orchestration layer: DVC stages, the Optuna tuner, the benchmark, MLflow glue."""

@@ -1,0 +1,218 @@
+"""Stage ``report``: the ablation table, effects of each switch, curves and samples.
+
+Reads experiments/ablation/*/ (every variant x every seed of params.yaml) and writes
+experiments/ablation.csv, experiments/report.md, experiments/ablation.png and
+experiments/summary.json (the DVC metrics).
+
+Effects use the 2^3 factorial contrasts: with each switch coded -1 (off) / +1 (on), an
+effect is mean(val_loss where the contrast is +1) - mean(val_loss where it is -1). For a
+main effect that is "on minus off"; for a two-way interaction A x B it is how much A's effect
+changes when B is on, halved. Negative means lower loss. With >= 2 seeds, each effect is
+computed per seed and reported with a 95% t-interval over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from nanomoe.config import variant_name
+from nanomoe.io import atomic_write_text
+from pipeline.cli import StageError, run
+from pipeline.params import load_params, repo_root
+from pipeline.train import ABLATION, run_dir
+
+SWITCHES = ("rope", "moe", "fgram")
+COLUMNS = [
+    "variant",
+    "rope",
+    "moe",
+    "fgram",
+    "seed",
+    "val_loss",
+    "train_loss",
+    "tokens_per_sec",
+    "wall_s",
+    "params_total",
+    "params_active",
+]
+# Two-sided 95% Student-t quantiles by degrees of freedom (no scipy needed).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
+
+
+def t95(df: int) -> float:
+    return _T95[max(k for k in _T95 if k <= df)] if df < 60 else 1.96
+
+
+def collect(root: Path, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]:
+    """Rows of every (variant, seed), plus eval curves and samples keyed by variant."""
+    rows, curves, samples, missing = [], {}, {}, []
+    for rope, moe, fgram in itertools.product((False, True), repeat=3):
+        for seed in seeds:
+            d = root / run_dir(rope, moe, fgram, seed)
+            if not (d / "metrics.json").exists():
+                missing.append(str(d.relative_to(root)))
+                continue
+            m = json.loads((d / "metrics.json").read_text())
+            rows.append({c: m[c] for c in COLUMNS})
+            curves.setdefault(m["variant"], []).append(pd.read_csv(d / "curve.csv"))
+            samples.setdefault(m["variant"], (d / "sample.txt").read_text(encoding="utf-8"))
+    if missing:
+        raise StageError(
+            f"no metrics for {len(missing)} run(s), e.g. {missing[0]}; run the train stages "
+            "first (dvc repro)"
+        )
+    return pd.DataFrame(rows, columns=COLUMNS), curves, samples
+
+
+def effects(df: pd.DataFrame) -> pd.DataFrame:
+    """Main effects and two-way interactions, mean and 95% interval over seeds."""
+    coded = df.assign(**{s: df[s].astype(int) * 2 - 1 for s in SWITCHES})
+    contrasts = {f"{s} (main)": coded[s] for s in SWITCHES}
+    for a, b in itertools.combinations(SWITCHES, 2):
+        contrasts[f"{a} x {b}"] = coded[a] * coded[b]
+    out = []
+    for name, sign in contrasts.items():
+        per_seed = (
+            df.assign(sign=sign)
+            .groupby("seed")
+            .apply(
+                lambda g: (
+                    g.loc[g.sign > 0, "val_loss"].mean() - g.loc[g.sign < 0, "val_loss"].mean()
+                ),
+                include_groups=False,
+            )
+        )
+        n = len(per_seed)
+        half = t95(n - 1) * per_seed.std(ddof=1) / math.sqrt(n) if n >= 2 else float("nan")
+        out.append({"effect": name, "delta_val_loss": per_seed.mean(), "ci95": half, "n_seeds": n})
+    return pd.DataFrame(out)
+
+
+def variant_table(df: pd.DataFrame) -> pd.DataFrame:
+    g = df.groupby(["variant", "rope", "moe", "fgram"], as_index=False)
+    t = g.agg(
+        val_loss=("val_loss", "mean"),
+        val_std=("val_loss", "std"),
+        seeds=("seed", "count"),
+        train_loss=("train_loss", "mean"),
+        tokens_per_sec=("tokens_per_sec", "mean"),
+        params_total=("params_total", "first"),
+        params_active=("params_active", "first"),
+    )
+    return t.sort_values("val_loss").reset_index(drop=True)
+
+
+def _fmt_pm(mean: float, spread: float) -> str:
+    return f"{mean:.4f}" if math.isnan(spread) else f"{mean:.4f} ± {spread:.4f}"
+
+
+def render_markdown(df: pd.DataFrame, table: pd.DataFrame, eff: pd.DataFrame, samples: dict) -> str:
+    n_seeds = df.seed.nunique()
+    best = table.iloc[0]
+    lines = [
+        "# NanoMoE ablation report",
+        "",
+        f"{len(table)} variants x {n_seeds} seed(s). Validation loss is the mean cross-entropy "
+        "(nats per character) over the whole validation split, with no auxiliary loss in it.",
+        "",
+        f"**Best variant: `{best.variant}`**, val loss {_fmt_pm(best.val_loss, best.val_std)}.",
+        "",
+        "## Variants, sorted by validation loss",
+        "",
+        "| variant | rope | moe | fgram | val loss"
+        + (" (mean ± std)" if n_seeds > 1 else "")
+        + " | train loss | tokens/s | params total | params active |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        lines.append(
+            f"| `{r.variant}` | {'on' if r.rope else 'off'} | {'on' if r.moe else 'off'} | "
+            f"{'on' if r.fgram else 'off'} | {_fmt_pm(r.val_loss, r.val_std)} | "
+            f"{r.train_loss:.4f} | {r.tokens_per_sec:,.0f} | {r.params_total:,} | "
+            f"{r.params_active:,} |"
+        )
+    lines += [
+        "",
+        "## Effects on validation loss (negative = better)",
+        "",
+        "Main effect: mean val loss with the switch on minus off, over the other switches. "
+        "Interaction A x B: half the change in A's effect when B is turned on."
+        + (" ± is a 95% t-interval over seeds." if n_seeds > 1 else " One seed: no interval."),
+        "",
+        "| effect | Δ val loss |",
+        "|---|---|",
+    ]
+    for r in eff.itertuples():
+        lines.append(f"| {r.effect} | {_fmt_pm(r.delta_val_loss, r.ci95)} |")
+    lines += ["", "## Samples, one per variant", "", "| variant | sample |", "|---|---|"]
+    for variant in table.variant:
+        text = samples[variant][:240].replace("|", "\\|").replace("\n", " ↵ ")
+        lines.append(f"| `{variant}` | {text} |")
+    lines += ["", "![validation loss curves](ablation.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(curves: dict, table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for variant in table.variant:  # legend in rank order
+        mean = pd.concat(curves[variant]).groupby("step", as_index=False).val_loss.mean()
+        ax.plot(
+            mean.step, mean.val_loss, label=variant, linestyle="-" if "+moe" in variant else "--"
+        )
+    ax.set(xlabel="step", ylabel="val loss (nats/char)", title="NanoMoE ablation: validation loss")
+    lo = table.val_loss.min()
+    ax.set_ylim(lo - 0.1, lo + 1.2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m pipeline.report", description=__doc__.split("\n")[0]
+    ).parse_args(argv)
+    params = load_params()
+    root = repo_root()
+    df, curves, samples = collect(root, params.seeds)
+    table = variant_table(df)
+    eff = effects(df)
+    exp = root / ABLATION.parent
+    buf = io.StringIO()
+    df.sort_values(["rope", "moe", "fgram", "seed"]).to_csv(buf, index=False)
+    atomic_write_text(exp / "ablation.csv", buf.getvalue())
+    atomic_write_text(exp / "report.md", render_markdown(df, table, eff, samples))
+    plot(curves, table, exp / "ablation.png")
+    summary = {
+        "best_variant": table.variant[0],
+        "best_val_loss": float(table.val_loss[0]),
+        "dense_val_loss": float(
+            table.set_index("variant").val_loss[variant_name(False, False, False)]
+        ),
+        "effects": {r.effect: float(r.delta_val_loss) for r in eff.itertuples()},
+    }
+    atomic_write_text(exp / "summary.json", json.dumps(summary, indent=2))
+    print(table[["variant", "val_loss", "val_std", "tokens_per_sec"]].to_string(index=False))
+    print(f"best: {summary['best_variant']} -> {ABLATION.parent}/report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,114 @@
+"""Shared fixtures for the model-library tests: a tiny synthetic corpus, its tokenizer and
+splits, mined F-grams, and factories for tiny configs and models of any variant.
+
+Everything is built here from a fixed seed; nothing is read from disk or the network.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from nanomoe.config import GPTConfig, variant_name
+from nanomoe.data import CharTokenizer
+from nanomoe.fgram import mine_fgrams
+from nanomoe.model import GPT
+
+# (rope, moe, fgram): all eight cells of the ablation.
+ALL_VARIANTS = list(itertools.product((False, True), repeat=3))
+
+TINY_WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "and",
+    "dog",
+    "ran",
+    "café",
+    "naïve",
+    "—",
+    "then",
+    "that",
+    "there",
+]
+
+
+@pytest.fixture(params=ALL_VARIANTS, ids=[variant_name(*v) for v in ALL_VARIANTS])
+def variant_flags(request) -> tuple[bool, bool, bool]:
+    """Parametrizes a test over all 8 (rope, moe, fgram) variants."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus() -> str:
+    """About 3,000 characters of word salad with some non-ASCII characters and newlines."""
+    rng = np.random.default_rng(1234)
+    lines = []
+    for _ in range(80):
+        lines.append(" ".join(rng.choice(TINY_WORDS, size=int(rng.integers(4, 9)))))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_corpus) -> CharTokenizer:
+    return CharTokenizer.from_text(tiny_corpus)
+
+
+@pytest.fixture(scope="session")
+def tiny_ids(tiny_corpus, tiny_tokenizer) -> np.ndarray:
+    return np.array(tiny_tokenizer.encode(tiny_corpus), dtype=tiny_tokenizer.dtype)
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(tiny_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val): the first 90% and the last 10% of the token ids."""
+    n_train = int(len(tiny_ids) * 0.9)
+    return tiny_ids[:n_train], tiny_ids[n_train:]
+
+
+@pytest.fixture(scope="session")
+def tiny_fgrams(tiny_splits, tiny_tokenizer):
+    train, _ = tiny_splits
+    return mine_fgrams(train, tiny_tokenizer.vocab_size, max_n=4, min_count=2, max_fgrams=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_tokenizer):
+    """Factory: ``tiny_config(rope, moe, fgram, **overrides)`` -> a tiny GPTConfig."""
+
+    def make(rope: bool = False, moe: bool = False, fgram: bool = False, **overrides):
+        kwargs = dict(
+            vocab_size=tiny_tokenizer.vocab_size,
+            block_size=16,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            n_experts=4,
+            top_k=2,
+            fgram_max_n=4,
+            rope=rope,
+            moe=moe,
+            fgram=fgram,
+        )
+        kwargs.update(overrides)
+        return GPTConfig(**kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_config, tiny_fgrams):
+    """Factory: ``tiny_model(rope, moe, fgram, seed=0, **overrides)`` -> a tiny GPT whose
+    weights depend only on ``seed``."""
+
+    def make(rope: bool = False, moe: bool = False, fgram: bool = False, seed: int = 0, **kw):
+        config = tiny_config(rope, moe, fgram, **kw)
+        torch.manual_seed(seed)
+        return GPT(config, fgrams=tiny_fgrams if config.fgram else None)
+
+    return make
