@@ -16,6 +16,23 @@ def _require(ok: bool, field: str, rule: str) -> None:
         raise ValueError(f"{field}: {rule}")
 
 
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+}
+
+
+def _check_types(obj) -> None:
+    """Reject values of the wrong type up front (a YAML typo like ``lr: 1e-3x``)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if not _TYPE_CHECKS[f.type](value):
+            raise ValueError(f"{f.name}: must be {f.type}, got {value!r}")
+
+
 class _FromDict:
     """Build a dataclass from a plain dict, rejecting keys it does not know."""
 
@@ -24,7 +41,7 @@ class _FromDict:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; known: {sorted(known)}")
+            raise ValueError(f"unknown key(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +72,7 @@ class GPTConfig(_FromDict):
     fgram_n_head: int = 2
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             _require(int(getattr(self, name)) >= 1, name, "must be a positive integer")
         _require(self.n_embd % self.n_head == 0, "n_embd", "must be divisible by n_head")
@@ -122,6 +140,7 @@ class TrainConfig(_FromDict):
     progress: bool = True
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name in ("batch_size", "max_iters", "eval_interval", "eval_iters"):
             _require(int(getattr(self, name)) >= 1, name, "must be a positive integer")
         _require(self.warmup_iters >= 0, "warmup_iters", "must be >= 0")

@@ -228,6 +228,27 @@ class Trainer:
             cb.on_eval(self.step, metrics)
         return metrics
 
+    def train_step(self, lr: float) -> float:
+        """One optimizer step at learning rate ``lr``; returns the (pure) training loss."""
+        cfg, block = self.cfg, self.model.config.block_size
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = get_batch(self.train_data, cfg.batch_size, block, self.data_gen)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with self.autocast:
+            _, loss = self.forward(x, y)
+            objective = loss + self.model.aux_loss if self.model.config.moe else loss
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(self.step, loss_value)
+        objective.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_value
+
     def fit(self, resume_from: str | Path | None = None) -> TrainResult:
         """Train to ``max_iters``; with ``resume_from``, continue from that checkpoint."""
         cfg, block = self.cfg, self.model.config.block_size
@@ -248,24 +269,9 @@ class Trainer:
         while self.step < cfg.max_iters:
             t0 = time.perf_counter()
             lr = lr_at(self.step, cfg)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            x, y = get_batch(self.train_data, cfg.batch_size, block, self.data_gen)
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self.autocast:
-                _, loss = self.forward(x, y)
-                objective = loss + self.model.aux_loss if self.model.config.moe else loss
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(self.step, loss_value)
-            objective.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
+            loss_value = self.train_step(lr)
             train_time += time.perf_counter() - t0
-            tokens += x.numel()
+            tokens += cfg.batch_size * block
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}", refresh=False)
             if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:

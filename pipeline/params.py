@@ -140,7 +140,8 @@ class Params:
         try:
             return TrainConfig.from_dict(d)
         except (ValueError, TypeError) as err:
-            raise ParamsError(f"params.yaml: train.{err}") from None
+            sep = ": " if str(err).startswith("unknown") else "."
+            raise ParamsError(f"params.yaml: train{sep}{err}") from None
 
 
 def load_params(path: str | os.PathLike | None = None) -> Params:

@@ -1,0 +1,167 @@
+"""Benchmark the 8 variants at nanoGPT's CPU reference config; print a table and the machine.
+
+    python -m pipeline.bench [--steps 40] [--full] [--json PATH]
+
+Config: 4 layers, 4 heads, 128 dims, block 64, batch 12, lr 1e-3, 100 warmup steps, cosine
+to 1e-4 over 2000 iterations, dropout 0; MoE 4 experts top-1; F-gram max n 3. Per variant:
+ms per training step (median over timed steps, after warm-up), tokens/s, model FLOPs/s as a
+fraction of this machine's fp32 matmul peak measured in the same run, total and active
+parameters, and with ``--full`` the final full-split val loss after 2000 iterations.
+
+Model FLOPs per token follow nanoGPT/PaLM: ``6 * N_active + 12 * n_layer * n_embd * block``,
+with N_active the parameters a token uses (top_k of the experts; no position table).
+The 2-core machine is shared and noisy: read the ratios to dense, measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nanomoe.config import GPTConfig, TrainConfig
+from nanomoe.data import load_meta, load_split
+from nanomoe.fgram import mine_fgrams
+from nanomoe.io import atomic_write_text
+from nanomoe.model import GPT
+from nanomoe.trainer import Trainer, lr_at, set_seed
+from pipeline.cli import StageError, run
+from pipeline.params import repo_root
+
+PREPARED = Path("data/prepared")
+REFERENCE = {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0}
+REF_TRAIN = {"batch_size": 12, "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100}
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """Best-of fp32 GEMM throughput at the threads torch uses: the denominator of MFU."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = min(best, (time.perf_counter() - t0) / 5)
+    return 2 * n**3 / best / 1e9
+
+
+def model_flops_per_token(model: GPT) -> float:
+    c = model.config
+    _, active = model.num_params()
+    if model.wpe is not None:
+        active -= model.wpe.weight.numel()
+    return 6 * active + 12 * c.n_layer * c.n_embd * c.block_size
+
+
+def load_data(full: bool) -> tuple[np.ndarray, np.ndarray, int, str]:
+    d = repo_root() / PREPARED
+    if (d / "meta.json").exists():
+        meta = load_meta(d)
+        return (
+            np.asarray(load_split(d, "train")),
+            np.asarray(load_split(d, "val")),
+            meta["vocab_size"],
+            str(PREPARED),
+        )
+    if full:
+        raise StageError(f"--full needs the prepared corpus in {PREPARED}/; run dvc repro prepare")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 65, 200_000).astype(np.uint16)
+    return ids[:180_000], ids[180_000:], 65, "synthetic random tokens (no data/prepared)"
+
+
+def bench_variant(rope, moe, fgram, train, val, vocab, fgrams, steps, full) -> dict:
+    set_seed(1337)
+    cfg = GPTConfig(vocab_size=vocab, **REFERENCE, rope=rope, moe=moe, n_experts=4, top_k=1,
+                    fgram=fgram, fgram_max_n=3)  # fmt: skip
+    model = GPT(cfg, fgrams=fgrams if fgram else None)
+    tcfg = TrainConfig(**REF_TRAIN, max_iters=2000, eval_interval=250, eval_iters=20, progress=full)
+    trainer = Trainer(model, train, val, tcfg)
+    total, active = model.num_params()
+    row = {"variant": cfg.variant, "params_total": total, "params_active": active}
+    if full:  # the whole 2000-iteration run; its step times are the timing sample
+        res = trainer.fit()
+        row["ms_per_step"] = 1000 * tcfg.batch_size * cfg.block_size / res.tokens_per_sec
+        row["val_loss"] = res.val_loss
+    else:
+        for i in range(5):  # warm-up: allocator, thread pool, first-call dispatch
+            trainer.train_step(lr_at(i, tcfg))
+        times = []
+        for i in range(steps):
+            t0 = time.perf_counter()
+            trainer.train_step(lr_at(5 + i, tcfg))
+            times.append(time.perf_counter() - t0)
+        row["ms_per_step"] = 1000 * statistics.median(times)
+    row["tokens_per_sec"] = tcfg.batch_size * cfg.block_size / (row["ms_per_step"] / 1000)
+    row["flops_per_token"] = model_flops_per_token(model)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.bench", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--steps", type=int, default=40, help="timed steps per variant (default 40)")
+    ap.add_argument("--full", action="store_true", help="train 2000 iterations; report val loss")
+    ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    a = ap.parse_args(argv)
+    if a.steps < 1:
+        ap.error("--steps must be >= 1")
+
+    train, val, vocab, source = load_data(a.full)
+    fgrams = mine_fgrams(train, vocab, 3, min_count=5, max_fgrams=2048)
+    peak = matmul_peak_gflops()
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "fp32_matmul_peak_gflops": round(peak, 1),
+        "data": source,
+    }
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
+    rows = []
+    for rope, moe, fgram in itertools.product((False, True), repeat=3):
+        rows.append(bench_variant(rope, moe, fgram, train, val, vocab, fgrams, a.steps, a.full))
+    peak_end = matmul_peak_gflops()
+    machine["fp32_matmul_peak_gflops_end"] = round(peak_end, 1)
+    dense_ms = rows[0]["ms_per_step"]
+    peak_mean = (peak + peak_end) / 2
+    for r in rows:
+        r["x_dense"] = r["ms_per_step"] / dense_ms
+        r["mfu"] = r["flops_per_token"] * r["tokens_per_sec"] / (peak_mean * 1e9)
+
+    cols = ("ms/step", "x dense", "tokens/s", "MFU", "params", "active")
+    head = f"{'variant':<18} " + " ".join(
+        f"{c:>{w}}" for c, w in zip(cols, (8, 8, 9, 6, 9, 9), strict=True)
+    )
+    head += f" {'val loss':>9}" if a.full else ""
+    print(head)
+    for r in rows:
+        line = (
+            f"{r['variant']:<18} {r['ms_per_step']:>8.1f} {r['x_dense']:>8.2f} "
+            f"{r['tokens_per_sec']:>9,.0f} {r['mfu']:>6.1%} "
+            f"{r['params_total']:>9,} {r['params_active']:>9,}"
+        )
+        print(line + (f" {r['val_loss']:>9.4f}" if a.full else ""))
+    print(
+        f"fp32 matmul peak: {peak:.0f} GFLOP/s at start, {peak_end:.0f} at end (MFU uses the mean)"
+    )
+    if a.json:
+        atomic_write_text(a.json, json.dumps({"machine": machine, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,222 @@
+"""The tuning report, rebuilt from the study's storage alone.
+
+Writes, atomically, to one folder: ``best.json`` (best params and value, counts, pruning
+saving), ``trials.csv`` (one row per trial), and three PNG plots: the optimization history,
+the parameter importances, and the validation loss over ``n_experts`` x ``fgram_max_n``
+(``contour.png``: one cell per pair, colored by the best loss a completed trial reached
+there). With plotly installed, Optuna's interactive versions are written as HTML too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nanomoe.io import atomic_write_bytes, atomic_write_text
+from pipeline.tune_study import FINISHED
+
+PLOTS = ("optimization_history.png", "param_importances.png", "contour.png")
+METRIC = "full-split validation loss (nats/char)"
+
+
+def pruning_saving(trials: list[FrozenTrial]) -> tuple[float, int, int]:
+    """(saving, steps trained, steps had every finished trial run to its max_iters)."""
+    done = [t for t in trials if t.state in FINISHED and "steps" in t.user_attrs]
+    run = sum(int(t.user_attrs["steps"]) for t in done)
+    full = sum(int(t.user_attrs["max_iters"]) for t in done)
+    return (1.0 - run / full if full else 0.0), run, full
+
+
+def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return min(complete, key=lambda t: t.value) if complete else None
+
+
+def summary(study: optuna.Study) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    best = best_trial(trials)
+    saving, run, full = pruning_saving(trials)
+    states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    return {
+        "study": study.study_name,
+        "metric": METRIC,
+        "direction": "minimize",
+        "best_value": best.value if best else None,
+        "best_params": best.params if best else None,
+        "best_trial": best.number if best else None,
+        "finished": sum(t.state in FINISHED for t in trials),
+        "trials": states,
+        "pruning_saving": saving,
+        "steps_trained": run,
+        "steps_without_pruning": full,
+    }
+
+
+def trials_csv(trials: list[FrozenTrial]) -> str:
+    names = sorted({k for t in trials for k in t.params}, key=lambda k: (k != "n_experts", k))
+    fields = ["number", "state", "value", "duration_s", "steps", *names, "note"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for t in trials:
+        a = t.user_attrs
+        note = "surplus" if a.get("surplus") else a.get("note", "")
+        w.writerow(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": "" if t.value is None else repr(t.value),
+                "duration_s": f"{t.duration.total_seconds():.1f}" if t.duration else "",
+                "steps": a.get("steps", ""),
+                **{k: t.params.get(k, "") for k in names},
+                "note": note,
+            }
+        )
+    return buf.getvalue()
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+
+def _figure(w: float = 6.5, h: float = 4.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(w, h))
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _message(ax, title: str, text: str) -> None:
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
+
+
+def plot_history(trials: list[FrozenTrial], path: Path) -> None:
+    fig, ax = _figure()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.value is not None]
+    if not complete and not pruned:
+        _message(ax, "optimization history", "no finished trial with a value yet")
+        return _save(fig, path)
+    ax.scatter(
+        [t.number for t in pruned],
+        [t.value for t in pruned],
+        marker="x",
+        color="tab:gray",
+        label="pruned (last eval loss)",
+    )
+    ax.scatter(
+        [t.number for t in complete], [t.value for t in complete], label="complete", zorder=3
+    )
+    if complete:
+        xs, ys, best = [], [], math.inf
+        for t in sorted(complete, key=lambda t: t.number):
+            best = min(best, t.value)
+            xs.append(t.number)
+            ys.append(best)
+        ax.step(xs, ys, where="post", color="tab:red", label="best so far")
+    ax.set(xlabel="trial", ylabel="validation loss (nats/char)", title="optimization history")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def plot_importances(study: optuna.Study, path: Path) -> None:
+    fig, ax = _figure()
+    try:
+        importances = optuna.importance.get_param_importances(study)
+        if not importances:
+            raise ValueError("no parameters to rank")
+    except Exception as err:  # too few completed trials, a constant parameter, ...
+        reason = str(err).split("\n")[0][:120]
+        _message(ax, "parameter importances", f"not available yet:\n{reason}")
+        return _save(fig, path)
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names])
+    ax.set(xlabel="fANOVA importance (share of loss variance)", title="parameter importances")
+    ax.grid(alpha=0.3, axis="x")
+    _save(fig, path)
+
+
+def plot_contour(trials: list[FrozenTrial], path: Path, x: str, y: str) -> None:
+    """Best completed loss per (x, y) cell, every cell a pair the study tried."""
+    import numpy as np
+
+    fig, ax = _figure()
+    done = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.value is not None and x in t.params
+    ]
+    done = [t for t in done if y in t.params]
+    if not done:
+        _message(ax, f"validation loss over {x} x {y}", "no completed trial yet")
+        return _save(fig, path)
+    xs = sorted({t.params[x] for t in done})
+    ys = sorted({t.params[y] for t in done})
+    grid = np.full((len(ys), len(xs)), np.nan)
+    n = np.zeros_like(grid, dtype=int)
+    for t in done:
+        i, j = ys.index(t.params[y]), xs.index(t.params[x])
+        grid[i, j] = np.fmin(grid[i, j], t.value)
+        n[i, j] += 1
+    im = ax.imshow(grid, origin="lower", cmap="viridis_r", aspect="auto")
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            if n[i, j]:
+                ax.text(j, i, f"{grid[i, j]:.3f}\n({n[i, j]})", ha="center", va="center", size=8)
+    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+    ax.set(xlabel=x, ylabel=y, title=f"best validation loss over {x} x {y} (trials)")
+    fig.colorbar(im, ax=ax, label="validation loss (nats/char)")
+    _save(fig, path)
+
+
+def _plotly_html(study: optuna.Study, out: Path) -> None:
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        return
+    from optuna import visualization as vis
+
+    for name, make in (
+        ("optimization_history", lambda: vis.plot_optimization_history(study)),
+        ("param_importances", lambda: vis.plot_param_importances(study)),
+        ("contour", lambda: vis.plot_contour(study, params=["n_experts", "fgram_max_n"])),
+    ):
+        try:
+            atomic_write_text(out / f"{name}.html", make().to_html(include_plotlyjs="cdn"))
+        except Exception:  # too few trials for this plot yet
+            continue
+
+
+def write_report(study: optuna.Study, out: Path) -> dict:
+    """Write best.json, trials.csv and the plots to ``out``; return the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.get_trials(deepcopy=False)
+    info = summary(study)
+    atomic_write_text(out / "best.json", json.dumps(info, indent=2) + "\n")
+    atomic_write_text(out / "trials.csv", trials_csv(trials))
+    plot_history(trials, out / PLOTS[0])
+    plot_importances(study, out / PLOTS[1])
+    plot_contour(trials, out / PLOTS[2], "n_experts", "fgram_max_n")
+    _plotly_html(study, out)
+    return info

@@ -1,0 +1,175 @@
+"""Stage boundaries: download, params validation and the train stage's pre-flight checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import yaml
+from _project import CORPUS, make_project, run_module
+
+from pipeline.cli import StageError
+from pipeline.download import download, fetch
+from pipeline.params import ParamsError, load_params
+
+
+def test_download_writes_the_file_when_the_checksum_matches(tmp_path):
+    src = tmp_path / "src.txt"
+    src.write_text(CORPUS, encoding="utf-8")
+    out = tmp_path / "data" / "raw" / "input.txt"
+    digest = download(src.as_uri(), hashlib.sha256(CORPUS.encode()).hexdigest(), out)
+    assert out.read_text(encoding="utf-8") == CORPUS
+    assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_download_accepts_a_plain_path(tmp_path):
+    src = tmp_path / "src.txt"
+    src.write_bytes(b"abc")
+    assert fetch(str(src)) == b"abc"
+
+
+def test_checksum_mismatch_names_both_hashes_and_leaves_no_file(tmp_path):
+    src = tmp_path / "src.txt"
+    src.write_text("tampered", encoding="utf-8")
+    out = tmp_path / "raw" / "input.txt"
+    expected = "0" * 64
+    with pytest.raises(StageError) as err:
+        download(src.as_uri(), expected, out)
+    assert expected in str(err.value)
+    assert hashlib.sha256(b"tampered").hexdigest() in str(err.value)
+    assert not out.exists()
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_unreachable_url_fails_naming_the_override_variable(tmp_path):
+    with pytest.raises(StageError, match="NANOMOE_DATA_URL"):
+        download((tmp_path / "missing.txt").as_uri(), None, tmp_path / "out.txt")
+    with pytest.raises(StageError, match="NANOMOE_DATA_URL"):
+        download("http://127.0.0.1:9/input.txt", None, tmp_path / "out.txt")
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_download_stage_uses_the_override_and_exits_2_on_a_bad_one(tmp_path):
+    root = make_project(tmp_path)
+    env_ok = {"NANOMOE_DATA_URL": str(root / "corpus.txt")}
+    ok = run_module(root, "pipeline.download", env={**_env(root), **env_ok})
+    assert ok.returncode == 0, ok.stderr
+    assert (root / "data/raw/input.txt").read_text(encoding="utf-8") == CORPUS
+    bad = run_module(root, "pipeline.download", env={**_env(root), "NANOMOE_DATA_URL": "/nope"})
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "NANOMOE_DATA_URL" in lines[0]
+
+
+def _env(root):
+    from _project import env_for
+
+    return env_for(root)
+
+
+def _write_params(root, mutate):
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    mutate(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda p: p["model"].update(n_head=3), "model.n_embd"),
+        (lambda p: p["model"].update(dropout=-0.1), "model.dropout"),
+        (lambda p: p["moe"].update(top_k=9), "moe.top_k"),
+        (lambda p: p["moe"].update(n_experts=1), "moe.n_experts"),
+        (lambda p: p["fgram"].update(max_n=20, mine_max_n=20), "fgram.max_n"),
+        (lambda p: p["train"].update(batch_size="12"), "train.batch_size"),
+        (lambda p: p["fgram"].update(mine_max_n=2, max_n=3), "fgram.mine_max_n"),
+        (lambda p: p["train"].update(learning_rate=-1.0), "train.learning_rate"),
+        (lambda p: p["train"].update(warmup=5), "train"),
+        (lambda p: p["model"].update(n_layers=2), "model"),
+        (lambda p: p["data"].update(sha256="xyz"), "data.sha256"),
+        (lambda p: p.update(seeds=[]), "seeds"),
+        (lambda p: p["sample"].update(temperature=0), "sample.temperature"),
+    ],
+)
+def test_bad_params_fail_when_read_naming_the_key(tmp_path, mutate, key):
+    root = make_project(tmp_path)
+    _write_params(root, mutate)
+    with pytest.raises(ParamsError) as err:
+        load_params(root / "params.yaml")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("params.yaml: ") and key in message
+
+
+def test_shipped_params_are_valid_and_sized_like_nanogpt_cpu():
+    p = load_params()
+    assert p.raw["model"] == {
+        "block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128,
+        "dropout": 0.0, "bias": False, "rope_base": 10000.0,
+    }  # fmt: skip
+    assert p.raw["train"]["max_iters"] == 2000 and p.raw["train"]["batch_size"] == 12
+    assert (p.raw["moe"]["n_experts"], p.raw["moe"]["top_k"], p.fgram.max_n) == (4, 1, 3)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--rope", "maybe", "--moe", "true", "--fgram", "false", "--seed", "1"],
+        ["--rope", "true", "--moe", "true", "--seed", "1"],
+    ],
+)
+def test_train_stage_rejects_bad_flags_before_training(tmp_path, args):
+    root = make_project(tmp_path)
+    out = run_module(root, "pipeline.train", *args)
+    assert out.returncode == 2
+    assert "usage:" in out.stderr and "error:" in out.stderr
+    assert not (root / "experiments").exists()
+    assert not (root / "mlflow.db").exists()
+
+
+def test_train_stage_rejects_bad_params_in_one_line_before_training(tmp_path):
+    root = make_project(tmp_path)
+    _write_params(root, lambda p: p["moe"].update(top_k=5))
+    out = run_module(
+        root, "pipeline.train", "--rope", "true", "--moe", "true", "--fgram", "false", "--seed", "1"
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "moe.top_k" in lines[0], out.stderr
+    assert not (root / "experiments").exists()
+    assert not (root / "mlflow.db").exists()
+
+
+def test_train_stage_asks_for_prepare_when_data_is_missing(tmp_path):
+    root = make_project(tmp_path)
+    out = run_module(
+        root,
+        "pipeline.train",
+        "--rope",
+        "false",
+        "--moe",
+        "false",
+        "--fgram",
+        "true",
+        "--seed",
+        "1",
+    )
+    assert out.returncode == 2
+    assert "prepare" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_mine_stage_writes_fgrams_and_coverage_metrics(tmp_path):
+    root = make_project(tmp_path)
+    env = _env(root)
+    for stage in ("download", "prepare", "mine_fgrams"):
+        done = run_module(root, f"pipeline.{stage}", env=env)
+        assert done.returncode == 0, done.stderr
+    doc = json.loads((root / "data/fgrams.json").read_text(encoding="utf-8"))
+    assert doc["fgrams"] and all(2 <= len(g["ids"]) <= 4 for g in doc["fgrams"])
+    assert all(g["text"] in CORPUS for g in doc["fgrams"])
+    assert "the " in {g["text"] for g in doc["fgrams"]}  # frequent in the corpus
+    metrics = json.loads((root / "data/fgram_metrics.json").read_text())
+    cover = metrics["coverage_per_max_n"]
+    assert 0 < cover["2"] <= cover["3"] <= cover["4"] <= 1
+    assert sum(metrics["count_per_n"].values()) == metrics["count"] == len(doc["fgrams"])
