@@ -194,17 +194,21 @@ class GPT(nn.Module):
     # --- optimizer and generation ---------------------------------------------------------
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """Weight decay on matrices only: never on norms, biases or embeddings."""
-        decay, no_decay = [], []
-        embeddings = {id(self.wte.weight)} | (
-            {id(self.wpe.weight)} if self.wpe is not None else set()
-        )
+        """Weight decay on weight matrices only: never on norms, biases or embeddings (the
+        MoE's per-expert biases are 2-D but still biases)."""
+        no_decay_ids = {id(self.wte.weight)}
+        if self.wpe is not None:
+            no_decay_ids.add(id(self.wpe.weight))
         if self.config.fgram:
-            embeddings.add(id(self.fgram_ctx.slot_emb))
-        for p in self.parameters():
-            if not p.requires_grad:
+            no_decay_ids.add(id(self.fgram_ctx.slot_emb))
+        decay, no_decay, seen = [], [], set()
+        for name, p in self.named_parameters():
+            if not p.requires_grad or id(p) in seen:
                 continue
-            (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+            seen.add(id(p))
+            is_bias = name.endswith(("bias", "b_fc", "b_proj"))
+            matrix = p.dim() >= 2 and not is_bias and id(p) not in no_decay_ids
+            (decay if matrix else no_decay).append(p)
         return [
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
@@ -220,7 +224,7 @@ class GPT(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         for _ in range(max_new_tokens):
-            cond = idx[:, -self.config.block_size :]
+            cond = idx[:, -self.config.block_size :]  # (B, <= block_size)
             logits, _ = self(cond)
             logits = logits[:, -1, :].float() / max(temperature, 1e-8)
             if top_k is not None:

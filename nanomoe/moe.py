@@ -3,6 +3,8 @@
 Routing: a linear router scores every expert; the softmax runs in fp32; each token goes to
 its top-k experts with gate weights renormalized over the chosen k. The gate multiplies the
 expert's output, which is how the router receives gradient from the language-model loss.
+With top_k = 1 the gate is the raw probability, as in the Switch Transformer: renormalizing a
+single weight would make it exactly 1 and leave the router to learn from the aux losses alone.
 
 Dispatch is vectorized: the (token, expert) assignments are sorted by expert, so every
 expert sees one contiguous slice of tokens; the only Python loop is over experts (<= 64).
@@ -68,7 +70,8 @@ class MoE(nn.Module):
         logits = self.router(flat).float()  # (N, E), fp32 routing
         probs = logits.softmax(dim=-1)
         gate, expert = probs.topk(self.top_k, dim=-1)  # (N, k)
-        gate = gate / gate.sum(dim=-1, keepdim=True)
+        if self.top_k > 1:  # renormalize over the chosen k; with k = 1 that would be p/p = 1
+            gate = gate / gate.sum(dim=-1, keepdim=True)  # and cut the router off from the LM loss
 
         # Sort the N*k assignments by expert: each expert gets a contiguous slice.
         expert_flat = expert.flatten()

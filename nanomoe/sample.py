@@ -12,7 +12,7 @@ import sys
 import torch
 
 from nanomoe.data import CharTokenizer
-from nanomoe.trainer import load_checkpoint, model_from_checkpoint
+from nanomoe.trainer import load_checkpoint, model_from_checkpoint, resolve_device
 
 
 def generate_text(
@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
-    if a.tokens < 0 or a.temperature <= 0:
-        p.error("--tokens must be >= 0 and --temperature > 0")
+    if a.tokens < 0 or a.temperature <= 0 or a.top_k < 0:
+        p.error("--tokens and --top-k must be >= 0 and --temperature > 0")
+    if not a.prompt:
+        p.error("--prompt must not be empty: give at least one character to continue")
     try:
         ckpt = load_checkpoint(a.checkpoint)
     except FileNotFoundError:
@@ -57,8 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        device = str(resolve_device(a.device))
+    except ValueError as e:
+        print(f"error: --{e}", file=sys.stderr)
+        return 2
+    try:
         text = generate_text(
-            ckpt, a.prompt, a.tokens, a.temperature, a.top_k or None, a.seed, a.device
+            ckpt, a.prompt, a.tokens, a.temperature, a.top_k or None, a.seed, device
         )
     except ValueError as e:  # unknown characters in the prompt
         print(f"error: --prompt: {e}", file=sys.stderr)

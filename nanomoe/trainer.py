@@ -257,7 +257,7 @@ class Trainer:
         self.model.train()
         start_wall = time.perf_counter()
         train_time, tokens = 0.0, 0
-        if self.step == 0:
+        if self.step == 0 and not self.history:  # a step-0 checkpoint already has it
             self._eval(lr_at(0, cfg), 0.0)
         bar = tqdm(
             total=cfg.max_iters,

@@ -38,6 +38,17 @@ TINY_WORDS = [
 ]
 
 
+@pytest.fixture
+def torch_single_thread():
+    """Run a test on one intra-op thread, restoring the setting afterwards. The models here
+    are tiny, so one thread costs nothing, and it keeps timings stable when other processes
+    share the CPU (two OpenMP threads spinning on a busy core can be 100x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(params=ALL_VARIANTS, ids=[variant_name(*v) for v in ALL_VARIANTS])
 def variant_flags(request) -> tuple[bool, bool, bool]:
     """Parametrizes a test over all 8 (rope, moe, fgram) variants."""

@@ -10,6 +10,8 @@ import pytest
 from nanomoe.config import GPTConfig, TrainConfig, variant_name
 from nanomoe.model import GPT
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 GPT_RULES = [
     ("n_embd_not_divisible_by_n_head", dict(n_embd=30, n_head=4), "n_embd"),
     ("odd_head_size_with_rope", dict(n_embd=6, n_head=2, rope=True), "n_embd"),
@@ -49,7 +51,9 @@ TRAIN_RULES = [
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [r[1:] for r in GPT_RULES], ids=[r[0] for r in GPT_RULES])
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [r[1:] for r in GPT_RULES], ids=[r[0] for r in GPT_RULES]
+)
 def test_gpt_config_rule_raises_value_error_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"^{re.escape(field)}\b"):
         GPTConfig(**kwargs)

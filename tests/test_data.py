@@ -18,6 +18,8 @@ from nanomoe.data import (
     prepare,
 )
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 UNICODE_TEXT = "Héllo — wörld 🙂\nnaïve café, 日本語 ✓\ttabs\n"
 
 

@@ -9,7 +9,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from nanomoe.data import CharTokenizer
 from nanomoe.fgram import (
@@ -21,6 +20,8 @@ from nanomoe.fgram import (
     save_fgrams,
 )
 from nanomoe.model import GPT
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 # --- references -------------------------------------------------------------------------
 
@@ -200,7 +201,10 @@ def test_matcher_distinguishes_grams_that_differ_only_by_leading_zeros():
 
 
 def test_matcher_with_an_empty_table_and_short_sequences():
-    assert torch.equal(FgramMatcher([], 5, 3)(torch.ones(2, 7, dtype=torch.long)), torch.zeros(2, 7, dtype=torch.long))
+    assert torch.equal(
+        FgramMatcher([], 5, 3)(torch.ones(2, 7, dtype=torch.long)),
+        torch.zeros(2, 7, dtype=torch.long),
+    )
     matcher = FgramMatcher([(1, 2), (1, 2, 3, 4)], 5, 4)
     assert matcher(torch.tensor([[1]])).tolist() == [[0]]
     assert matcher(torch.tensor([[1, 2]])).tolist() == [[0, 2]]

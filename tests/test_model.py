@@ -8,9 +8,13 @@ import torch
 
 from nanomoe.model import apply_rope, rope_cache
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 
 def window(ids: np.ndarray, start: int, batch: int, length: int) -> torch.Tensor:
-    return torch.from_numpy(ids[start : start + batch * length].astype(np.int64)).view(batch, length)
+    return torch.from_numpy(ids[start : start + batch * length].astype(np.int64)).view(
+        batch, length
+    )
 
 
 def randomize_fgram_path(model) -> None:
@@ -77,7 +81,9 @@ def test_targets_of_minus_one_are_ignored(tiny_model, tiny_splits):
     masked = y.clone()
     masked[:, :5] = -1
     logits, loss = model(x, masked)
-    expected = torch.nn.functional.cross_entropy(logits[:, 5:].reshape(-1, logits.size(-1)), y[:, 5:].reshape(-1))
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, 5:].reshape(-1, logits.size(-1)), y[:, 5:].reshape(-1)
+    )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 

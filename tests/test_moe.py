@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from nanomoe.config import GPTConfig
 from nanomoe.moe import MoE, load_balance_loss, router_z_loss
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 
 def moe_layer(n_embd=8, n_experts=4, top_k=2, bias=False, seed=0) -> MoE:
     torch.manual_seed(seed)
@@ -96,12 +98,17 @@ def test_moe_layer_losses_and_load_equal_the_formulas_on_its_router_output():
             torch.tensor([[1.0, 0.0, -1.0, 0.5], [0.0, 2.0, 0.0, -0.5], [-1.0, 0.5, 1.0, 0.0]])
         )
     x = torch.tensor(
-        [[[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0, 1.0], [0.5, -0.5, 2.0, 0.0]]]
+        [
+            [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]],
+            [[0.0, 0.0, 1.0, 1.0], [0.5, -0.5, 2.0, 0.0]],
+        ]
     )
     layer(x)
     W = layer.router.weight.tolist()
     tokens = x.reshape(-1, 4).tolist()
-    logits = [[sum(w * v for w, v in zip(W[e], tok, strict=True)) for e in range(3)] for tok in tokens]
+    logits = [
+        [sum(w * v for w, v in zip(W[e], tok, strict=True)) for e in range(3)] for tok in tokens
+    ]
     probs = [hand_softmax(row) for row in logits]
     chosen = [sorted(range(3), key=lambda e, p=p: -p[e])[:2] for p in probs]
     assert layer.lb_loss.item() == pytest.approx(hand_load_balance(probs, chosen, 3), rel=1e-5)
@@ -142,13 +149,13 @@ def test_moe_output_equals_a_per_token_loop_over_its_top_k_experts(top_k, bias):
         for t, tok in enumerate(x.reshape(-1, 8)):
             p = torch.softmax(layer.router.weight @ tok, dim=-1)
             chosen = sorted(range(4), key=lambda e, p=p: -float(p[e]))[:top_k]
-            norm = sum(float(p[e]) for e in chosen)
+            norm = sum(float(p[e]) for e in chosen) if top_k > 1 else 1.0  # Switch: gate = p
             for e in chosen:
                 expected[t] += float(p[e]) / norm * expert_forward(layer, e, tok[None])[0]
     assert torch.allclose(got.reshape(-1, 8), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("top_k", [1, 2, 4])
+@pytest.mark.parametrize("top_k", [2, 4])
 def test_identical_experts_give_one_experts_output_whatever_the_router_says(top_k):
     layer = moe_layer(n_embd=8, n_experts=4, top_k=top_k, bias=True)
     with torch.no_grad():
@@ -163,6 +170,21 @@ def test_identical_experts_give_one_experts_output_whatever_the_router_says(top_
             got = layer(x)
             expected = expert_forward(layer, 0, x.reshape(-1, 8)).view(3, 6, 8)
         assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_top1_gate_is_the_raw_router_probability_so_the_router_learns_from_the_lm():
+    layer = moe_layer(n_embd=8, n_experts=4, top_k=1, bias=False)
+    with torch.no_grad():
+        for p in (layer.w_fc, layer.w_proj):
+            p.copy_(p[:1].expand_as(p))
+        layer.router.weight.normal_(std=1.0)
+    x = torch.randn(3, 6, 8)
+    with torch.no_grad():
+        got = layer(x).reshape(-1, 8)
+        p_max = torch.softmax(x.reshape(-1, 8) @ layer.router.weight.T, dim=-1).max(-1).values
+        expected = p_max[:, None] * expert_forward(layer, 0, x.reshape(-1, 8))
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert (p_max < 1).all()
 
 
 def test_expert_load_fractions_sum_to_one_per_layer(tiny_model, tiny_splits):
@@ -184,15 +206,10 @@ def test_moe_stats_is_empty_without_moe(tiny_model):
 
 # --- gradients ---------------------------------------------------------------------------
 
-TOP1_GATE_BUG = (
-    "moe.py renormalizes the gate over the chosen top_k experts; with top_k=1 the gate is "
-    "p/p == 1, so the LM loss gives the router no gradient (only the aux losses train it)"
-)
-
 
 @pytest.mark.parametrize(
     "top_k",
-    [2, 3, pytest.param(1, marks=pytest.mark.xfail(strict=True, reason=TOP1_GATE_BUG))],
+    [1, 2, 3],
 )
 def test_router_receives_gradient_from_the_lm_loss_alone(tiny_model, tiny_splits, top_k):
     model = tiny_model(moe=True, top_k=top_k)

@@ -1,0 +1,116 @@
+"""``python -m nanomoe.sample`` on a checkpoint from a tiny training run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nanomoe.config import TrainConfig
+from nanomoe.sample import generate_text, main
+from nanomoe.trainer import Trainer, load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_model, tiny_splits, tiny_tokenizer):
+    train, val = tiny_splits
+    path = tmp_path_factory.mktemp("sample") / "ckpt.pt"
+    cfg = TrainConfig(
+        batch_size=4, max_iters=6, eval_interval=3, eval_iters=1, warmup_iters=1,
+        learning_rate=3e-3, min_lr=3e-4, device="cpu", progress=False,
+    )  # fmt: skip
+    model = tiny_model(rope=True, moe=True, fgram=True)
+    Trainer(
+        model,
+        train,
+        val,
+        cfg,
+        checkpoint_path=path,
+        checkpoint_extra={"chars": tiny_tokenizer.chars},
+    ).fit()
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_sample_prints_text_that_starts_with_the_prompt(capsys, checkpoint, tiny_tokenizer):
+    prompt = "the café"
+    rc, out, err = run(
+        capsys, "--checkpoint", str(checkpoint), "--prompt", prompt, "--tokens", "40"
+    )
+    assert rc == 0 and err == ""
+    text = out.removesuffix("\n")
+    assert text.startswith(prompt)
+    assert len(text) == len(prompt) + 40
+    assert set(text) <= set(tiny_tokenizer.chars)
+
+
+def test_sample_with_the_same_seed_gives_the_same_text(capsys, checkpoint):
+    args = ["--checkpoint", str(checkpoint), "--prompt", "the", "--tokens", "60", "--top-k", "0"]
+    outs = [run(capsys, *args, "--seed", seed)[1] for seed in ("3", "3", "4")]
+    assert outs[0] == outs[1]
+    assert outs[0] != outs[2]
+
+
+def test_generate_text_matches_the_command_line(capsys, checkpoint):
+    ckpt = load_checkpoint(checkpoint)
+    text = generate_text(ckpt, "dog", 25, temperature=0.8, top_k=200, seed=9)
+    rc, out, _ = run(
+        capsys, "--checkpoint", str(checkpoint), "--prompt", "dog", "--tokens", "25", "--seed", "9"
+    )
+    assert rc == 0 and out == text + "\n"
+
+
+def test_prompt_with_unknown_characters_fails_with_a_one_line_error(capsys, checkpoint):
+    rc, out, err = run(capsys, "--checkpoint", str(checkpoint), "--prompt", "the Zebra€")
+    assert rc != 0
+    assert out == ""
+    assert err.strip() and "\n" not in err.strip()
+    assert "Z" in err and "€" in err
+    assert "Traceback" not in err
+
+
+def test_missing_checkpoint_fails_with_a_one_line_error(capsys, tmp_path):
+    rc, out, err = run(capsys, "--checkpoint", str(tmp_path / "nope.pt"))
+    assert rc != 0 and out == ""
+    assert "nope.pt" in err and "\n" not in err.strip()
+
+
+def test_checkpoint_without_vocabulary_is_rejected(capsys, tmp_path, checkpoint):
+    ckpt = load_checkpoint(checkpoint)
+    del ckpt["chars"]
+    bare = tmp_path / "bare.pt"
+    torch.save(ckpt, bare)
+    rc, out, err = run(capsys, "--checkpoint", str(bare), "--prompt", "the")
+    assert rc != 0 and out == ""
+    assert "chars" in err and "\n" not in err.strip()
+
+
+@pytest.mark.parametrize(
+    "args, word",
+    [
+        (["--prompt", ""], "--prompt"),
+        (["--top-k", "-1"], "--top-k"),
+        (["--tokens", "-5"], "--tokens"),
+    ],
+)
+def test_bad_sampling_flags_exit_2_with_a_usage_error(capsys, checkpoint, args, word):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(checkpoint), *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert word in err and "Traceback" not in err
+
+
+def test_cuda_device_without_cuda_fails_with_a_one_line_error(capsys, checkpoint, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rc, out, err = run(
+        capsys, "--checkpoint", str(checkpoint), "--prompt", "the", "--device", "cuda"
+    )
+    assert rc == 2 and out == ""
+    assert "CUDA" in err and "\n" not in err.strip()

@@ -1,0 +1,464 @@
+"""``python -m pipeline.tune``: the Optuna search over NanoMoE's MoE and F-gram settings.
+
+Every test builds a throwaway project (tiny corpus, tiny model, 20-step trials) in a temp
+folder and runs the command there, as a subprocess where processes matter (kill, parallel
+workers, exit codes) and in-process elsewhere. MLflow's store lands in that folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from nanomoe.data import CharTokenizer, prepare
+from nanomoe.fgram import mine_fgrams, save_fgrams
+from pipeline import tune, tune_study
+from pipeline.cli import run as cli_run
+from pipeline.tune_report import PLOTS, pruning_saving
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = "the cat sat on a mat and then that dog ran there — café naïve".split()
+TINY = {
+    "model": {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
+    "moe": {"n_experts": 2, "top_k": 1},
+    "fgram": {"mine_max_n": 4, "min_count": 2, "max_fgrams": 64, "max_n": 3, "n_head": 2},
+    "train": {"batch_size": 4, "warmup_iters": 2, "eval_iters": 2, "device": "cpu"},
+}
+TUNE = {
+    "study_name": "nanomoe-tune",
+    "max_iters": 20,
+    "eval_interval": 5,
+    "eval_iters": 2,
+    "pruner": "median",
+    "n_startup_trials": 2,
+    "n_warmup_steps": 5,
+    "space": {
+        "n_experts": [2, 4],
+        "fgram_max_n": [2, 4],
+        "top_k": [1, 2],
+        "learning_rate": [0.001, 0.01],
+    },
+}
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+# --- a throwaway project ---------------------------------------------------------------------
+
+
+def corpus() -> str:
+    rng = np.random.default_rng(7)
+    return "\n".join(" ".join(rng.choice(WORDS, size=6)) for _ in range(150)) + "\n"
+
+
+def make_project(root: Path, tune_overrides: dict | None = None, data: bool = True) -> Path:
+    """params.yaml with tiny settings, dvc.yaml, the corpus; with ``data``, the prepared
+    splits and mined F-grams too (written directly, as the DVC stages would)."""
+    text = corpus()
+    (root / "corpus.txt").write_text(text, encoding="utf-8")
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["url"] = str(root / "corpus.txt")
+    params["data"]["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    for section, values in TINY.items():
+        params[section].update(values)
+    params["tune"] = {**TUNE, **(tune_overrides or {})}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    if data:
+        meta = prepare(text, root / "data" / "prepared", params["data"]["val_fraction"])
+        ids = np.array(CharTokenizer(meta["chars"]).encode(text[: meta["n_train"]]))
+        f = params["fgram"]
+        grams = mine_fgrams(ids, meta["vocab_size"], f["mine_max_n"], f["min_count"], 64)
+        save_fgrams(root / "data" / "fgrams.json", grams, meta["chars"], {"mine_max_n": 4})
+    return root
+
+
+def env_for(root: Path) -> dict[str, str]:
+    """No outside MLflow store, DVC root or data mirror; this interpreter first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.pop("NANOMOE_DATA_URL", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def tune_cmd(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.tune", *args],
+        cwd=root,
+        env=env_for(root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def start_tune(root: Path, *args: str, log: str = "tune.out") -> subprocess.Popen:
+    out = open(root / log, "w")  # noqa: SIM115 - closed by the process ending
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.tune", *args],
+        cwd=root,
+        env=env_for(root),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def open_study(root: Path, name: str = "nanomoe-tune") -> optuna.Study:
+    storage = tune_study.open_storage(None, root / "experiments" / "tune" / "journal.log")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def finished(study: optuna.Study) -> list:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def mlflow_runs(root: Path) -> tuple[list, list]:
+    """(parent runs, trial runs) of experiment nanomoe-tune in the project's store."""
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("nanomoe-tune")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+@pytest.fixture
+def in_project(tmp_path, monkeypatch):
+    """Run ``tune.main`` in this process, inside a fresh project, leaving no global trace."""
+    root = make_project(tmp_path)
+    monkeypatch.chdir(root)
+    saved_env, saved_term = dict(os.environ), signal.getsignal(signal.SIGTERM)
+    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "DVC_"))]:
+        monkeypatch.delenv(key)
+    yield root
+    os.environ.clear()
+    os.environ.update(saved_env)
+    signal.signal(signal.SIGTERM, saved_term)
+
+
+# --- one study of 4 trials, with the upstream stages run by tune itself ----------------------
+
+
+@pytest.fixture(scope="module")
+def study_of_four(tmp_path_factory):
+    """A project with code and DVC but no data: tune runs `dvc repro` and then 4 trials."""
+    root = make_project(tmp_path_factory.mktemp("four"), data=False)
+    for name in ("nanomoe", "pipeline"):  # the stages' deps, so dvc.yaml runs as it is
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"],
+        cwd=root,
+        env=env_for(root),
+        check=True,
+    )
+    return root, tune_cmd(root, "--trials", "4")
+
+
+def test_missing_data_is_brought_up_to_date_by_the_dvc_stages(study_of_four):
+    root, proc = study_of_four
+    assert proc.returncode == 0, proc.stderr
+    assert "running dvc repro mine_fgrams" in proc.stdout
+    assert (root / "data" / "prepared" / "meta.json").exists()
+    assert json.loads((root / "data" / "fgrams.json").read_text())["mine_max_n"] == 4
+    assert "mine_fgrams" in yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+
+
+def test_study_ends_with_the_requested_finished_trials_and_writes_the_report(study_of_four):
+    root, proc = study_of_four
+    assert proc.returncode == 0, proc.stderr
+    study = open_study(root)
+    assert len(finished(study)) == 4 == len(study.trials)
+    out = root / "experiments" / "tune"
+
+    best = json.loads((out / "best.json").read_text())
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    top = min(complete, key=lambda t: t.value)
+    assert (best["best_trial"], best["best_value"]) == (top.number, top.value)
+    assert best["best_params"] == top.params
+    assert set(best["best_params"]) == {"n_experts", "fgram_max_n", "top_k", "learning_rate"}
+
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [int(r["number"]) for r in rows] == [0, 1, 2, 3]
+    assert {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
+    assert all(float(r["duration_s"]) > 0 and r["n_experts"] in ("2", "4") for r in rows)
+    for name in PLOTS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+    progress = [line for line in proc.stdout.splitlines() if line.startswith("trial ")]
+    assert len(progress) == 4 and all("best" in line for line in progress)
+    assert "pruning saved" in proc.stdout
+
+
+def test_every_trial_records_the_steps_it_trained_and_the_saving_is_reported(study_of_four):
+    root, _ = study_of_four
+    trials = open_study(root).trials
+    for t in trials:
+        assert t.user_attrs["max_iters"] == 20
+        expected = 20 if t.state == TrialState.COMPLETE else max(t.intermediate_values)
+        assert t.user_attrs["steps"] == expected
+    saving, run, full = pruning_saving(trials)
+    assert full == 80 and run == sum(t.user_attrs["steps"] for t in trials)
+    best = json.loads((root / "experiments" / "tune" / "best.json").read_text())
+    assert best["pruning_saving"] == pytest.approx(saving)
+
+
+def test_mlflow_holds_one_parent_run_and_a_nested_run_per_trial(study_of_four):
+    root, _ = study_of_four
+    parents, children = mlflow_runs(root)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.run_name == "nanomoe-tune" and parent.info.status == "FINISHED"
+    assert parent.data.params["pruner"].startswith("median")
+    assert json.loads(parent.data.params["space.n_experts"]) == [2, 4]
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    status = {"complete": "FINISHED", "pruned": "KILLED"}
+    by_number = {t.number: t for t in open_study(root).trials}
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        trial = by_number[int(run.data.tags["optuna.trial"])]
+        assert run.data.tags["state"] == trial.state.name.lower()
+        assert run.info.status == status[run.data.tags["state"]]
+        assert run.data.params["n_experts"] == str(trial.params["n_experts"])
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert {m.step: m.value for m in history} == pytest.approx(trial.intermediate_values)
+
+
+def test_report_only_rebuilds_the_report_from_the_storage_alone(study_of_four):
+    root, _ = study_of_four
+    out = root / "experiments" / "tune"
+    before = json.loads((out / "best.json").read_text())
+    for name in ("best.json", "trials.csv", *PLOTS):
+        (out / name).unlink()
+    shutil.move(root / "data", root / "data.moved")  # the report needs no data
+    try:
+        proc = tune_cmd(root, "--report-only")
+    finally:
+        shutil.move(root / "data.moved", root / "data")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "best.json").read_text()) == before
+    assert all((out / name).exists() for name in ("trials.csv", *PLOTS))
+
+
+# --- interruptions and parallel workers ------------------------------------------------------
+
+
+def wait_for(predicate, timeout: float = 120.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def test_killed_study_restarts_and_ends_with_exactly_the_requested_total(tmp_path):
+    root = make_project(tmp_path, {"max_iters": 60})
+    proc = start_tune(root, "--trials", "4")
+
+    def two_finished_and_one_training():
+        try:
+            study = open_study(root)
+        except KeyError:  # not created yet
+            return None
+        trials = study.get_trials(deepcopy=False)
+        training = [t for t in trials if t.intermediate_values and t.state == TrialState.RUNNING]
+        return sum(t.state in FINISHED for t in trials) >= 2 and training
+
+    wait_for(two_finished_and_one_training)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = open_study(root)
+    survivors = {t.number: t.value for t in finished(killed)}
+    (dead,) = [t for t in killed.trials if t.state == TrialState.RUNNING]
+    assert dead.user_attrs["owner"]["pid"] == proc.pid
+
+    again = tune_cmd(root, "--trials", "4")
+    assert again.returncode == 0, again.stderr
+    study = open_study(root)
+    assert len(finished(study)) == 4
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert study.trials[dead.number].state == TrialState.FAIL
+    assert {n: study.trials[n].value for n in survivors} == survivors  # kept, not rerun
+    assert f"trial {dead.number:3d} failed: its process is gone" in again.stdout
+    _, children = mlflow_runs(root)
+    dead_run = [r for r in children if r.data.tags["optuna.trial"] == str(dead.number)]
+    assert [(r.info.status, r.data.tags["state"]) for r in dead_run] == [("FAILED", "failed")]
+
+
+def test_two_workers_on_one_storage_end_with_exactly_n_trials_and_one_parent_run(tmp_path):
+    root = make_project(tmp_path, {"max_iters": 30})
+    workers = [start_tune(root, "--trials", "6", log=f"worker{i}.out") for i in range(2)]
+    for w in workers:
+        assert w.wait(timeout=300) == 0, (root / "worker0.out").read_text()
+    study = open_study(root)
+    assert len(finished(study)) == 6
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    owners = {t.user_attrs["owner"]["pid"] for t in finished(study)}
+    assert owners == {w.pid for w in workers}  # both did work
+
+    parents, children = mlflow_runs(root)
+    assert len(parents) == 1
+    assert len(children) == 6
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == sorted(
+        t.number for t in finished(study)
+    )
+
+
+def test_running_trial_of_a_dead_process_is_failed_and_a_live_one_kept(tmp_path):
+    study = optuna.create_study(
+        storage=tune_study.open_storage(None, tmp_path / "journal.log"), study_name="s"
+    )
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    owners = {
+        "dead": {**tune_study.this_owner(), "pid": gone.pid},
+        "alive": tune_study.this_owner(),
+        "elsewhere": {**tune_study.this_owner(), "host": "another-machine", "pid": gone.pid},
+    }
+    numbers = {}
+    for name, owner in owners.items():
+        trial = study.ask()
+        trial.set_user_attr("owner", owner)
+        numbers[name] = trial.number
+    closed = []
+    reaped = tune_study.reap_dead_trials(study, lambda t, why: closed.append(t.number))
+    assert [t.number for t in reaped] == closed == [numbers["dead"]]
+    states = {name: study.trials[n].state for name, n in numbers.items()}
+    assert states == {
+        "dead": TrialState.FAIL,
+        "alive": TrialState.RUNNING,
+        "elsewhere": TrialState.RUNNING,  # another host: left to its heartbeat
+    }
+
+
+def test_claims_stop_at_n_trials_and_a_surplus_trial_is_never_run():
+    study = optuna.create_study()
+    what, first = tune_study.claim_trial(study, 2)
+    what2, second = tune_study.claim_trial(study, 2)
+    assert (what, what2) == ("run", "run")
+    assert tune_study.claim_trial(study, 2) == ("wait", None)  # 2 in flight fill the 2
+    study.tell(first, 1.0)
+    study.tell(second, state=TrialState.FAIL)  # a crash frees its slot
+    what, third = tune_study.claim_trial(study, 2)
+    assert what == "run"
+    study.tell(third, 0.5)
+    assert tune_study.claim_trial(study, 2) == ("done", None)
+    # A worker on another machine created a trial between our count and our ask:
+    late = study.ask()
+    assert tune_study.is_surplus(study, late.number, 2)
+
+
+# --- divergence ------------------------------------------------------------------------------
+
+
+def test_nonfinite_training_loss_prunes_the_trial_and_the_study_goes_on(in_project, monkeypatch):
+    from nanomoe.model import GPT
+
+    forward, first = GPT.forward, []
+
+    def explode_first_model(self, idx, targets=None):
+        logits, loss = forward(self, idx, targets)
+        if self.training and targets is not None:
+            if not first:
+                first.append(self)
+            if first[0] is self:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", explode_first_model)
+    assert tune.main(["--trials", "3"]) == 0
+    study = open_study(in_project)
+    trials = study.trials
+    assert len(finished(study)) == 3 == len(trials)
+    assert trials[0].state == TrialState.PRUNED and trials[0].user_attrs["nonfinite"]
+    assert "non-finite" in trials[0].user_attrs["note"] or "nan" in trials[0].user_attrs["note"]
+    assert trials[1].state == TrialState.COMPLETE and np.isfinite(trials[1].value)
+    _, children = mlflow_runs(in_project)
+    run0 = [r for r in children if r.data.tags["optuna.trial"] == "0"]
+    assert [(r.info.status, r.data.tags["state"]) for r in run0] == [("KILLED", "pruned")]
+
+
+def test_nan_eval_loss_prunes_the_trial():
+    study = optuna.create_study()
+    trial = study.ask()
+    callback = tune._pruning_callback(trial)
+    callback.on_eval(0, {"val_loss": 3.0})
+    with pytest.raises(optuna.TrialPruned):
+        callback.on_eval(5, {"val_loss": float("nan")})
+    assert trial.user_attrs["nonfinite"] is True
+    assert study.trials[0].intermediate_values == {0: 3.0}
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tune_overrides", "key"),
+    [
+        ({"space": {**TUNE["space"], "fgram_max_n": [2, 9]}}, "tune.space.fgram_max_n"),
+        ({"space": {**TUNE["space"], "n_experts": [1, 4]}}, "tune.space.n_experts"),
+        ({"space": {**TUNE["space"], "n_experts": []}}, "tune.space.n_experts"),
+        ({"space": {**TUNE["space"], "top_k": [1, 3]}}, "tune.space.top_k"),
+        ({"space": {**TUNE["space"], "learning_rate": [0.01, 0.001]}}, "tune.space.learning_rate"),
+        ({"space": {**TUNE["space"], "dropout": [0.0, 0.1]}}, "tune.space.dropout"),
+        ({"pruner": "sometimes"}, "tune.pruner"),
+        ({"eval_interval": 0}, "tune.eval_interval"),
+    ],
+)
+def test_invalid_search_space_fails_at_once_naming_the_key(
+    in_project, monkeypatch, capsys, tune_overrides, key
+):
+    make_project(in_project, tune_overrides, data=False)
+    monkeypatch.setattr(sys, "argv", ["pipeline.tune", "--trials", "2"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_run(tune.main)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: params.yaml: {key}")
+    assert not (in_project / "experiments" / "tune").exists()  # no storage, no trial
+    assert not (in_project / "mlflow.db").exists()
+
+
+def test_invalid_search_space_exits_2_with_one_line_from_the_command_line(tmp_path):
+    root = make_project(tmp_path, {"space": {**TUNE["space"], "fgram_max_n": [2, 9]}})
+    proc = tune_cmd(root, "--trials", "2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "tune.space.fgram_max_n" in proc.stderr and "fgram.mine_max_n=4" in proc.stderr
+
+
+def test_study_run_with_other_settings_is_refused_before_any_trial(in_project, monkeypatch):
+    storage = tune_study.open_storage(None, in_project / "experiments" / "tune" / "journal.log")
+    study = optuna.create_study(storage=storage, study_name="nanomoe-tune")
+    study.set_user_attr("settings", {"space": {"n_experts": [2, 4, 8]}})
+    monkeypatch.setattr(sys, "argv", ["pipeline.tune", "--trials", "2"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_run(tune.main)
+    assert exit_info.value.code == 2
+    assert open_study(in_project).trials == []
+
+
+def test_help_names_every_option(tmp_path):
+    proc = tune_cmd(make_project(tmp_path, data=False), "--help")
+    assert proc.returncode == 0
+    for option in ("--trials", "--study-name", "--storage", "--timeout", "--seed", "--report-only"):
+        assert option in proc.stdout
