@@ -16,8 +16,9 @@ $(STAMP): $(BIN)/python requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# dvc runs each stage's `python -m ...` through PATH: put the venv first.
 repro: install
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: install
 	$(BIN)/ruff check nanomoe pipeline tests

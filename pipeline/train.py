@@ -96,6 +96,11 @@ def prepare_run(params: Params, rope: bool, moe: bool, fgram: bool, seed: int):
         fgrams = load_fgrams(root / FGRAMS, max_n=config.fgram_max_n)
     train = load_split(root / PREPARED, "train")
     val = load_split(root / PREPARED, "val")
+    unknown = sorted(set(params.sample.prompt or "") - set(meta["chars"]))
+    if unknown:
+        raise StageError(
+            f"params.yaml: sample.prompt has characters not in the corpus: {''.join(unknown)!r}"
+        )
     return meta, config, train_cfg, fgrams, train, val
 
 
@@ -162,17 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         result = trainer.fit()
 
         prompt = params.sample.prompt or meta["chars"][int(np.asarray(val[:1])[0])]
-        try:
-            sample = generate_text(
-                load_checkpoint(out / "ckpt.pt"),
-                prompt,
-                params.sample.tokens,
-                params.sample.temperature,
-                params.sample.top_k,
-                seed=a.seed,
-            )
-        except ValueError as err:
-            raise StageError(f"params.yaml: sample.prompt: {err}") from None
+        sample = generate_text(
+            load_checkpoint(out / "ckpt.pt"),
+            prompt,
+            params.sample.tokens,
+            params.sample.temperature,
+            params.sample.top_k,
+            seed=a.seed,
+        )
         metrics = {
             "variant": variant,
             "rope": a.rope,

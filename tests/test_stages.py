@@ -173,3 +173,82 @@ def test_mine_stage_writes_fgrams_and_coverage_metrics(tmp_path):
     cover = metrics["coverage_per_max_n"]
     assert 0 < cover["2"] <= cover["3"] <= cover["4"] <= 1
     assert sum(metrics["count_per_n"].values()) == metrics["count"] == len(doc["fgrams"])
+
+
+def _prepared_project(tmp_path, monkeypatch):
+    root = make_project(tmp_path)
+    monkeypatch.chdir(root)
+    for k in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
+        monkeypatch.delenv(k, raising=False)
+    from pipeline import download, prepare
+
+    monkeypatch.setenv("NANOMOE_DATA_URL", str(root / "corpus.txt"))
+    assert download.main([]) == 0 and prepare.main([]) == 0
+    return root
+
+
+def _runs(root):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["nanomoe-ablation"])
+
+
+def test_a_training_run_that_fails_is_marked_failed_in_mlflow(tmp_path, monkeypatch):
+    from nanomoe.trainer import NonFiniteLossError, Trainer
+    from pipeline import train
+
+    root = _prepared_project(tmp_path, monkeypatch)
+
+    def explode(self, resume_from=None):
+        raise NonFiniteLossError(3, float("nan"))
+
+    monkeypatch.setattr(Trainer, "fit", explode)
+    with pytest.raises(NonFiniteLossError, match="step 3"):
+        train.main(["--rope", "true", "--moe", "true", "--fgram", "false", "--seed", "7"])
+    runs = _runs(root)
+    assert list(runs.status) == ["FAILED"]
+    assert runs["tags.mlflow.runName"][0] == "rope+moe-fgram"
+
+
+def test_a_killed_training_run_is_not_left_running_in_mlflow(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from _project import env_for
+
+    root = _prepared_project(tmp_path, monkeypatch)
+    _write_params(root, lambda p: p["train"].update(max_iters=100_000, eval_interval=50_000))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train", "--rope", "false", "--moe", "false",
+         "--fgram", "false", "--seed", "1"],
+        cwd=root, env=env_for(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline and not (root / "experiments" / "ablation").exists():
+        time.sleep(0.5)
+    while time.time() < deadline:  # wait until the MLflow run exists: then it is training
+        try:
+            if len(_runs(root)):
+                break
+        except Exception:  # the store or experiment is still being created
+            pass
+        time.sleep(0.5)
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    runs = _runs(root)
+    assert len(runs) == 1 and runs.status[0] in ("FAILED", "KILLED")
+
+
+def test_a_prompt_outside_the_corpus_is_rejected_before_training(tmp_path, monkeypatch):
+    from pipeline import train
+
+    root = _prepared_project(tmp_path, monkeypatch)
+    _write_params(root, lambda p: p["sample"].update(prompt="ROMEO€"))
+    with pytest.raises(StageError, match="sample.prompt"):
+        train.main(["--rope", "true", "--moe", "false", "--fgram", "false", "--seed", "1"])
+    assert not (root / "experiments").exists() and not (root / "mlflow.db").exists()
