@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install repro test lint bench clean
+.PHONY: install repro test lint bench tune clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,9 @@ lint: install
 
 bench: install
 	$(BIN)/python -m pipeline.bench
+
+tune: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.tune --trials 50
 
 clean:
 	rm -rf $(VENV)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import subprocess
@@ -32,27 +33,39 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.cli import StageError, run
 from pipeline.params import Params, load_params, repo_root
 from pipeline.tune_settings import TuneSettings, load_tune_settings
+
+if TYPE_CHECKING:  # the heavy imports wait until --help and params checks have passed
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from nanomoe.trainer import Callback
 
 TUNE_DIR = Path("experiments/tune")
 PREPARED = Path("data/prepared")
 FGRAMS = Path("data/fgrams.json")
 EXPERIMENT = "nanomoe-tune"
 POLL_S = 2.0  # how often a worker with nothing to claim looks again
-TRAIN_KEYS_NOT_COMPARED = ("device", "compile", "progress")
+NOT_COMPARED = {"device", "compile", "progress", "checkpoint_interval"}  # of train:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.tune",
         description=__doc__.split("\n\n")[0],
-        epilog="Search space, budget and pruner: the tune: section of params.yaml.",
+        epilog="Search space, budget and pruner: the tune: section of params.yaml. Several "
+        "workers on one machine should share its cores (e.g. OMP_NUM_THREADS=1 with 2 workers "
+        "on 2 cores).",
     )
-    ap.add_argument("--trials", type=int, help="finished trials the study should end with")
+    ap.add_argument(
+        "--trials",
+        type=int,
+        help="finished (complete or pruned) trials the study ends with, earlier runs included",
+    )
     ap.add_argument("--study-name", help="default: tune.study_name of params.yaml")
     ap.add_argument(
         "--storage",
@@ -102,7 +115,9 @@ def ensure_upstream(root: Path, settings: TuneSettings) -> None:
             return
         print(f"{missing} is missing: running dvc repro mine_fgrams", flush=True)
         cmd = [sys.executable, "-m", "dvc", "repro", "mine_fgrams"]
-        if subprocess.run(cmd, cwd=root).returncode != 0:
+        # The stages run `python -m ...`: make that this interpreter, as for this command.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        if subprocess.run(cmd, cwd=root, env={**os.environ, "PATH": path}).returncode != 0:
             raise StageError("dvc repro mine_fgrams failed (see above); fix it and rerun")
     missing = _upstream_missing(root, settings)
     if missing is not None:
@@ -110,16 +125,18 @@ def ensure_upstream(root: Path, settings: TuneSettings) -> None:
 
 
 def fingerprint(params: Params, settings: TuneSettings, seed: int) -> dict:
-    """Everything that makes two trials' losses comparable; a study keeps one."""
-    train = {k: v for k, v in params.raw["train"].items() if k not in TRAIN_KEYS_NOT_COMPARED}
+    """Every setting that makes two trials' losses comparable: a study keeps one, and
+    refuses to go on under another (what the study tunes or overrides is left out)."""
+    raw, tuned = params.raw, {*settings.space, *settings.budget()}
     fp = {
         "space": settings.space,
         "budget": settings.budget(),
-        "model": params.raw["model"],
-        "moe": params.raw["moe"],
-        "train": train,
-        "fgram": {k: params.raw["fgram"][k] for k in ("min_count", "max_fgrams", "n_head")},
         "seed": seed,
+        "data": {"sha256": params.data.sha256, "val_fraction": params.data.val_fraction},
+        "fgram": {k: raw["fgram"][k] for k in ("mine_max_n", "min_count", "max_fgrams", "n_head")},
+        "model": raw["model"],
+        "moe": {k: v for k, v in raw["moe"].items() if k not in tuned},
+        "train": {k: v for k, v in raw["train"].items() if k not in tuned | NOT_COMPARED},
     }
     return json.loads(json.dumps(fp))  # as the storage gives it back
 
@@ -149,7 +166,7 @@ def _client():
     return Locked()
 
 
-def close_dead_run(trial, why: str) -> None:
+def close_dead_run(trial: FrozenTrial, why: str) -> None:
     """The MLflow run of a trial whose process died: FAILED, with the reason."""
     import mlflow
 
@@ -177,7 +194,9 @@ class Tracker:
         self.experiment_id, self.parent_id = experiment_id, parent_id
 
     @classmethod
-    def attach(cls, study, settings: TuneSettings, seed: int, n_trials: int, storage: str):
+    def attach(
+        cls, study: optuna.Study, settings: TuneSettings, seed: int, n_trials: int, storage: str
+    ) -> Tracker:
         """Find or create the study's parent run (call under the local lock)."""
         import mlflow
         from mlflow.entities import Param, RunTag
@@ -202,7 +221,7 @@ class Tracker:
             logged = {
                 "study_name": study.study_name,
                 "variant": "rope+moe+fgram",
-                "sampler": "TPESampler(seed=seed+trial number, constant_liar)",
+                "sampler": "TPESampler(seed=SeedSequence([seed, trial number]), constant_liar)",
                 "pruner": settings.describe_pruner(),
                 "seed": seed,
                 **settings.budget(),
@@ -219,7 +238,7 @@ class Tracker:
         client.update_run(parent_id, status="RUNNING")
         return cls(experiment_id, parent_id)
 
-    def start_trial(self, trial, chosen: dict[str, Any], seed: int) -> str:
+    def start_trial(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int) -> str:
         from mlflow.entities import Param
 
         run = self.client.create_run(
@@ -241,7 +260,7 @@ class Tracker:
     def log_param(self, run_id: str, key: str, value: Any) -> None:
         self.client.log_param(run_id, key, value)
 
-    def end_trial(self, run_id: str, frozen) -> None:
+    def end_trial(self, run_id: str, frozen: FrozenTrial) -> None:
         state = frozen.state.name
         self.client.set_tag(run_id, "state", {"FAIL": "failed"}.get(state, state.lower()))
         if frozen.user_attrs.get("note"):
@@ -286,7 +305,7 @@ class Context:
     lock_path: Path
 
 
-def _pruning_callback(trial):
+def _pruning_callback(trial: optuna.Trial) -> Callback:
     """A trainer callback: report each eval's val loss; prune when the pruner says so, or
     when the loss is not finite."""
     import math
@@ -308,7 +327,7 @@ def _pruning_callback(trial):
     return PruneOnEval()
 
 
-def objective(trial, chosen: dict[str, Any], run_id: str, ctx: Context) -> float:
+def objective(trial: optuna.Trial, chosen: dict[str, Any], run_id: str, ctx: Context) -> float:
     """Train the full model at one point of the space; return its full-split val loss."""
     import optuna
 
@@ -338,15 +357,15 @@ def objective(trial, chosen: dict[str, Any], run_id: str, ctx: Context) -> float
         trial.set_user_attr("max_iters", train_cfg.max_iters)
 
 
-def run_trial(study, trial, ctx: Context):
+def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: Context) -> FrozenTrial:
     """Sample, train, tell Optuna and MLflow how it ended; return the finished trial."""
     import optuna
     from optuna.trial import TrialState
 
-    chosen = ctx.settings.suggest(trial)
-    run_id = ctx.tracker.start_trial(trial, chosen, ctx.seed)
-    value, state, note = None, TrialState.FAIL, ""
+    value, state, note, run_id = None, TrialState.FAIL, "", None
     try:
+        chosen = ctx.settings.suggest(trial)
+        run_id = ctx.tracker.start_trial(trial, chosen, ctx.seed)
         value = objective(trial, chosen, run_id, ctx)
         state = TrialState.COMPLETE
     except optuna.TrialPruned as err:
@@ -358,11 +377,12 @@ def run_trial(study, trial, ctx: Context):
         if note:
             trial.set_user_attr("note", note)
         frozen = study.tell(trial, value, state=state)
-        ctx.tracker.end_trial(run_id, frozen)
+        if run_id is not None:
+            ctx.tracker.end_trial(run_id, frozen)
     return frozen
 
 
-def progress_line(study, frozen, n_trials: int) -> str:
+def progress_line(study: optuna.Study, frozen: FrozenTrial, n_trials: int) -> str:
     from pipeline.tune_report import best_trial
     from pipeline.tune_study import FINISHED
 
@@ -384,7 +404,22 @@ def progress_line(study, frozen, n_trials: int) -> str:
 # --- the worker loop -------------------------------------------------------------------------
 
 
-def work(study, storage, ctx: Context, n_trials: int, timeout: float | None) -> None:
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial ``number``: one worker replays a study exactly, and
+    parallel workers never draw the same random start-up points. Mixed by SeedSequence:
+    consecutive seeds give numpy's RandomState correlated first draws."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def work(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    ctx: Context,
+    n_trials: int,
+    timeout: float | None,
+) -> None:
     """Claim and run trials until the study has ``n_trials`` finished ones (or timeout)."""
     import optuna
 
@@ -409,9 +444,7 @@ def work(study, storage, ctx: Context, n_trials: int, timeout: float | None) -> 
             time.sleep(POLL_S)
             continue
         waiting = False
-        # Trial k samples with its own seed: one worker replays exactly, and parallel
-        # workers never draw the same random start-up points.
-        study.sampler = optuna.samplers.TPESampler(seed=ctx.seed + trial.number)
+        study.sampler = optuna.samplers.TPESampler(seed=trial_seed(ctx.seed, trial.number))
         with heartbeat(storage, trial):
             frozen = run_trial(study, trial, ctx)
         print(progress_line(study, frozen, n_trials), flush=True)
@@ -456,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage")  # we beat, not optimize()
     journal = root / TUNE_DIR / "journal.log"
 
     if a.report_only:
@@ -473,7 +507,9 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = load_meta(root / PREPARED)
     try:
-        storage = open_storage(a.storage, journal, on_stale=lambda s, t: close_dead_run(t, "stale"))
+        storage = open_storage(
+            a.storage, journal, on_stale=lambda s, t: close_dead_run(t, "its heartbeat stopped")
+        )
     except Exception as err:  # a bad URL, a missing database driver, a refused connection
         raise StageError(f"--storage {_safe_url(a.storage)}: {err}".split("\n")[0]) from None
     lock_path = root / TUNE_DIR / "tune.lock"

@@ -161,17 +161,13 @@ def plot_contour(trials: list[FrozenTrial], path: Path, x: str, y: str) -> None:
     import numpy as np
 
     fig, ax = _figure()
-    done = [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETE and t.value is not None and x in t.params
-    ]
-    done = [t for t in done if y in t.params]
+    tried = [t for t in trials if x in t.params and y in t.params]
+    done = [t for t in tried if t.state == TrialState.COMPLETE and t.value is not None]
     if not done:
         _message(ax, f"validation loss over {x} x {y}", "no completed trial yet")
         return _save(fig, path)
-    xs = sorted({t.params[x] for t in done})
-    ys = sorted({t.params[y] for t in done})
+    xs = sorted({t.params[x] for t in tried})  # every pair tried; blank: none completed
+    ys = sorted({t.params[y] for t in tried})
     grid = np.full((len(ys), len(xs)), np.nan)
     n = np.zeros_like(grid, dtype=int)
     for t in done:

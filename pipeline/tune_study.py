@@ -2,7 +2,7 @@
 failing trials whose process died, and claiming trials so that workers stop at exactly N.
 
 - Storage: a JournalStorage file (default ``experiments/tune/journal.log``), which processes
-  on one machine share through its file lock, or any SQLAlchemy URL (``postgresql://...``)
+  on one machine share through an flock(2) lock, or any SQLAlchemy URL (``postgresql://...``)
   for many machines, with Optuna heartbeats so a dead machine's trials are failed too.
 - Ownership: right after a trial is created, its owner (host, boot id, pid and the process's
   start time) is stored as the trial's user attr ``owner``. A RUNNING trial whose owner is
@@ -35,7 +35,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
+IN_FLIGHT = (TrialState.RUNNING,)  # WAITING (enqueued) trials are popped by study.ask()
 HEARTBEAT_S = 20  # RDB storages: a trial's process records a heartbeat this often
 GRACE_S = 120  # ... and a trial silent this long is failed
 UNOWNED_GRACE_S = 120
@@ -59,22 +59,44 @@ def open_storage(
         )
     path = Path(url) if url else default_journal
     path.parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    from optuna.storages.journal import JournalFileBackend
 
-    backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+    backend = JournalFileBackend(str(path), lock_obj=FlockLock(f"{path}.lock"))
     return optuna.storages.JournalStorage(backend)
+
+
+class FlockLock:
+    """The journal file's write lock, by flock(2). The kernel drops it when its process dies,
+    so a worker killed mid-write never stalls the others; Optuna's own lock files (made for
+    NFS) would make them wait out a 30 s grace period. Every process that writes the
+    journal must use this lock: open it through ``open_storage``."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.fd = path, None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 @contextlib.contextmanager
 def local_lock(path: Path) -> Iterator[None]:
     """An exclusive lock between the processes of this machine (released if one dies)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    lock = FlockLock(str(path))
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager

@@ -19,9 +19,12 @@ import time
 from pathlib import Path
 
 import mlflow
+import mlflow.tracking._tracking_service.utils as mlflow_uri
+import mlflow.tracking.fluent as mlflow_fluent
 import numpy as np
 import optuna
 import pytest
+import torch
 import yaml
 from optuna.trial import TrialState
 
@@ -92,6 +95,7 @@ def env_for(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.pop("NANOMOE_DATA_URL", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["OMP_NUM_THREADS"] = "1"  # tiny models; two workers on two cores must not fight
     return env
 
 
@@ -107,15 +111,14 @@ def tune_cmd(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def start_tune(root: Path, *args: str, log: str = "tune.out") -> subprocess.Popen:
-    out = open(root / log, "w")  # noqa: SIM115 - closed by the process ending
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.tune", *args],
-        cwd=root,
-        env=env_for(root),
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    with open(root / log, "w") as out:  # the child keeps its own copy of the file
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.tune", *args],
+            cwd=root,
+            env=env_for(root),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def open_study(root: Path, name: str = "nanomoe-tune") -> optuna.Study:
@@ -143,12 +146,17 @@ def in_project(tmp_path, monkeypatch):
     root = make_project(tmp_path)
     monkeypatch.chdir(root)
     saved_env, saved_term = dict(os.environ), signal.getsignal(signal.SIGTERM)
+    saved_threads = torch.get_num_threads()
     for key in [k for k in os.environ if k.startswith(("MLFLOW_", "DVC_"))]:
         monkeypatch.delenv(key)
+    for module, name in ((mlflow_uri, "_tracking_uri"), (mlflow_fluent, "_active_experiment_id")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
+    torch.set_num_threads(1)
     yield root
     os.environ.clear()
     os.environ.update(saved_env)
     signal.signal(signal.SIGTERM, saved_term)
+    torch.set_num_threads(saved_threads)
 
 
 # --- one study of 4 trials, with the upstream stages run by tune itself ----------------------
@@ -274,6 +282,7 @@ def test_killed_study_restarts_and_ends_with_exactly_the_requested_total(tmp_pat
     proc = start_tune(root, "--trials", "4")
 
     def two_finished_and_one_training():
+        assert proc.poll() is None, (root / "tune.out").read_text()  # still running
         try:
             study = open_study(root)
         except KeyError:  # not created yet
@@ -306,8 +315,8 @@ def test_killed_study_restarts_and_ends_with_exactly_the_requested_total(tmp_pat
 def test_two_workers_on_one_storage_end_with_exactly_n_trials_and_one_parent_run(tmp_path):
     root = make_project(tmp_path, {"max_iters": 30})
     workers = [start_tune(root, "--trials", "6", log=f"worker{i}.out") for i in range(2)]
-    for w in workers:
-        assert w.wait(timeout=300) == 0, (root / "worker0.out").read_text()
+    for i, w in enumerate(workers):
+        assert w.wait(timeout=300) == 0, (root / f"worker{i}.out").read_text()
     study = open_study(root)
     assert len(finished(study)) == 6
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -367,6 +376,23 @@ def test_claims_stop_at_n_trials_and_a_surplus_trial_is_never_run():
     assert tune_study.is_surplus(study, late.number, 2)
 
 
+def test_an_sqlalchemy_url_holds_the_study_with_heartbeats(in_project):
+    url = f"sqlite:///{in_project / 'optuna.db'}"
+    assert tune.main(["--trials", "2", "--storage", url]) == 0
+    storage = tune_study.open_storage(url, in_project / "unused.log")
+    assert storage.get_heartbeat_interval() == tune_study.HEARTBEAT_S
+    study = optuna.load_study(study_name="nanomoe-tune", storage=storage)
+    assert len(finished(study)) == 2 == len(study.trials)
+    assert not (in_project / "experiments" / "tune" / "journal.log").exists()
+
+
+def test_an_enqueued_trial_is_claimed_rather_than_waited_for():
+    study = optuna.create_study()
+    study.enqueue_trial({"n_experts": 4})
+    what, trial = tune_study.claim_trial(study, 1)
+    assert what == "run" and trial.suggest_categorical("n_experts", [2, 4]) == 4
+
+
 # --- divergence ------------------------------------------------------------------------------
 
 
@@ -390,7 +416,7 @@ def test_nonfinite_training_loss_prunes_the_trial_and_the_study_goes_on(in_proje
     trials = study.trials
     assert len(finished(study)) == 3 == len(trials)
     assert trials[0].state == TrialState.PRUNED and trials[0].user_attrs["nonfinite"]
-    assert "non-finite" in trials[0].user_attrs["note"] or "nan" in trials[0].user_attrs["note"]
+    assert "nan" in trials[0].user_attrs["note"]  # why it was pruned
     assert trials[1].state == TrialState.COMPLETE and np.isfinite(trials[1].value)
     _, children = mlflow_runs(in_project)
     run0 = [r for r in children if r.data.tags["optuna.trial"] == "0"]
@@ -411,17 +437,36 @@ def test_nan_eval_loss_prunes_the_trial():
 # --- bad input -------------------------------------------------------------------------------
 
 
+SPACE = TUNE["space"]
+
+
 @pytest.mark.parametrize(
     ("tune_overrides", "key"),
     [
-        ({"space": {**TUNE["space"], "fgram_max_n": [2, 9]}}, "tune.space.fgram_max_n"),
-        ({"space": {**TUNE["space"], "n_experts": [1, 4]}}, "tune.space.n_experts"),
-        ({"space": {**TUNE["space"], "n_experts": []}}, "tune.space.n_experts"),
-        ({"space": {**TUNE["space"], "top_k": [1, 3]}}, "tune.space.top_k"),
-        ({"space": {**TUNE["space"], "learning_rate": [0.01, 0.001]}}, "tune.space.learning_rate"),
-        ({"space": {**TUNE["space"], "dropout": [0.0, 0.1]}}, "tune.space.dropout"),
-        ({"pruner": "sometimes"}, "tune.pruner"),
-        ({"eval_interval": 0}, "tune.eval_interval"),
+        pytest.param(
+            {"space": {**SPACE, "fgram_max_n": [2, 9]}},
+            "tune.space.fgram_max_n",
+            id="fgram_max_n-above-mined",
+        ),
+        pytest.param(
+            {"space": {**SPACE, "n_experts": [1, 4]}}, "tune.space.n_experts", id="one-expert"
+        ),
+        pytest.param(
+            {"space": {**SPACE, "n_experts": []}}, "tune.space.n_experts", id="no-choices"
+        ),
+        pytest.param(
+            {"space": {**SPACE, "top_k": [1, 3]}}, "tune.space.top_k", id="top_k-above-n_experts"
+        ),
+        pytest.param(
+            {"space": {**SPACE, "learning_rate": [0.01, 0.001]}},
+            "tune.space.learning_rate",
+            id="lr-low-above-high",
+        ),
+        pytest.param(
+            {"space": {**SPACE, "dropout": [0.0, 0.1]}}, "tune.space.dropout", id="unknown-key"
+        ),
+        pytest.param({"pruner": "sometimes"}, "tune.pruner", id="unknown-pruner"),
+        pytest.param({"eval_interval": 0}, "tune.eval_interval", id="zero-eval-interval"),
     ],
 )
 def test_invalid_search_space_fails_at_once_naming_the_key(
