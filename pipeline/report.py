@@ -18,7 +18,6 @@ import io
 import itertools
 import json
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +26,7 @@ from nanomoe.config import variant_name
 from nanomoe.io import atomic_write_text
 from pipeline.cli import StageError, run
 from pipeline.params import load_params, repo_root
+from pipeline.plots import new_figure, save_figure
 from pipeline.train import ABLATION, run_dir
 
 SWITCHES = ("rope", "moe", "fgram")
@@ -162,12 +162,7 @@ def render_markdown(df: pd.DataFrame, table: pd.DataFrame, eff: pd.DataFrame, sa
 
 
 def plot(curves: dict, table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = new_figure(8, 5)
     for variant in table.variant:  # legend in rank order
         mean = pd.concat(curves[variant]).groupby("step", as_index=False).val_loss.mean()
         ax.plot(
@@ -178,11 +173,7 @@ def plot(curves: dict, table: pd.DataFrame, path: Path) -> None:
     ax.set_ylim(lo - 0.1, lo + 1.2)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

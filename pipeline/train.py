@@ -28,6 +28,7 @@ from nanomoe.sample import generate_text
 from nanomoe.trainer import Trainer, load_checkpoint, set_seed
 from pipeline.cli import StageError, run
 from pipeline.params import Params, load_params, repo_root
+from pipeline.plots import new_figure, save_figure
 
 PREPARED = Path("data/prepared")
 FGRAMS = Path("data/fgrams.json")
@@ -62,23 +63,14 @@ def curve_csv(history: list[dict]) -> str:
 
 
 def plot_curve(history: list[dict], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = [r["step"] for r in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(6, 4)
     ax.plot(steps, [r["train_loss"] for r in history], label="train")
     ax.plot(steps, [r["val_loss"] for r in history], label="val")
     ax.set(xlabel="step", ylabel="cross-entropy (nats/char)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def prepare_run(params: Params, rope: bool, moe: bool, fgram: bool, seed: int):

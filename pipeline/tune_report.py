@@ -18,7 +18,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nanomoe.io import atomic_write_bytes, atomic_write_text
+from nanomoe.io import atomic_write_text
+from pipeline.plots import new_figure, save_figure
 from pipeline.tune_study import FINISHED
 
 PLOTS = ("optimization_history.png", "param_importances.png", "contour.png")
@@ -84,25 +85,6 @@ def trials_csv(trials: list[FrozenTrial]) -> str:
 # --- plots -----------------------------------------------------------------------------------
 
 
-def _figure(w: float = 6.5, h: float = 4.2):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(w, h))
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _message(ax, title: str, text: str) -> None:
     ax.set_axis_off()
     ax.set_title(title)
@@ -110,12 +92,12 @@ def _message(ax, title: str, text: str) -> None:
 
 
 def plot_history(trials: list[FrozenTrial], path: Path) -> None:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.value is not None]
     if not complete and not pruned:
         _message(ax, "optimization history", "no finished trial with a value yet")
-        return _save(fig, path)
+        return save_figure(fig, path)
     ax.scatter(
         [t.number for t in pruned],
         [t.value for t in pruned],
@@ -136,11 +118,11 @@ def plot_history(trials: list[FrozenTrial], path: Path) -> None:
     ax.set(xlabel="trial", ylabel="validation loss (nats/char)", title="optimization history")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_importances(study: optuna.Study, path: Path) -> None:
-    fig, ax = _figure()
+    fig, ax = new_figure()
     try:
         importances = optuna.importance.get_param_importances(study)
         if not importances:
@@ -148,24 +130,24 @@ def plot_importances(study: optuna.Study, path: Path) -> None:
     except Exception as err:  # too few completed trials, a constant parameter, ...
         reason = str(err).split("\n")[0][:120]
         _message(ax, "parameter importances", f"not available yet:\n{reason}")
-        return _save(fig, path)
+        return save_figure(fig, path)
     names = list(importances)[::-1]
     ax.barh(names, [importances[n] for n in names])
     ax.set(xlabel="fANOVA importance (share of loss variance)", title="parameter importances")
     ax.grid(alpha=0.3, axis="x")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_contour(trials: list[FrozenTrial], path: Path, x: str, y: str) -> None:
     """Best completed loss per (x, y) cell, every cell a pair the study tried."""
     import numpy as np
 
-    fig, ax = _figure()
+    fig, ax = new_figure()
     tried = [t for t in trials if x in t.params and y in t.params]
     done = [t for t in tried if t.state == TrialState.COMPLETE and t.value is not None]
     if not done:
         _message(ax, f"validation loss over {x} x {y}", "no completed trial yet")
-        return _save(fig, path)
+        return save_figure(fig, path)
     xs = sorted({t.params[x] for t in tried})  # every pair tried; blank: none completed
     ys = sorted({t.params[y] for t in tried})
     grid = np.full((len(ys), len(xs)), np.nan)
@@ -183,7 +165,7 @@ def plot_contour(trials: list[FrozenTrial], path: Path, x: str, y: str) -> None:
     ax.set_yticks(range(len(ys)), [str(v) for v in ys])
     ax.set(xlabel=x, ylabel=y, title=f"best validation loss over {x} x {y} (trials)")
     fig.colorbar(im, ax=ax, label="validation loss (nats/char)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plotly_html(study: optuna.Study, out: Path) -> None:
