@@ -35,8 +35,8 @@ from nanomoe.model import GPT
 from nanomoe.trainer import Trainer, lr_at, set_seed
 from pipeline.cli import StageError, run
 from pipeline.params import repo_root
+from pipeline.paths import PREPARED
 
-PREPARED = Path("data/prepared")
 REFERENCE = {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0}
 REF_TRAIN = {"batch_size": 12, "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100}
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from nanomoe.io import atomic_write_bytes
 from pipeline.cli import StageError, run
 from pipeline.params import DATA_URL_ENV, load_params, repo_root
-
-OUT = Path("data/raw/input.txt")
+from pipeline.paths import RAW
 
 
 def fetch(url: str, timeout: float = 60.0) -> bytes:
@@ -67,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p = load_params()
     url = p.data.effective_url
-    digest = download(url, p.data.sha256, repo_root() / OUT)
+    digest = download(url, p.data.sha256, repo_root() / RAW)
     check = "verified" if p.data.sha256 else "not checked (data.sha256 is null)"
-    print(f"downloaded {url} -> {OUT} (sha256 {digest}, {check})")
+    print(f"downloaded {url} -> {RAW} (sha256 {digest}, {check})")
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,10 +19,7 @@ from nanomoe.fgram import FgramMatcher, mine_fgrams, save_fgrams
 from nanomoe.io import atomic_write_text
 from pipeline.cli import StageError, run
 from pipeline.params import load_params, repo_root
-
-PREPARED = Path("data/prepared")
-OUT = Path("data/fgrams.json")
-METRICS = Path("data/fgram_metrics.json")
+from pipeline.paths import FGRAM_METRICS, FGRAMS, require_prepared
 
 
 def coverage(ids: np.ndarray, fgrams, vocab_size: int, max_n: int) -> float:
@@ -39,10 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p = load_params()
     root = repo_root()
-    if not (root / PREPARED / "meta.json").exists():
-        raise StageError(f"{PREPARED}/ not found; run the prepare stage first (dvc repro prepare)")
-    meta = load_meta(root / PREPARED)
-    train = np.asarray(load_split(root / PREPARED, "train"))
+    prepared = require_prepared(root)
+    meta = load_meta(prepared)
+    train = np.asarray(load_split(prepared, "train"))
     f = p.fgram
     t0 = time.perf_counter()
     try:
@@ -51,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         raise StageError(f"params.yaml: fgram: {err}") from None
     seconds = time.perf_counter() - t0
     save_fgrams(
-        root / OUT,
+        root / FGRAMS,
         fgrams,
         meta["chars"],
         {"mine_max_n": f.mine_max_n, "min_count": f.min_count, "max_fgrams": f.max_fgrams},
@@ -60,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     lengths = range(2, f.mine_max_n + 1)
     cover = {str(n): round(coverage(train, fgrams, meta["vocab_size"], n), 4) for n in lengths}
     metrics = {"count": len(fgrams), "count_per_n": per_n, "coverage_per_max_n": cover}
-    atomic_write_text(root / METRICS, json.dumps(metrics, indent=2))
-    print(f"mined {len(fgrams)} F-grams in {seconds:.1f}s -> {OUT}; per n {per_n}")
+    atomic_write_text(root / FGRAM_METRICS, json.dumps(metrics, indent=2))
+    print(f"mined {len(fgrams)} F-grams in {seconds:.1f}s -> {FGRAMS}; per n {per_n}")
     print(f"share of train positions covered, by max_n: {cover}")
     return 0
 

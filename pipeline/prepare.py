@@ -6,14 +6,11 @@ Writes data/prepared/{train.bin, val.bin, meta.json}.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from nanomoe.data import prepare
 from pipeline.cli import StageError, run
 from pipeline.params import load_params, repo_root
-
-RAW = Path("data/raw/input.txt")
-OUT = Path("data/prepared")
+from pipeline.paths import PREPARED, RAW
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,12 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     if not raw.exists():
         raise StageError(f"{RAW} not found; run the download stage first (dvc repro download)")
     try:
-        meta = prepare(raw.read_text(encoding="utf-8"), repo_root() / OUT, p.data.val_fraction)
+        meta = prepare(raw.read_text(encoding="utf-8"), repo_root() / PREPARED, p.data.val_fraction)
     except ValueError as err:
         raise StageError(f"{RAW}: {err}") from None
     print(
         f"vocab {meta['vocab_size']} characters; train {meta['n_train']:,} tokens, "
-        f"val {meta['n_val']:,} tokens -> {OUT}/"
+        f"val {meta['n_val']:,} tokens -> {PREPARED}/"
     )
     return 0
 

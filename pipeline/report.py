@@ -26,8 +26,9 @@ from nanomoe.config import variant_name
 from nanomoe.io import atomic_write_text
 from pipeline.cli import StageError, run
 from pipeline.params import load_params, repo_root
+from pipeline.paths import ABLATION
 from pipeline.plots import new_figure, save_figure
-from pipeline.train import ABLATION, run_dir
+from pipeline.train import run_dir
 
 SWITCHES = ("rope", "moe", "fgram")
 COLUMNS = [

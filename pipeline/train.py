@@ -28,11 +28,9 @@ from nanomoe.sample import generate_text
 from nanomoe.trainer import Trainer, load_checkpoint, set_seed
 from pipeline.cli import StageError, run
 from pipeline.params import Params, load_params, repo_root
+from pipeline.paths import ABLATION, FGRAMS, require_prepared
 from pipeline.plots import new_figure, save_figure
 
-PREPARED = Path("data/prepared")
-FGRAMS = Path("data/fgrams.json")
-ABLATION = Path("experiments/ablation")
 EXPERIMENT = "nanomoe-ablation"
 
 
@@ -76,9 +74,8 @@ def plot_curve(history: list[dict], title: str, path: Path) -> None:
 def prepare_run(params: Params, rope: bool, moe: bool, fgram: bool, seed: int):
     """Everything that can fail before training: config, data, F-grams."""
     root = repo_root()
-    if not (root / PREPARED / "meta.json").exists():
-        raise StageError(f"{PREPARED}/ not found; run the prepare stage first (dvc repro prepare)")
-    meta = load_meta(root / PREPARED)
+    prepared = require_prepared(root)
+    meta = load_meta(prepared)
     config = params.model_config(meta["vocab_size"], rope=rope, moe=moe, fgram=fgram)
     train_cfg = params.train_config(seed=seed)
     fgrams = None
@@ -86,8 +83,8 @@ def prepare_run(params: Params, rope: bool, moe: bool, fgram: bool, seed: int):
         if not (root / FGRAMS).exists():
             raise StageError(f"{FGRAMS} not found; run the mine_fgrams stage first")
         fgrams = load_fgrams(root / FGRAMS, max_n=config.fgram_max_n)
-    train = load_split(root / PREPARED, "train")
-    val = load_split(root / PREPARED, "val")
+    train = load_split(prepared, "train")
+    val = load_split(prepared, "val")
     unknown = sorted(set(params.sample.prompt or "") - set(meta["chars"]))
     if unknown:
         raise StageError(

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.cli import StageError, run
 from pipeline.params import Params, load_params, repo_root
+from pipeline.paths import FGRAMS, PREPARED, TUNE_DIR
 from pipeline.tune_settings import TuneSettings, load_tune_settings
 
 if TYPE_CHECKING:  # the heavy imports wait until --help and params checks have passed
@@ -45,9 +46,6 @@ if TYPE_CHECKING:  # the heavy imports wait until --help and params checks have 
 
     from nanomoe.trainer import Callback
 
-TUNE_DIR = Path("experiments/tune")
-PREPARED = Path("data/prepared")
-FGRAMS = Path("data/fgrams.json")
 EXPERIMENT = "nanomoe-tune"
 POLL_S = 2.0  # how often a worker with nothing to claim looks again
 NOT_COMPARED = {"device", "compile", "progress", "checkpoint_interval"}  # of train:
