@@ -1,6 +1,5 @@
-"""NanoMoE: a from-scratch char-level GPT with RoPE, MoE and mined F-grams as switches."""
+"""NanoMoE: a from-scratch char-level GPT with RoPE, MoE and mined F-grams as switches.
 
-from nanomoe.config import GPTConfig, TrainConfig, variant_name
-from nanomoe.model import GPT
-
-__all__ = ["GPT", "GPTConfig", "TrainConfig", "variant_name"]
+Import what you use from its module: ``from nanomoe.model import GPT, GPTConfig``. This file
+imports nothing, so a light user (the data stages) never loads the model.
+"""

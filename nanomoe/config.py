@@ -1,12 +1,16 @@
-"""Typed configs for the model and the training loop.
+"""Typed configs for the model, the training loop and F-gram mining.
 
 Every rule lives here, checked once when a config is built, so a bad value fails with the
-field's name before any tensor is allocated.
+field's name before any tensor is allocated. The defaults are nanoGPT's CPU reference config
+for ``shakespeare_char``: the benchmark trains exactly these.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -16,25 +20,49 @@ def _require(ok: bool, field: str, rule: str) -> None:
         raise ValueError(f"{field}: {rule}")
 
 
-_TYPE_CHECKS = {
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
-}
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the annotation ``hint``: int, float (an int is fine), bool,
+    str, None, ``X | Y``, ``list[X]`` and ``dict[K, V]``; a bool is never an int."""
+    origin = typing.get_origin(hint)
+    if hint is type(None) or hint is None:
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, h) for h in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_is_a(v, item) for v in value)
+    if origin is dict:
+        key, val = typing.get_args(hint) or (Any, Any)
+        return isinstance(value, dict) and all(
+            _is_a(k, key) and _is_a(v, val) for k, v in value.items()
+        )
+    if hint is Any:
+        return True
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, int | float)
+    return isinstance(value, hint)
 
 
-def _check_types(obj) -> None:
-    """Reject values of the wrong type up front (a YAML typo like ``lr: 1e-3x``)."""
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if not _TYPE_CHECKS[f.type](value):
-            raise ValueError(f"{f.name}: must be {f.type}, got {value!r}")
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "") if not isinstance(hint, type) else hint.__name__
 
 
-class _FromDict:
-    """Build a dataclass from a plain dict, rejecting keys it does not know."""
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+class Config:
+    """Base of every config dataclass: types checked at construction, ``from_dict`` that
+    rejects unknown keys, ``to_dict``. Subclasses call ``super().__post_init__()``."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # reject a YAML typo like ``lr: 1e-3x`` up front
+            value, hint = getattr(self, f.name), _hints(type(self))[f.name]
+            if not _is_a(value, hint):
+                raise ValueError(f"{f.name}: must be {_type_name(hint)}, got {value!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
@@ -47,9 +75,13 @@ class _FromDict:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def replace(self, **changes: Any):
+        """A copy with ``changes``, checked by the same rules."""
+        return dataclasses.replace(self, **changes)
+
 
 @dataclass
-class GPTConfig(_FromDict):
+class GPTConfig(Config):
     vocab_size: int = 65
     block_size: int = 64
     n_layer: int = 4
@@ -72,7 +104,7 @@ class GPTConfig(_FromDict):
     fgram_n_head: int = 2
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        super().__post_init__()
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             _require(int(getattr(self, name)) >= 1, name, "must be a positive integer")
         _require(self.n_embd % self.n_head == 0, "n_embd", "must be divisible by n_head")
@@ -120,7 +152,7 @@ def variant_name(rope: bool, moe: bool, fgram: bool) -> str:
 
 
 @dataclass
-class TrainConfig(_FromDict):
+class TrainConfig(Config):
     batch_size: int = 12
     max_iters: int = 2000
     learning_rate: float = 1e-3
@@ -140,17 +172,33 @@ class TrainConfig(_FromDict):
     progress: bool = True
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        super().__post_init__()
         for name in ("batch_size", "max_iters", "eval_interval", "eval_iters"):
             _require(int(getattr(self, name)) >= 1, name, "must be a positive integer")
         _require(self.warmup_iters >= 0, "warmup_iters", "must be >= 0")
         _require(self.learning_rate > 0, "learning_rate", "must be > 0")
         _require(0 <= self.min_lr <= self.learning_rate, "min_lr", "must be in [0, learning_rate]")
         _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1/beta2", "must be in [0, 1)")
+        _require(0 <= self.beta1 < 1, "beta1", "must be in [0, 1)")
+        _require(0 <= self.beta2 < 1, "beta2", "must be in [0, 1)")
         _require(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables it)")
         _require(self.checkpoint_interval >= 0, "checkpoint_interval", "must be >= 0")
         if self.lr_decay_iters is not None:
             _require(self.lr_decay_iters >= 1, "lr_decay_iters", "must be >= 1 or null")
         ok_device = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
         _require(ok_device, "device", "must be auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass
+class MiningConfig(Config):
+    """Which n-grams ``mine_fgrams`` keeps from the train split."""
+
+    max_n: int = 6  # longest n-gram mined (a model may look up only the shorter ones)
+    min_count: int = 5  # an n-gram must occur this often
+    max_fgrams: int = 2048  # keep the top ones by score = count * (n - 1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.max_n >= 2, "max_n", "must be >= 2 (an F-gram has 2 or more characters)")
+        _require(self.min_count >= 1, "min_count", "must be >= 1")
+        _require(self.max_fgrams >= 1, "max_fgrams", "must be >= 1")

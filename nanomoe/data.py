@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanomoe.io import atomic_write_bytes, atomic_write_text
+from nanomoe.atomic import atomic_write_bytes, atomic_write_text
 
 
 class CharTokenizer:

@@ -28,7 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanomoe.io import atomic_write_text
+from nanomoe.atomic import atomic_write_text
+from nanomoe.config import MiningConfig
 
 _INT64_LIMIT = 2**63
 
@@ -81,10 +82,7 @@ def mine_fgrams(
 
     Ties break toward longer n-grams, then by ids, so mining is deterministic.
     """
-    if max_n < 2:
-        raise ValueError("max_n: must be >= 2")
-    if min_count < 1 or max_fgrams < 1:
-        raise ValueError("min_count and max_fgrams: must be >= 1")
+    MiningConfig(max_n, min_count, max_fgrams)  # its rules, or a ValueError naming the field
     _check_key_range(vocab_size, max_n)
     ids = np.asarray(ids)
     found: list[Fgram] = []

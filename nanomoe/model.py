@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from nanomoe.config import GPTConfig
 from nanomoe.fgram import Fgram, FgramContextualizer, FgramMatcher
-from nanomoe.moe import MoE
+from nanomoe.moe import MoE, MoEStats
 
 __all__ = ["GPT", "GPTConfig"]
 
@@ -162,20 +162,17 @@ class GPT(nn.Module):
 
     # --- what the trainer and the loggers read ---------------------------------------------
 
-    def moe_stats(self) -> dict[str, float]:
+    def moe_stats(self) -> MoEStats | None:
         """Unweighted aux losses (summed over layers) and per-layer expert load of the last
-        forward; empty without MoE."""
+        forward; None without MoE."""
         if not self.config.moe:
-            return {}
+            return None
         moes = [b.mlp for b in self.blocks]
-        out = {
-            "lb_loss": float(sum(m.lb_loss.detach() for m in moes)),
-            "z_loss": float(sum(m.z_loss.detach() for m in moes)),
-        }
-        for layer, m in enumerate(moes):
-            for e, frac in enumerate(m.load.tolist()):
-                out[f"load_l{layer}_e{e}"] = frac
-        return out
+        return MoEStats(
+            lb_loss=float(sum(m.lb_loss.detach() for m in moes)),
+            z_loss=float(sum(m.z_loss.detach() for m in moes)),
+            load=[m.load.tolist() for m in moes],
+        )
 
     def num_params(self) -> tuple[int, int]:
         """(total, active per token): with MoE, a token uses top_k of the n_experts experts."""

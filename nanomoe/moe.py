@@ -25,12 +25,29 @@ Losses (both computed in fp32, reported unweighted, weighted by their coefficien
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from nanomoe.config import GPTConfig
+
+
+@dataclass(frozen=True)
+class MoEStats:
+    """Routing statistics of a model's MoE layers, as values (not formatted names)."""
+
+    lb_loss: float  # unweighted load-balance loss, summed over layers
+    z_loss: float  # unweighted router z-loss, summed over layers
+    load: list[list[float]]  # [layer][expert]: share of the token-to-expert assignments
+
+    def as_metrics(self) -> dict[str, float]:
+        """Flat scalars for a metrics logger: ``lb_loss``, ``z_loss``, ``load_l<i>_e<j>``."""
+        out = {"lb_loss": self.lb_loss, "z_loss": self.z_loss}
+        for layer, loads in enumerate(self.load):
+            out.update({f"load_l{layer}_e{e}": frac for e, frac in enumerate(loads)})
+        return out
 
 
 def load_balance_loss(probs: torch.Tensor, topk_idx: torch.Tensor, n_experts: int) -> torch.Tensor:

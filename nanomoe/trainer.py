@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from nanomoe.atomic import atomic_torch_save
 from nanomoe.config import TrainConfig
 from nanomoe.data import get_batch, iter_full_split
-from nanomoe.io import atomic_torch_save
 from nanomoe.model import GPT
+from nanomoe.moe import MoEStats
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -37,8 +38,9 @@ class NonFiniteLossError(FloatingPointError):
 class Callback:
     """Override what you need. Raising from a hook stops training (Optuna prunes this way)."""
 
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
-        pass
+    def on_eval(self, step: int, metrics: dict[str, float], moe: MoEStats | None) -> None:
+        """``metrics``: train_loss, val_loss (eval batches), lr, tokens_per_sec; ``moe``:
+        routing statistics with MoE on, else None."""
 
     def on_end(self, result: TrainResult) -> None:
         pass
@@ -54,7 +56,7 @@ class TrainResult:
     params_total: int
     params_active: int
     history: list[dict] = field(default_factory=list)  # step, train_loss, val_loss, lr
-    moe: dict[str, float] = field(default_factory=dict)  # aux losses and expert load
+    moe: MoEStats | None = None  # aux losses and expert load; None without MoE
 
 
 def set_seed(seed: int) -> None:
@@ -220,12 +222,12 @@ class Trainer:
     def _eval(self, lr: float, tokens_per_sec: float) -> dict[str, float]:
         metrics = self.estimate_loss()
         self.history.append({"step": self.step, **metrics, "lr": lr})
-        metrics = {**metrics, "lr": lr, "tokens_per_sec": tokens_per_sec, **self.model.moe_stats()}
+        metrics = {**metrics, "lr": lr, "tokens_per_sec": tokens_per_sec}
         interval = self.cfg.checkpoint_interval or self.cfg.eval_interval
         if self.step % interval == 0 or self.step == self.cfg.max_iters:
             self.save_checkpoint()
         for cb in self.callbacks:
-            cb.on_eval(self.step, metrics)
+            cb.on_eval(self.step, metrics, self.model.moe_stats())
         return metrics
 
     def train_step(self, lr: float) -> float:

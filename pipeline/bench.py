@@ -2,8 +2,10 @@
 
     python -m pipeline.bench [--steps 40] [--full] [--json PATH]
 
-Config: 4 layers, 4 heads, 128 dims, block 64, batch 12, lr 1e-3, 100 warmup steps, cosine
-to 1e-4 over 2000 iterations, dropout 0; MoE 4 experts top-1; F-gram max n 3. Per variant:
+Config: the defaults of ``GPTConfig``, ``TrainConfig`` and ``MiningConfig`` (nanoGPT's CPU
+reference: 4 layers, 4 heads, 128 dims, block 64, batch 12, lr 1e-3, 100 warmup steps, cosine
+to 1e-4 over 2000 iterations, dropout 0; MoE 4 experts top-1; F-gram max n 3, mined as the
+pipeline mines them), never params.yaml, so the figures do not follow its edits. Per variant:
 ms per training step (median over timed steps, after warm-up), tokens/s, model FLOPs/s as a
 fraction of this machine's fp32 matmul peak measured in the same run, total and active
 parameters, and with ``--full`` the final full-split val loss after 2000 iterations.
@@ -27,18 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanomoe.config import GPTConfig, TrainConfig
+from nanomoe.atomic import atomic_write_text
+from nanomoe.config import GPTConfig, MiningConfig, TrainConfig
 from nanomoe.data import load_meta, load_split
 from nanomoe.fgram import mine_fgrams
-from nanomoe.io import atomic_write_text
 from nanomoe.model import GPT
 from nanomoe.trainer import Trainer, lr_at, set_seed
-from pipeline.cli import StageError, run
-from pipeline.params import repo_root
-from pipeline.paths import PREPARED
-
-REFERENCE = {"block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.0}
-REF_TRAIN = {"batch_size": 12, "learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 100}
+from pipeline.layout import Layout
+from pipeline.stage import run_stage
 
 
 def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
@@ -64,28 +62,28 @@ def model_flops_per_token(model: GPT) -> float:
 
 
 def load_data(full: bool) -> tuple[np.ndarray, np.ndarray, int, str]:
-    d = repo_root() / PREPARED
+    layout = Layout.load()
+    d = layout.prepared
     if (d / "meta.json").exists():
         meta = load_meta(d)
         return (
             np.asarray(load_split(d, "train")),
             np.asarray(load_split(d, "val")),
             meta["vocab_size"],
-            str(PREPARED),
+            str(layout.relative(d)),
         )
     if full:
-        raise StageError(f"--full needs the prepared corpus in {PREPARED}/; run dvc repro prepare")
+        layout.require(d / "meta.json")
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 65, 200_000).astype(np.uint16)
     return ids[:180_000], ids[180_000:], 65, "synthetic random tokens (no data/prepared)"
 
 
 def bench_variant(rope, moe, fgram, train, val, vocab, fgrams, steps, full) -> dict:
-    set_seed(1337)
-    cfg = GPTConfig(vocab_size=vocab, **REFERENCE, rope=rope, moe=moe, n_experts=4, top_k=1,
-                    fgram=fgram, fgram_max_n=3)  # fmt: skip
+    tcfg = TrainConfig(progress=full)
+    set_seed(tcfg.seed)
+    cfg = GPTConfig(vocab_size=vocab, rope=rope, moe=moe, fgram=fgram)
     model = GPT(cfg, fgrams=fgrams if fgram else None)
-    tcfg = TrainConfig(**REF_TRAIN, max_iters=2000, eval_interval=250, eval_iters=20, progress=full)
     trainer = Trainer(model, train, val, tcfg)
     total, active = model.num_params()
     row = {"variant": cfg.variant, "params_total": total, "params_active": active}
@@ -119,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--steps must be >= 1")
 
     train, val, vocab, source = load_data(a.full)
-    fgrams = mine_fgrams(train, vocab, 3, min_count=5, max_fgrams=2048)
+    mining = MiningConfig()
+    fgrams = mine_fgrams(train, vocab, mining.max_n, mining.min_count, mining.max_fgrams)
     peak = matmul_peak_gflops()
     machine = {
         "cpu": platform.processor() or platform.machine(),
@@ -164,4 +163,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run(main)
+    run_stage(main)

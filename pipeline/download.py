@@ -14,10 +14,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from nanomoe.io import atomic_write_bytes
-from pipeline.cli import StageError, run
-from pipeline.params import DATA_URL_ENV, load_params, repo_root
-from pipeline.paths import RAW
+from nanomoe.atomic import atomic_write_bytes
+from pipeline.layout import Layout
+from pipeline.params import DATA_URL_ENV, load_params
+from pipeline.stage import StageError, run_stage
 
 
 def fetch(url: str, timeout: float = 60.0) -> bytes:
@@ -64,13 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.download", description=__doc__).parse_args(
         argv
     )
-    p = load_params()
+    layout = Layout.load()
+    p = load_params(layout.root / "params.yaml")
     url = p.data.effective_url
-    digest = download(url, p.data.sha256, repo_root() / RAW)
+    digest = download(url, p.data.sha256, layout.raw)
     check = "verified" if p.data.sha256 else "not checked (data.sha256 is null)"
-    print(f"downloaded {url} -> {RAW} (sha256 {digest}, {check})")
+    print(f"downloaded {url} -> {layout.relative(layout.raw)} (sha256 {digest}, {check})")
     return 0
 
 
 if __name__ == "__main__":
-    run(main)
+    run_stage(main)

@@ -14,12 +14,13 @@ import time
 import numpy as np
 import torch
 
+from nanomoe.atomic import atomic_write_text
+from nanomoe.config import MiningConfig
 from nanomoe.data import load_meta, load_split
 from nanomoe.fgram import FgramMatcher, mine_fgrams, save_fgrams
-from nanomoe.io import atomic_write_text
-from pipeline.cli import StageError, run
-from pipeline.params import load_params, repo_root
-from pipeline.paths import FGRAM_METRICS, FGRAMS, require_prepared
+from pipeline.layout import Layout
+from pipeline.params import KEYS, checked, load_params
+from pipeline.stage import run_stage
 
 
 def coverage(ids: np.ndarray, fgrams, vocab_size: int, max_n: int) -> float:
@@ -33,33 +34,33 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.mine_fgrams", description=__doc__).parse_args(
         argv
     )
-    p = load_params()
-    root = repo_root()
-    prepared = require_prepared(root)
+    layout = Layout.load()
+    p = load_params(layout.root / "params.yaml")
+    prepared = layout.require(layout.prepared)
     meta = load_meta(prepared)
     train = np.asarray(load_split(prepared, "train"))
-    f = p.fgram
+    m = p.mining
     t0 = time.perf_counter()
-    try:
-        fgrams = mine_fgrams(train, meta["vocab_size"], f.mine_max_n, f.min_count, f.max_fgrams)
-    except ValueError as err:
-        raise StageError(f"params.yaml: fgram: {err}") from None
+    keys = {**KEYS[MiningConfig], "fgram_max_n": KEYS[MiningConfig]["max_n"]}
+    fgrams = checked(
+        lambda: mine_fgrams(train, meta["vocab_size"], m.max_n, m.min_count, m.max_fgrams), keys
+    )
     seconds = time.perf_counter() - t0
     save_fgrams(
-        root / FGRAMS,
+        layout.fgrams,
         fgrams,
         meta["chars"],
-        {"mine_max_n": f.mine_max_n, "min_count": f.min_count, "max_fgrams": f.max_fgrams},
+        {"mine_max_n": m.max_n, "min_count": m.min_count, "max_fgrams": m.max_fgrams},
     )
-    per_n = {str(n): sum(g.n == n for g in fgrams) for n in range(2, f.mine_max_n + 1)}
-    lengths = range(2, f.mine_max_n + 1)
+    lengths = range(2, m.max_n + 1)
+    per_n = {str(n): sum(g.n == n for g in fgrams) for n in lengths}
     cover = {str(n): round(coverage(train, fgrams, meta["vocab_size"], n), 4) for n in lengths}
     metrics = {"count": len(fgrams), "count_per_n": per_n, "coverage_per_max_n": cover}
-    atomic_write_text(root / FGRAM_METRICS, json.dumps(metrics, indent=2))
-    print(f"mined {len(fgrams)} F-grams in {seconds:.1f}s -> {FGRAMS}; per n {per_n}")
-    print(f"share of train positions covered, by max_n: {cover}")
+    atomic_write_text(layout.fgram_metrics, json.dumps(metrics, indent=2))
+    print(f"mined {len(fgrams)} F-grams in {seconds:.1f}s -> {layout.relative(layout.fgrams)}")
+    print(f"per n {per_n}; share of train positions covered, by max_n: {cover}")
     return 0
 
 
 if __name__ == "__main__":
-    run(main)
+    run_stage(main)

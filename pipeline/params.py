@@ -1,80 +1,44 @@
-"""params.yaml, read and validated once, into typed configs.
+"""params.yaml, read and validated once, into the typed config dataclasses.
 
-Every stage goes through ``load_params``; a bad value fails here with the key's dotted name
-(``params.yaml: model.n_head: ...``) before any stage does work.
+One path from the file to the configs: ``KEYS`` says which params.yaml key fills each field of
+each dataclass, and ``build`` makes the dataclass from those keys, so every rule lives in the
+dataclass and every error names the key a user edits (``params.yaml: moe.top_k: must be in
+[1, n_experts]``). A key left out takes the dataclass's default; an unknown key is an error.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
-from nanomoe.config import GPTConfig, TrainConfig
+from nanomoe.config import Config, GPTConfig, MiningConfig, TrainConfig
+from pipeline.layout import project_root
+from pipeline.stage import ParamsError
 
+C = TypeVar("C", bound=Config)
 DATA_URL_ENV = "NANOMOE_DATA_URL"
 
 
-class ParamsError(ValueError):
-    """A bad setting; the message names the key and how to fix it."""
-
-
-def repo_root() -> Path:
-    """The project root: the parent repo for ``dvc exp run --temp/--queue`` (DVC sets
-    DVC_ROOT there), else the nearest folder upwards from the cwd that holds dvc.yaml."""
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / "dvc.yaml").exists():
-            return d
-    return here
-
-
-# GPTConfig field -> where it lives in params.yaml, so errors name the key a user edits.
-_MODEL_KEYS = {
-    "vocab_size": "data/prepared/meta.json:vocab_size",
-    **{k: f"model.{k}" for k in ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")},
-    "rope_base": "model.rope_base",
-    **{k: f"moe.{k}" for k in ("n_experts", "top_k", "aux_loss_coef", "z_loss_coef")},
-    "fgram_max_n": "fgram.max_n",
-    "fgram_n_head": "fgram.n_head",
-}
-
-
-_MODEL_SECTION_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "rope_base")
-_MOE_KEYS = ("n_experts", "top_k", "aux_loss_coef", "z_loss_coef")
-
-
-def _section(raw: dict, name: str) -> dict:
-    sec = raw.get(name)
-    if not isinstance(sec, dict):
-        raise ParamsError(f"params.yaml: section '{name}' is missing or not a mapping")
-    return sec
-
-
-def _typed(sec: dict, section: str, key: str, kind: type | tuple, default: Any = ...) -> Any:
-    if key not in sec:
-        if default is ...:
-            raise ParamsError(f"params.yaml: {section}.{key} is missing")
-        return default
-    value = sec[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ParamsError(f"params.yaml: {section}.{key} must be {names}, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
-class DataParams:
+class DataParams(Config):
     url: str
-    sha256: str | None
-    val_fraction: float
+    sha256: str | None  # None: no check
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
+            raise ValueError("sha256: must be 64 hex digits, or null to skip the check")
+        if self.sha256 is not None:
+            object.__setattr__(self, "sha256", self.sha256.lower())  # as hashlib prints it
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError("val_fraction: must be in (0, 1)")
 
     @property
     def effective_url(self) -> str:
@@ -82,70 +46,149 @@ class DataParams:
 
 
 @dataclass(frozen=True)
-class FgramParams:
-    mine_max_n: int
-    min_count: int
-    max_fgrams: int
-    max_n: int
-    n_head: int
+class SampleParams(Config):
+    prompt: str | None = None  # None: the first character of the validation split
+    tokens: int = 300
+    temperature: float = 0.8
+    top_k: int | None = 200
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tokens < 0:
+            raise ValueError("tokens: must be >= 0")
+        if self.temperature <= 0:
+            raise ValueError("temperature: must be > 0")
+
+
+def _section_keys(section: str, cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    return {f.name: f"{section}.{f.name}" for f in fields(cls) if f.name not in skip}
+
+
+# The params.yaml key of every config field: the one map from sections to dataclasses.
+KEYS: dict[type, dict[str, str]] = {
+    DataParams: _section_keys("data", DataParams),
+    MiningConfig: {
+        "max_n": "fgram.mine_max_n",
+        "min_count": "fgram.min_count",
+        "max_fgrams": "fgram.max_fgrams",
+    },
+    GPTConfig: {
+        **{f: f"model.{f}" for f in ("block_size", "n_layer", "n_head", "n_embd", "dropout")},
+        **{f: f"model.{f}" for f in ("bias", "rope_base")},
+        **{f: f"moe.{f}" for f in ("n_experts", "top_k", "aux_loss_coef", "z_loss_coef")},
+        "fgram_max_n": "fgram.max_n",
+        "fgram_n_head": "fgram.n_head",
+    },
+    TrainConfig: _section_keys("train", TrainConfig, skip=("seed",)),  # seed: the matrix's
+    SampleParams: _section_keys("sample", SampleParams),
+}
+SECTIONS = ("data", "fgram", "model", "moe", "train", "seeds", "sample", "tune")
+
+
+def build(cls: type[C], keys: Mapping[str, str], raw: Mapping[str, Any], **fixed: Any) -> C:
+    """The dataclass ``cls`` from the params.yaml ``keys`` (field -> ``section.key``) found in
+    ``raw``, plus ``fixed`` fields; a ValueError of its rules becomes a ParamsError naming
+    the key."""
+    values = {}
+    for name, key in keys.items():
+        section, _, item = key.partition(".")
+        if item in (raw.get(section) or {}):
+            values[name] = raw[section][item]
+    values.update(fixed)
+    for f in fields(cls):
+        if f.name not in values and f.default is MISSING and f.default_factory is MISSING:
+            raise ParamsError(f"params.yaml: {keys.get(f.name, f.name)}: is missing")
+    return checked(lambda: cls(**values), keys)
+
+
+def checked(make: Any, keys: Mapping[str, str]) -> Any:
+    """``make()``, with a config rule's ``ValueError("field: rule")`` re-raised as a one-line
+    ParamsError that names the field's params.yaml key."""
+    try:
+        return make()
+    except ParamsError:
+        raise
+    except (ValueError, TypeError) as err:
+        name, _, rule = str(err).partition(": ")
+        raise ParamsError(f"params.yaml: {keys.get(name, name)}: {rule}") from None
+
+
+def _check_known_keys(raw: dict) -> None:
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"params.yaml: {unknown[0]}: unknown section; sections are {SECTIONS}")
+    known: dict[str, set[str]] = {}
+    for keys in KEYS.values():
+        for key in keys.values():
+            section, _, item = key.partition(".")
+            known.setdefault(section, set()).add(item)
+    for section, items in known.items():
+        sec = raw.get(section)
+        if not isinstance(sec, dict):
+            raise ParamsError(f"params.yaml: {section}: section is missing or not a mapping")
+        extra = sorted(set(sec) - items)
+        if extra:
+            raise ParamsError(
+                f"params.yaml: {section}: unknown key {extra[0]}; keys are {sorted(items)}"
+            )
 
 
 @dataclass(frozen=True)
-class SampleParams:
-    prompt: str | None
-    tokens: int
-    temperature: float
-    top_k: int | None
-
-
-@dataclass
 class Params:
-    raw: dict
+    """Every setting of params.yaml, validated. ``model`` and ``train`` are the shared part
+    of every cell's config; ``model_config``/``train_config`` make one cell's."""
+
     data: DataParams
-    fgram: FgramParams
-    seeds: list[int]
+    mining: MiningConfig
+    model: GPTConfig  # every switch on, so every rule was checked; vocab_size a placeholder
+    train: TrainConfig
     sample: SampleParams
+    seeds: list[int]
+    _raw: dict = field(repr=False)  # for ``read`` only: sections other modules own
 
     def model_config(
-        self, vocab_size: int, rope: bool, moe: bool, fgram: bool, **overrides: Any
+        self,
+        vocab_size: int,
+        rope: bool,
+        moe: bool,
+        fgram: bool,
+        overrides: Mapping[str, Any] | None = None,
+        keys: Mapping[str, str] | None = None,
     ) -> GPTConfig:
-        """The GPTConfig of one ablation cell (``overrides`` for what tuning varies)."""
-        m, e = self.raw["model"], self.raw["moe"]
-        for section, sec, keys in (("model", m, _MODEL_SECTION_KEYS), ("moe", e, _MOE_KEYS)):
-            unknown = sorted(set(sec) - set(keys))
-            missing = sorted(set(keys) - set(sec) - {"rope_base"})
-            if unknown or missing:
-                bad = f"unknown key {unknown[0]}" if unknown else f"{missing[0]} is missing"
-                raise ParamsError(f"params.yaml: {section}: {bad}; keys are {list(keys)}")
-        d = {
-            "vocab_size": vocab_size,
-            **{k: m[k] for k in ("block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")},
-            "rope_base": m.get("rope_base", 10000.0),
-            **{k: e[k] for k in _MOE_KEYS},
-            "fgram_max_n": self.fgram.max_n,
-            "fgram_n_head": self.fgram.n_head,
-            "rope": rope,
-            "moe": moe,
-            "fgram": fgram,
-            **overrides,
-        }
-        try:
-            return GPTConfig(**d)
-        except (ValueError, TypeError) as err:
-            field, _, rule = str(err).partition(": ")
-            raise ParamsError(f"params.yaml: {_MODEL_KEYS.get(field, field)}: {rule}") from None
+        """One cell's GPTConfig; ``overrides`` (what a tuner varies) are named in errors by
+        ``keys`` (field -> its params.yaml key)."""
+        cell = {"vocab_size": vocab_size, "rope": rope, "moe": moe, "fgram": fgram}
+        where = {"vocab_size": "meta.json vocab_size", **KEYS[GPTConfig], **(keys or {})}
+        return checked(lambda: self.model.replace(**cell, **(overrides or {})), where)
 
-    def train_config(self, seed: int, **overrides: Any) -> TrainConfig:
-        d = {**self.raw["train"], "seed": seed, **overrides}
-        try:
-            return TrainConfig.from_dict(d)
-        except (ValueError, TypeError) as err:
-            sep = ": " if str(err).startswith("unknown") else "."
-            raise ParamsError(f"params.yaml: train{sep}{err}") from None
+    def train_config(
+        self,
+        seed: int,
+        overrides: Mapping[str, Any] | None = None,
+        keys: Mapping[str, str] | None = None,
+    ) -> TrainConfig:
+        where = {**KEYS[TrainConfig], **(keys or {})}
+        return checked(lambda: self.train.replace(seed=seed, **(overrides or {})), where)
+
+    def read(self, cls: type[C], section: str) -> C:
+        """Section ``section`` as the dataclass ``cls`` (each key a field), checked like the
+        rest: for sections other modules own, such as ``tune``."""
+        sec = self._raw.get(section)
+        if not isinstance(sec, dict):
+            raise ParamsError(f"params.yaml: {section}: section is missing or not a mapping")
+        keys = _section_keys(section, cls)
+        extra = sorted(set(sec) - {f.name for f in fields(cls)})
+        if extra:
+            raise ParamsError(
+                f"params.yaml: {section}: unknown key {extra[0]}; keys are {sorted(keys)}"
+            )
+        return build(cls, keys, self._raw)
 
 
 def load_params(path: str | os.PathLike | None = None) -> Params:
-    path = Path(path) if path else repo_root() / "params.yaml"
+    """Read and check params.yaml (default: the project root's); a bad value raises a
+    ParamsError naming its key, before any stage does work."""
+    path = Path(path) if path else project_root() / "params.yaml"
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -154,52 +197,27 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
         raise ParamsError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: must be a mapping of sections")
-
-    d = _section(raw, "data")
-    sha = _typed(d, "data", "sha256", (str, type(None)))
-    if sha is not None and (
-        len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())
-    ):
-        raise ParamsError(
-            "params.yaml: data.sha256 must be 64 hex digits, or null to skip the check"
-        )
-    data = DataParams(
-        url=_typed(d, "data", "url", str),
-        sha256=sha.lower() if sha else None,
-        val_fraction=_typed(d, "data", "val_fraction", float, 0.1),
-    )
-    if not 0.0 < data.val_fraction < 1.0:
-        raise ParamsError("params.yaml: data.val_fraction must be in (0, 1)")
-
-    f = _section(raw, "fgram")
-    fgram = FgramParams(**{k: _typed(f, "fgram", k, int) for k in FgramParams.__dataclass_fields__})
-    if fgram.mine_max_n < max(2, fgram.max_n):
-        raise ParamsError("params.yaml: fgram.mine_max_n must be >= 2 and >= fgram.max_n")
-    if fgram.min_count < 1 or fgram.max_fgrams < 1:
-        raise ParamsError("params.yaml: fgram.min_count and fgram.max_fgrams must be >= 1")
+    _check_known_keys(raw)
 
     seeds = raw.get("seeds", [1337])
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
-        raise ParamsError("params.yaml: seeds must be a non-empty list of integers")
+    ok = isinstance(seeds, list) and seeds
+    if not ok or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ParamsError("params.yaml: seeds: must be a non-empty list of integers")
     if len(set(seeds)) != len(seeds):
-        raise ParamsError("params.yaml: seeds has repeated values")
+        raise ParamsError("params.yaml: seeds: has repeated values")
 
-    s = _section(raw, "sample")
-    sample = SampleParams(
-        prompt=_typed(s, "sample", "prompt", (str, type(None)), None),
-        tokens=_typed(s, "sample", "tokens", int, 300),
-        temperature=_typed(s, "sample", "temperature", float, 0.8),
-        top_k=_typed(s, "sample", "top_k", (int, type(None)), 200),
+    all_on = {"vocab_size": 2, "rope": True, "moe": True, "fgram": True}
+    params = Params(
+        data=build(DataParams, KEYS[DataParams], raw),
+        mining=build(MiningConfig, KEYS[MiningConfig], raw),
+        model=build(GPTConfig, KEYS[GPTConfig], raw, **all_on),
+        train=build(TrainConfig, KEYS[TrainConfig], raw, seed=seeds[0]),
+        sample=build(SampleParams, KEYS[SampleParams], raw),
+        seeds=seeds,
+        _raw=raw,
     )
-    if sample.tokens < 0 or sample.temperature <= 0:
-        raise ParamsError("params.yaml: sample.tokens must be >= 0 and sample.temperature > 0")
-
-    for name in ("model", "moe", "train"):
-        _section(raw, name)
-    params = Params(raw=raw, data=data, fgram=fgram, seeds=seeds, sample=sample)
-    # Build every config once with a placeholder vocabulary, so that a bad model or train
-    # value fails now, naming its key, rather than in the middle of a stage.
-    for rope, moe, fg in ((False, False, False), (True, True, True)):
-        params.model_config(vocab_size=2, rope=rope, moe=moe, fgram=fg)
-    params.train_config(seed=seeds[0])
+    if params.mining.max_n < params.model.fgram_max_n:
+        raise ParamsError(
+            f"params.yaml: fgram.mine_max_n: must be >= fgram.max_n={params.model.fgram_max_n}"
+        )
     return params

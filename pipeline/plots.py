@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from nanomoe.io import atomic_write_bytes
+from nanomoe.atomic import atomic_write_bytes
 
 
 def new_figure(w: float = 6.5, h: float = 4.2):

@@ -8,27 +8,26 @@ from __future__ import annotations
 import argparse
 
 from nanomoe.data import prepare
-from pipeline.cli import StageError, run
-from pipeline.params import load_params, repo_root
-from pipeline.paths import PREPARED, RAW
+from pipeline.layout import Layout
+from pipeline.params import load_params
+from pipeline.stage import StageError, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__).parse_args(argv)
-    p = load_params()
-    raw = repo_root() / RAW
-    if not raw.exists():
-        raise StageError(f"{RAW} not found; run the download stage first (dvc repro download)")
+    layout = Layout.load()
+    p = load_params(layout.root / "params.yaml")
+    raw = layout.require(layout.raw)
     try:
-        meta = prepare(raw.read_text(encoding="utf-8"), repo_root() / PREPARED, p.data.val_fraction)
+        meta = prepare(raw.read_text(encoding="utf-8"), layout.prepared, p.data.val_fraction)
     except ValueError as err:
-        raise StageError(f"{RAW}: {err}") from None
+        raise StageError(f"{layout.relative(raw)}: {err}") from None
     print(
         f"vocab {meta['vocab_size']} characters; train {meta['n_train']:,} tokens, "
-        f"val {meta['n_val']:,} tokens -> {PREPARED}/"
+        f"val {meta['n_val']:,} tokens -> {layout.relative(layout.prepared)}/"
     )
     return 0
 
 
 if __name__ == "__main__":
-    run(main)
+    run_stage(main)

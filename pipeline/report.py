@@ -1,8 +1,9 @@
 """Stage ``report``: the ablation table, effects of each switch, curves and samples.
 
-Reads experiments/ablation/*/ (every variant x every seed of params.yaml) and writes
-experiments/ablation.csv, experiments/report.md, experiments/ablation.png and
-experiments/summary.json (the DVC metrics).
+Reads the metrics.json, curve.csv and sample.txt that the train stages wrote under
+experiments/ablation/ (every variant x every seed of params.yaml; a cell is known by the
+switches and seed in its metrics.json) and writes experiments/ablation.csv, report.md,
+ablation.png and summary.json (the DVC metrics).
 
 Effects use the 2^3 factorial contrasts: with each switch coded -1 (off) / +1 (on), an
 effect is mean(val_loss where the contrast is +1) - mean(val_loss where it is -1). For a
@@ -22,13 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from nanomoe.atomic import atomic_write_text
 from nanomoe.config import variant_name
-from nanomoe.io import atomic_write_text
-from pipeline.cli import StageError, run
-from pipeline.params import load_params, repo_root
-from pipeline.paths import ABLATION
+from pipeline.layout import Layout
+from pipeline.params import load_params
 from pipeline.plots import new_figure, save_figure
-from pipeline.train import run_dir
+from pipeline.stage import StageError, run_stage
 
 SWITCHES = ("rope", "moe", "fgram")
 COLUMNS = [
@@ -53,23 +53,31 @@ def t95(df: int) -> float:
     return _T95[max(k for k in _T95 if k <= df)] if df < 60 else 1.96
 
 
-def collect(root: Path, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]:
-    """Rows of every (variant, seed), plus eval curves and samples keyed by variant."""
+def collect(ablation: Path, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]:
+    """Rows of every (variant, seed of params.yaml) from the cells' metrics.json files under
+    ``ablation``, plus their eval curves and samples keyed by variant."""
+    found: dict[tuple[bool, bool, bool, int], Path] = {}
+    for path in sorted(ablation.glob("*/metrics.json")):
+        m = json.loads(path.read_text(encoding="utf-8"))
+        found[(m["rope"], m["moe"], m["fgram"], m["seed"])] = path.parent
+    extra = sorted({seed for *_, seed in found} - set(seeds))
+    if extra:
+        print(f"ignoring runs of seeds {extra} on disk: not in params.yaml seeds {seeds}")
     rows, curves, samples, missing = [], {}, {}, []
     for rope, moe, fgram in itertools.product((False, True), repeat=3):
         for seed in seeds:
-            d = root / run_dir(rope, moe, fgram, seed)
-            if not (d / "metrics.json").exists():
-                missing.append(str(d.relative_to(root)))
+            d = found.get((rope, moe, fgram, seed))
+            if d is None:
+                missing.append(f"{variant_name(rope, moe, fgram)} seed {seed}")
                 continue
-            m = json.loads((d / "metrics.json").read_text())
+            m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
             rows.append({c: m[c] for c in COLUMNS})
             curves.setdefault(m["variant"], []).append(pd.read_csv(d / "curve.csv"))
             samples.setdefault(m["variant"], (d / "sample.txt").read_text(encoding="utf-8"))
     if missing:
         raise StageError(
-            f"no metrics for {len(missing)} run(s), e.g. {missing[0]}; run the train stages "
-            "first (dvc repro)"
+            f"{ablation.name}/: no metrics.json for {len(missing)} cell(s), e.g. {missing[0]}; "
+            "run the train stages first (dvc repro)"
         )
     return pd.DataFrame(rows, columns=COLUMNS), curves, samples
 
@@ -181,17 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="python -m pipeline.report", description=__doc__.split("\n")[0]
     ).parse_args(argv)
-    params = load_params()
-    root = repo_root()
-    df, curves, samples = collect(root, params.seeds)
+    layout = Layout.load()
+    params = load_params(layout.root / "params.yaml")
+    df, curves, samples = collect(layout.require(layout.ablation), params.seeds)
     table = variant_table(df)
     eff = effects(df)
-    exp = root / ABLATION.parent
+    out = layout.outs("report")
     buf = io.StringIO()
     df.sort_values(["rope", "moe", "fgram", "seed"]).to_csv(buf, index=False)
-    atomic_write_text(exp / "ablation.csv", buf.getvalue())
-    atomic_write_text(exp / "report.md", render_markdown(df, table, eff, samples))
-    plot(curves, table, exp / "ablation.png")
+    atomic_write_text(out["ablation.csv"], buf.getvalue())
+    atomic_write_text(out["report.md"], render_markdown(df, table, eff, samples))
+    plot(curves, table, out["ablation.png"])
     summary = {
         "best_variant": table.variant[0],
         "best_val_loss": float(table.val_loss[0]),
@@ -200,11 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "effects": {r.effect: float(r.delta_val_loss) for r in eff.itertuples()},
     }
-    atomic_write_text(exp / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out["summary.json"], json.dumps(summary, indent=2))
     print(table[["variant", "val_loss", "val_std", "tokens_per_sec"]].to_string(index=False))
-    print(f"best: {summary['best_variant']} -> {ABLATION.parent}/report.md")
+    print(f"best: {summary['best_variant']} -> {layout.relative(out['report.md'])}")
     return 0
 
 
 if __name__ == "__main__":
-    run(main)
+    run_stage(main)

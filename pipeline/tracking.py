@@ -1,32 +1,49 @@
-"""MLflow glue: where runs go, and a trainer callback that logs evals.
+"""Everything the pipeline says to MLflow, for the train stage and the tuner alike.
 
-The store is MLflow 3's default, ``sqlite:///mlflow.db`` at the repo root, resolved to an
-absolute path so runs from ``dvc exp run --temp/--queue`` (which execute under
-``.dvc/tmp/exps``) land in the same place that a bare ``mlflow ui`` at the root reads.
-Artifacts go to ``mlartifacts/`` at the root for the same reason. ``MLFLOW_TRACKING_URI``
-overrides both (a team's tracking server).
+- **Where runs go.** MLflow 3's default store, ``sqlite:///mlflow.db`` at the project root,
+  so a bare ``mlflow ui`` there reads it; artifacts in ``mlartifacts/`` beside it. Under
+  ``dvc exp run --temp/--queue`` the stages run in a temporary copy, and DVC_ROOT names the
+  parent repo: the store follows it, so every experiment's runs land in one place (project
+  files do not: see layout.py). ``MLFLOW_TRACKING_URI`` overrides both (a team's server).
+- **Retries.** SQLite answers "database is locked" while another process writes; every call
+  is retried with jittered backoff.
+- **Runs by id.** Runs are created, logged and closed through the client API with explicit
+  run ids, so several runs in one process (Optuna trials, tests) share no fluent state.
+- **Dead runs.** ``close_dead_run`` marks the run of a process that died FAILED, with why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import mlflow
+from mlflow.entities import Param, RunTag
+from mlflow.tracking.context import registry as context_registry
 
+from nanomoe.moe import MoEStats
 from nanomoe.trainer import Callback
-from pipeline.params import repo_root
+from pipeline.layout import project_root
 
 T = TypeVar("T")
+STATUS = ("FINISHED", "FAILED", "KILLED", "RUNNING")
+
+
+def store_root() -> Path:
+    """The folder of the default store: the parent repo under ``dvc exp run --temp``."""
+    return Path(os.environ["DVC_ROOT"]).resolve() if os.environ.get("DVC_ROOT") else project_root()
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
 
 
 def retry_locked(fn: Callable[..., T], attempts: int = 20) -> Callable[..., T]:
@@ -47,57 +64,144 @@ def retry_locked(fn: Callable[..., T], attempts: int = 20) -> Callable[..., T]:
     return wrapper
 
 
-def use_experiment(name: str) -> str:
-    """Point MLflow at the project's store and the experiment ``name``; return its id."""
-    user_uri = os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets it
-    mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow.MlflowClient()
-    exp = retry_locked(client.get_experiment_by_name)(name)
+class Client:
+    """An ``MlflowClient`` on ``tracking_uri()`` whose every call is retried while locked."""
+
+    def __init__(self) -> None:
+        self._client = retry_locked(mlflow.MlflowClient)(tracking_uri())
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return retry_locked(getattr(self._client, name))
+
+
+def experiment_id(client: Client, name: str) -> str:
+    """The id of experiment ``name``, created (artifacts beside the store) if need be."""
+    exp = client.get_experiment_by_name(name)
     if exp is None:
         location = None
-        if not user_uri:
-            location = (repo_root() / "mlartifacts" / name).as_uri()
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            location = (store_root() / "mlartifacts" / name).as_uri()
         try:
-            retry_locked(client.create_experiment)(name, artifact_location=location)
+            client.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException as err:
-            if "already exists" not in str(err).lower():  # another process won the race
+            if "already exists" not in str(err).lower():  # else another process won the race
                 raise
-        exp = retry_locked(client.get_experiment_by_name)(name)
-    mlflow.set_experiment(experiment_id=exp.experiment_id)
+        exp = client.get_experiment_by_name(name)
     return exp.experiment_id
 
 
-def git_commit() -> str | None:
+def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=repo_root(),
-            capture_output=True,
-            text=True,
-            timeout=10,
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True
         )
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: nested configs as MLflow params."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
-            out[key] = v
+            out[f"{prefix}{k}"] = v
     return out
 
 
+class Run:
+    """One MLflow run, addressed by its id."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client, self.id = client, run_id
+
+    @classmethod
+    def start(
+        cls, experiment: str, name: str, tags: dict[str, str], parent: Run | None = None
+    ) -> Run:
+        client = Client() if parent is None else parent.client
+        tags = {**tags, **({"mlflow.parentRunId": parent.id} if parent else {})}
+        run = client.create_run(
+            experiment_id(client, experiment),
+            run_name=name,
+            tags=context_registry.resolve_tags(tags),  # user, source, as the fluent API does
+        )
+        return cls(client, run.info.run_id)
+
+    def is_active(self) -> bool:
+        """Whether the run still exists in this store, not deleted."""
+        try:
+            return self.client.get_run(self.id).info.lifecycle_stage == "active"
+        except mlflow.exceptions.MlflowException:  # another store, or deleted for good
+            return False
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+            self.client.log_batch(self.id, params=items[i : i + 100])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.client.log_batch(self.id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v == v}  # NaN is not loggable
+        ts = int(time.time() * 1000)
+        batch = [mlflow.entities.Metric(k, v, ts, step) for k, v in clean.items()]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.id, metrics=batch[i : i + 1000])
+
+    def log_artifacts(self, paths: list[Path], folder: str | None = None) -> None:
+        for path in paths:
+            self.client.log_artifact(self.id, str(path), folder)
+
+    def end(self, status: str) -> None:
+        assert status in STATUS, status
+        if status == "RUNNING":
+            self.client.update_run(self.id, status="RUNNING")
+        else:
+            self.client.set_terminated(self.id, status)
+
+    def delete(self) -> None:
+        self.client.delete_run(self.id)
+
+    def callback(self) -> Callback:
+        return MLflowCallback(self)
+
+
+@contextlib.contextmanager
+def tracked_run(experiment: str, name: str, tags: dict[str, str]) -> Iterator[Run]:
+    """A run that ends FINISHED, or KILLED on Ctrl-C/``kill``, or FAILED on an error."""
+    run = Run.start(experiment, name, tags)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.end("KILLED")
+        raise
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end("FINISHED")
+
+
+def close_dead_run(run_id: str | None, why: str) -> None:
+    """The run of a process that died: FAILED, with the reason as its ``note`` tag."""
+    if not run_id:
+        return
+    try:
+        run = Run(Client(), run_id)
+        run.set_tags({"state": "failed", "note": why})
+        run.end("FAILED")
+    except mlflow.exceptions.MlflowException as err:
+        print(f"warning: could not close MLflow run {run_id}: {err}", file=sys.stderr)
+
+
 class MLflowCallback(Callback):
-    """Logs every eval's metrics at its step into the active MLflow run."""
+    """Logs every eval's metrics, and the MoE routing statistics, at its step."""
 
-    def __init__(self, run_id: str | None = None) -> None:
-        self.run_id = run_id
+    def __init__(self, run: Run) -> None:
+        self.run = run
 
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
-        clean = {k: float(v) for k, v in metrics.items() if v == v}  # drop NaN
-        retry_locked(mlflow.log_metrics)(clean, step=step, run_id=self.run_id)
+    def on_eval(self, step: int, metrics: dict[str, float], moe: MoEStats | None) -> None:
+        self.run.log_metrics({**metrics, **(moe.as_metrics() if moe else {})}, step)

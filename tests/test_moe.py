@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from nanomoe.config import GPTConfig
-from nanomoe.moe import MoE, load_balance_loss, router_z_loss
+from nanomoe.moe import MoE, MoEStats, load_balance_loss, router_z_loss
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -126,8 +126,8 @@ def test_model_aux_loss_is_the_weighted_sum_of_layer_losses(tiny_model, tiny_spl
     assert model.aux_loss.item() == pytest.approx(expected, rel=1e-6)
     assert model.aux_loss.item() > 0
     stats = model.moe_stats()
-    assert stats["lb_loss"] == pytest.approx(sum(m.lb_loss.item() for m in moes))
-    assert stats["z_loss"] == pytest.approx(sum(m.z_loss.item() for m in moes))
+    assert stats.lb_loss == pytest.approx(sum(m.lb_loss.item() for m in moes))
+    assert stats.z_loss == pytest.approx(sum(m.z_loss.item() for m in moes))
 
 
 # --- routing and dispatch ----------------------------------------------------------------
@@ -193,15 +193,27 @@ def test_expert_load_fractions_sum_to_one_per_layer(tiny_model, tiny_splits):
         idx = torch.from_numpy(tiny_splits[0][:64].astype("int64")).view(4, 16)
         model(idx)
         stats = model.moe_stats()
-        for layer in range(model.config.n_layer):
-            loads = [stats[f"load_l{layer}_e{e}"] for e in range(model.config.n_experts)]
+        assert len(stats.load) == model.config.n_layer
+        for loads in stats.load:
+            assert len(loads) == model.config.n_experts
             assert all(0.0 <= v <= 1.0 for v in loads)
             assert sum(loads) == pytest.approx(1.0, abs=1e-6)
-        assert f"load_l{model.config.n_layer}_e0" not in stats
 
 
-def test_moe_stats_is_empty_without_moe(tiny_model):
-    assert tiny_model(moe=False).moe_stats() == {}
+def test_moe_stats_is_none_without_moe(tiny_model):
+    assert tiny_model(moe=False).moe_stats() is None
+
+
+def test_moe_stats_flatten_to_one_named_metric_per_layer_and_expert():
+    stats = MoEStats(lb_loss=1.5, z_loss=0.25, load=[[0.75, 0.25], [0.5, 0.5]])
+    assert stats.as_metrics() == {
+        "lb_loss": 1.5,
+        "z_loss": 0.25,
+        "load_l0_e0": 0.75,
+        "load_l0_e1": 0.25,
+        "load_l1_e0": 0.5,
+        "load_l1_e1": 0.5,
+    }
 
 
 # --- gradients ---------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from _project import CORPUS, make_project, run_module
 
-from pipeline.cli import StageError
 from pipeline.download import download, fetch
-from pipeline.params import ParamsError, load_params
+from pipeline.params import load_params
+from pipeline.stage import ParamsError, StageError
 
 
 def test_download_writes_the_file_when_the_checksum_matches(tmp_path):
@@ -104,12 +104,11 @@ def test_bad_params_fail_when_read_naming_the_key(tmp_path, mutate, key):
 
 def test_shipped_params_are_valid_and_sized_like_nanogpt_cpu():
     p = load_params()
-    assert p.raw["model"] == {
-        "block_size": 64, "n_layer": 4, "n_head": 4, "n_embd": 128,
-        "dropout": 0.0, "bias": False, "rope_base": 10000.0,
-    }  # fmt: skip
-    assert p.raw["train"]["max_iters"] == 2000 and p.raw["train"]["batch_size"] == 12
-    assert (p.raw["moe"]["n_experts"], p.raw["moe"]["top_k"], p.fgram.max_n) == (4, 1, 3)
+    m = p.model
+    assert (m.block_size, m.n_layer, m.n_head, m.n_embd) == (64, 4, 4, 128)
+    assert (m.dropout, m.bias, m.rope_base) == (0.0, False, 10000.0)
+    assert p.train.max_iters == 2000 and p.train.batch_size == 12
+    assert (m.n_experts, m.top_k, m.fgram_max_n) == (4, 1, 3)
 
 
 @pytest.mark.parametrize(

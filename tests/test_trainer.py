@@ -44,10 +44,12 @@ def train_config(**overrides) -> TrainConfig:
 class Recorder(Callback):
     def __init__(self) -> None:
         self.evals: list[tuple[int, dict]] = []
+        self.moe: list = []
         self.results: list[TrainResult] = []
 
-    def on_eval(self, step, metrics):
+    def on_eval(self, step, metrics, moe):
         self.evals.append((step, dict(metrics)))
+        self.moe.append(moe)
 
     def on_end(self, result):
         self.results.append(result)
@@ -59,7 +61,7 @@ class StopAt(Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_eval(self, step, metrics):
+    def on_eval(self, step, metrics, moe):
         if step == self.step:
             raise KeyboardInterrupt(f"stopped at {step}")
 
@@ -302,7 +304,8 @@ def test_callbacks_receive_each_eval_and_the_result(tiny_model, tiny_splits):
         assert hist["step"] == step
         assert metrics["val_loss"] == hist["val_loss"] and math.isfinite(metrics["val_loss"])
         assert metrics["train_loss"] == hist["train_loss"]
-        assert "lr" in metrics and "lb_loss" in metrics
+        assert "lr" in metrics and "tokens_per_sec" in metrics
+    assert all(len(moe.load) == model.config.n_layer for moe in rec.moe)
     assert rec.results == [result]
     assert result.steps == 10
     assert result.train_loss == result.history[-1]["train_loss"]

@@ -30,9 +30,12 @@ from optuna.trial import TrialState
 
 from nanomoe.data import CharTokenizer, prepare
 from nanomoe.fgram import mine_fgrams, save_fgrams
-from pipeline import tune, tune_study
-from pipeline.cli import run as cli_run
-from pipeline.tune_report import PLOTS, pruning_saving
+from pipeline.stage import run_stage as cli_run
+from pipeline.tune import cli as tune
+from pipeline.tune import storage as tune_storage
+from pipeline.tune import workers as tune_workers
+from pipeline.tune.objective import PruneOnEval
+from pipeline.tune.report import PLOTS, pruning_saving
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the cat sat on a mat and then that dog ran there — café naïve".split()
@@ -122,7 +125,7 @@ def start_tune(root: Path, *args: str, log: str = "tune.out") -> subprocess.Pope
 
 
 def open_study(root: Path, name: str = "nanomoe-tune") -> optuna.Study:
-    storage = tune_study.open_storage(None, root / "experiments" / "tune" / "journal.log")
+    storage = tune_storage.open_storage(None, root / "experiments" / "tune" / "journal.log")
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -334,14 +337,14 @@ def test_two_workers_on_one_storage_end_with_exactly_n_trials_and_one_parent_run
 
 def test_running_trial_of_a_dead_process_is_failed_and_a_live_one_kept(tmp_path):
     study = optuna.create_study(
-        storage=tune_study.open_storage(None, tmp_path / "journal.log"), study_name="s"
+        storage=tune_storage.open_storage(None, tmp_path / "journal.log"), study_name="s"
     )
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     owners = {
-        "dead": {**tune_study.this_owner(), "pid": gone.pid},
-        "alive": tune_study.this_owner(),
-        "elsewhere": {**tune_study.this_owner(), "host": "another-machine", "pid": gone.pid},
+        "dead": {**tune_workers.this_owner(), "pid": gone.pid},
+        "alive": tune_workers.this_owner(),
+        "elsewhere": {**tune_workers.this_owner(), "host": "another-machine", "pid": gone.pid},
     }
     numbers = {}
     for name, owner in owners.items():
@@ -349,7 +352,7 @@ def test_running_trial_of_a_dead_process_is_failed_and_a_live_one_kept(tmp_path)
         trial.set_user_attr("owner", owner)
         numbers[name] = trial.number
     closed = []
-    reaped = tune_study.reap_dead_trials(study, lambda t, why: closed.append(t.number))
+    reaped = tune_workers.reap_dead_trials(study, lambda t, why: closed.append(t.number))
     assert [t.number for t in reaped] == closed == [numbers["dead"]]
     states = {name: study.trials[n].state for name, n in numbers.items()}
     assert states == {
@@ -361,26 +364,26 @@ def test_running_trial_of_a_dead_process_is_failed_and_a_live_one_kept(tmp_path)
 
 def test_claims_stop_at_n_trials_and_a_surplus_trial_is_never_run():
     study = optuna.create_study()
-    what, first = tune_study.claim_trial(study, 2)
-    what2, second = tune_study.claim_trial(study, 2)
+    what, first = tune_workers.claim_trial(study, 2)
+    what2, second = tune_workers.claim_trial(study, 2)
     assert (what, what2) == ("run", "run")
-    assert tune_study.claim_trial(study, 2) == ("wait", None)  # 2 in flight fill the 2
+    assert tune_workers.claim_trial(study, 2) == ("wait", None)  # 2 in flight fill the 2
     study.tell(first, 1.0)
     study.tell(second, state=TrialState.FAIL)  # a crash frees its slot
-    what, third = tune_study.claim_trial(study, 2)
+    what, third = tune_workers.claim_trial(study, 2)
     assert what == "run"
     study.tell(third, 0.5)
-    assert tune_study.claim_trial(study, 2) == ("done", None)
+    assert tune_workers.claim_trial(study, 2) == ("done", None)
     # A worker on another machine created a trial between our count and our ask:
     late = study.ask()
-    assert tune_study.is_surplus(study, late.number, 2)
+    assert tune_workers.is_surplus(study, late.number, 2)
 
 
 def test_an_sqlalchemy_url_holds_the_study_with_heartbeats(in_project):
     url = f"sqlite:///{in_project / 'optuna.db'}"
     assert tune.main(["--trials", "2", "--storage", url]) == 0
-    storage = tune_study.open_storage(url, in_project / "unused.log")
-    assert storage.get_heartbeat_interval() == tune_study.HEARTBEAT_S
+    storage = tune_storage.open_storage(url, in_project / "unused.log")
+    assert storage.get_heartbeat_interval() == tune_storage.HEARTBEAT_S
     study = optuna.load_study(study_name="nanomoe-tune", storage=storage)
     assert len(finished(study)) == 2 == len(study.trials)
     assert not (in_project / "experiments" / "tune" / "journal.log").exists()
@@ -389,7 +392,7 @@ def test_an_sqlalchemy_url_holds_the_study_with_heartbeats(in_project):
 def test_an_enqueued_trial_is_claimed_rather_than_waited_for():
     study = optuna.create_study()
     study.enqueue_trial({"n_experts": 4})
-    what, trial = tune_study.claim_trial(study, 1)
+    what, trial = tune_workers.claim_trial(study, 1)
     assert what == "run" and trial.suggest_categorical("n_experts", [2, 4]) == 4
 
 
@@ -426,10 +429,10 @@ def test_nonfinite_training_loss_prunes_the_trial_and_the_study_goes_on(in_proje
 def test_nan_eval_loss_prunes_the_trial():
     study = optuna.create_study()
     trial = study.ask()
-    callback = tune._pruning_callback(trial)
-    callback.on_eval(0, {"val_loss": 3.0})
+    callback = PruneOnEval(trial)
+    callback.on_eval(0, {"val_loss": 3.0}, None)
     with pytest.raises(optuna.TrialPruned):
-        callback.on_eval(5, {"val_loss": float("nan")})
+        callback.on_eval(5, {"val_loss": float("nan")}, None)
     assert trial.user_attrs["nonfinite"] is True
     assert study.trials[0].intermediate_values == {0: 3.0}
 
@@ -492,7 +495,7 @@ def test_invalid_search_space_exits_2_with_one_line_from_the_command_line(tmp_pa
 
 
 def test_study_run_with_other_settings_is_refused_before_any_trial(in_project, monkeypatch):
-    storage = tune_study.open_storage(None, in_project / "experiments" / "tune" / "journal.log")
+    storage = tune_storage.open_storage(None, in_project / "experiments" / "tune" / "journal.log")
     study = optuna.create_study(storage=storage, study_name="nanomoe-tune")
     study.set_user_attr("settings", {"space": {"n_experts": [2, 4, 8]}})
     monkeypatch.setattr(sys, "argv", ["pipeline.tune", "--trials", "2"])

@@ -1,9 +1,5 @@
-"""One Optuna study shared by many worker processes: its storage, who owns each trial,
-failing trials whose process died, and claiming trials so that workers stop at exactly N.
+"""The worker loop: many processes share one study and stop at exactly N finished trials.
 
-- Storage: a JournalStorage file (default ``experiments/tune/journal.log``), which processes
-  on one machine share through an flock(2) lock, or any SQLAlchemy URL (``postgresql://...``)
-  for many machines, with Optuna heartbeats so a dead machine's trials are failed too.
 - Ownership: right after a trial is created, its owner (host, boot id, pid and the process's
   start time) is stored as the trial's user attr ``owner``. A RUNNING trial whose owner is
   on this host and no longer running is marked FAIL by the next worker that starts or
@@ -17,110 +13,32 @@ failing trials whose process died, and claiming trials so that workers stop at e
   lock, so after creating a trial a worker also checks its rank: if N trials with smaller
   numbers are finished or in flight, its trial is surplus, marked FAIL (user attr
   ``surplus``) and never trained.
+
+Where the study lives, and the locks and heartbeats, are in storage.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import os
 import socket
-import threading
+import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+from pipeline.tune.objective import TrialContext, run_trial
+from pipeline.tune.report import FINISHED, progress_line
+from pipeline.tune.runs import close_trial_run
+from pipeline.tune.storage import heartbeat, local_lock
+
 IN_FLIGHT = (TrialState.RUNNING,)  # WAITING (enqueued) trials are popped by study.ask()
-HEARTBEAT_S = 20  # RDB storages: a trial's process records a heartbeat this often
-GRACE_S = 120  # ... and a trial silent this long is failed
 UNOWNED_GRACE_S = 120
-
-
-# --- storage ---------------------------------------------------------------------------------
-
-
-def open_storage(
-    url: str | None,
-    default_journal: Path,
-    on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-) -> optuna.storages.BaseStorage:
-    """A JournalStorage file for None or a path; an RDBStorage with heartbeats for a URL."""
-    if url and "://" in url:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=on_stale,
-        )
-    path = Path(url) if url else default_journal
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend
-
-    backend = JournalFileBackend(str(path), lock_obj=FlockLock(f"{path}.lock"))
-    return optuna.storages.JournalStorage(backend)
-
-
-class FlockLock:
-    """The journal file's write lock, by flock(2). The kernel drops it when its process dies,
-    so a worker killed mid-write never stalls the others; Optuna's own lock files (made for
-    NFS) would make them wait out a 30 s grace period. Every process that writes the
-    journal must use this lock: open it through ``open_storage``."""
-
-    def __init__(self, path: str) -> None:
-        self.path, self.fd = path, None
-
-    def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def local_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between the processes of this machine (released if one dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FlockLock(str(path))
-    lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-@contextlib.contextmanager
-def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
-    """Record the trial's heartbeat while it runs, where the storage supports heartbeats."""
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial._trial_id)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+POLL_S = 2.0  # how often a worker with nothing to claim looks again
 
 
 # --- who owns a trial ------------------------------------------------------------------------
@@ -232,3 +150,46 @@ def claim_trial(study: optuna.Study, n_trials: int) -> tuple[str, optuna.Trial |
         study.tell(trial, state=TrialState.FAIL)
         return "wait", None
     return "run", trial
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial ``number``: one worker replays a study exactly, and
+    parallel workers never draw the same random start-up points. Mixed by SeedSequence:
+    consecutive seeds give numpy's RandomState correlated first draws."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def run_worker(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    ctx: TrialContext,
+    n_trials: int,
+    timeout: float | None,
+) -> None:
+    """Claim and run trials until the study has ``n_trials`` finished ones (or timeout)."""
+    deadline = time.monotonic() + timeout if timeout else None
+    waiting = False
+    while True:
+        with local_lock(ctx.lock_path):
+            for t in reap_dead_trials(study, close_trial_run):
+                print(f"trial {t.number:3d} failed: its process is gone", flush=True)
+            if deadline is not None and time.monotonic() > deadline:
+                print("timeout: starting no more trials", flush=True)
+                return
+            what, trial = claim_trial(study, n_trials)
+        if what == "done":
+            return
+        if what == "wait":
+            if not waiting:
+                print("waiting for other workers' trials to finish", flush=True)
+            waiting = True
+            time.sleep(POLL_S)
+            continue
+        waiting = False
+        study.sampler = optuna.samplers.TPESampler(seed=trial_seed(ctx.seed, trial.number))
+        with heartbeat(storage, trial):
+            frozen = run_trial(study, trial, ctx)
+        print(progress_line(study, frozen, n_trials), flush=True)

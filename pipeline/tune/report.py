@@ -18,10 +18,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nanomoe.io import atomic_write_text
+from nanomoe.atomic import atomic_write_text
 from pipeline.plots import new_figure, save_figure
-from pipeline.tune_study import FINISHED
 
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a trial that counts towards --trials
 PLOTS = ("optimization_history.png", "param_importances.png", "contour.png")
 METRIC = "full-split validation loss (nats/char)"
 
@@ -57,6 +57,23 @@ def summary(study: optuna.Study) -> dict:
         "steps_trained": run,
         "steps_without_pruning": full,
     }
+
+
+def progress_line(study: optuna.Study, frozen: FrozenTrial, n_trials: int) -> str:
+    """One line per finished trial: its value and params, the best so far, the count."""
+    trials = study.get_trials(deepcopy=False)
+    best = best_trial(trials)
+    params = " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in frozen.params.items()
+    )
+    value = "n/a" if frozen.value is None else f"{frozen.value:.4f}"
+    best_text = f"{best.value:.4f} (trial {best.number})" if best else "n/a"
+    done = sum(t.state in FINISHED for t in trials)
+    return (
+        f"trial {frozen.number:3d} {frozen.state.name.lower():8s} val_loss {value} "
+        f"after {frozen.user_attrs.get('steps', 0)} steps ({params}) | best {best_text} | "
+        f"{done}/{n_trials} finished"
+    )
 
 
 def trials_csv(trials: list[FrozenTrial]) -> str:

@@ -1,0 +1,125 @@
+"""Where each stage's files live, read from dvc.yaml: the one place they are declared.
+
+Code asks for a stage's files by name (``layout.outs("mine_fgrams")["fgrams.json"]``), so a
+path changed in dvc.yaml changes what the code reads and writes, and the two cannot drift.
+
+Project files resolve from the working directory: under ``dvc exp run --temp/--queue`` that
+is the experiment's temporary copy, so an experiment reads its own params.yaml and writes its
+own outputs. (Only the MLflow store follows DVC_ROOT to the parent repo: see tracking.py.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pipeline.stage import StageError
+
+CODE_DIRS = ("nanomoe", "pipeline")
+TUNE_DIR = Path("experiments/tune")  # the tuner's outputs: not a DVC stage
+
+
+def project_root() -> Path:
+    """The nearest folder upwards from the working directory that holds dvc.yaml."""
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / "dvc.yaml").is_file():
+            return d
+    raise StageError(f"dvc.yaml: not found in {here} or above; run from the project root")
+
+
+def _dvc_value(value: object) -> str:
+    """How DVC renders a matrix value in ``${item.<key>}``: booleans in lower case."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _path(entry: str | dict) -> str:
+    return entry if isinstance(entry, str) else next(iter(entry))
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    stages: dict[str, dict]
+
+    @classmethod
+    def load(cls, root: Path | None = None) -> Layout:
+        root = root or project_root()
+        try:
+            stages = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+            raise StageError(
+                f"dvc.yaml: cannot read its stages ({err.__class__.__name__}); restore it from git"
+            ) from None
+        return cls(root, stages)
+
+    def outs(self, stage: str, **item: object) -> dict[str, Path]:
+        """Every out, metric and plot of ``stage`` by file name, ``${item.<key>}`` filled in
+        from ``item`` (the matrix values of one cell)."""
+        paths = {}
+        for kind in ("outs", "metrics", "plots"):
+            for entry in self.stages[stage].get(kind, []):
+                path = _path(entry)
+                for key, value in item.items():
+                    path = path.replace(f"${{item.{key}}}", _dvc_value(value))
+                paths[Path(path).name] = self.root / path
+        return paths
+
+    def data_deps(self, stage: str) -> list[Path]:
+        """The deps of ``stage`` that are data, not code."""
+        deps = [Path(d) for d in self.stages[stage].get("deps", [])]
+        return [self.root / d for d in deps if d.parts[0] not in CODE_DIRS]
+
+    def require(self, path: Path) -> Path:
+        """``path``, or a one-line error naming the stage that writes it."""
+        if not path.exists():
+            stage = next((s for s in self.stages if path in self.outs(s).values()), None)
+            fix = f"run the {stage} stage first (dvc repro {stage})" if stage else "dvc repro"
+            raise StageError(f"{self.relative(path)}: not found; {fix}")
+        return path
+
+    def relative(self, path: Path) -> Path:
+        return path.relative_to(self.root) if path.is_relative_to(self.root) else path
+
+    # --- the files of each stage, by what they hold ---------------------------------------
+
+    @property
+    def raw(self) -> Path:
+        return self.outs("download")["input.txt"]
+
+    @property
+    def prepared(self) -> Path:
+        return self.outs("prepare")["prepared"]
+
+    @property
+    def fgrams(self) -> Path:
+        return self.outs("mine_fgrams")["fgrams.json"]
+
+    @property
+    def fgram_metrics(self) -> Path:
+        return self.outs("mine_fgrams")["fgram_metrics.json"]
+
+    def train_stage(self, moe: bool, fgram: bool) -> str:
+        """The train stage whose matrix holds the cells with these switches."""
+        for name, spec in self.stages.items():
+            matrix = spec.get("matrix", {})
+            if matrix.get("moe") == [moe] and matrix.get("fgram") == [fgram]:
+                return name
+        raise StageError(f"dvc.yaml: no train stage has moe: [{moe}] and fgram: [{fgram}]")
+
+    def run_files(self, rope: bool, moe: bool, fgram: bool, seed: int) -> dict[str, Path]:
+        """The files one train cell writes, by name (metrics.json, ckpt.pt, ...)."""
+        cell = {"rope": rope, "moe": moe, "fgram": fgram, "seed": seed}
+        return self.outs(self.train_stage(moe, fgram), **cell)
+
+    @property
+    def ablation(self) -> Path:
+        """The folder of every train cell's files: what the report stage reads."""
+        (folder,) = self.data_deps("report")
+        return folder
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.root / TUNE_DIR

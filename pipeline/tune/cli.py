@@ -1,0 +1,190 @@
+"""Tune NanoMoE's MoE and F-gram settings with Optuna: minimize the full validation loss.
+
+    python -m pipeline.tune --trials 50              # a study in experiments/tune/journal.log
+    python -m pipeline.tune --trials 50              # again, in a second terminal: 2 workers
+    python -m pipeline.tune --trials 200 --storage postgresql://user@host/db   # every machine
+    python -m pipeline.tune --report-only            # rebuild the report from the storage
+
+Every trial trains the full model (RoPE, MoE and F-grams on) for ``tune.max_iters`` steps,
+with the hyper-parameters of ``tune.space`` in params.yaml sampled by TPE, and is pruned at an
+eval when the pruner (``tune.pruner``) finds it worse than earlier trials were at that step.
+A trial whose loss goes non-finite is pruned too, and the study goes on.
+
+``--trials N``: the study ends with N finished trials in total, where finished means
+COMPLETE or PRUNED, however many workers, restarts and interruptions it takes. Failed trials
+(a crash, Ctrl-C, a killed process) do not count and are run again; a trial left RUNNING by
+a dead process is marked FAIL by the next worker (see workers.py).
+
+Writes best.json, trials.csv and plots to experiments/tune/ (to experiments/tune/<study>/
+for a study not named tune.study_name), and logs to MLflow experiment ``nanomoe-tune`` one
+parent run per study and one nested run per trial. Missing prepared data or F-grams are
+brought up to date first with ``dvc repro mine_fgrams``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+import warnings
+from pathlib import Path
+
+from pipeline.layout import Layout
+from pipeline.params import load_params
+from pipeline.stage import StageError, run_stage
+from pipeline.tune.settings import load_tune_settings
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.tune",
+        description=__doc__.split("\n\n")[0],
+        epilog="Search space, budget and pruner: the tune: section of params.yaml. Several "
+        "workers on one machine should share its cores (e.g. OMP_NUM_THREADS=1 with 2 workers "
+        "on 2 cores).",
+    )
+    ap.add_argument(
+        "--trials",
+        type=int,
+        help="finished (complete or pruned) trials the study ends with, earlier runs included",
+    )
+    ap.add_argument("--study-name", help="default: tune.study_name of params.yaml")
+    ap.add_argument(
+        "--storage",
+        help="a journal file path, or an SQLAlchemy URL such as postgresql://user@host/db "
+        "(default: experiments/tune/journal.log)",
+    )
+    ap.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    ap.add_argument("--seed", type=int, help="training seed of every trial, and the sampler's")
+    ap.add_argument(
+        "--report-only", action="store_true", help="only rebuild the report from the storage"
+    )
+    a = ap.parse_args(argv)
+    if not a.report_only and (a.trials is None or a.trials < 1):
+        ap.error("--trials N (N >= 1) is required, unless --report-only")
+    if a.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", a.study_name):
+        ap.error("--study-name: letters, digits, '.', '_' and '-' only")
+    if a.timeout is not None and a.timeout <= 0:
+        ap.error("--timeout must be > 0")
+    return a
+
+
+def safe_url(url: str | None) -> str:
+    """The storage as it may be printed: a database URL without its password."""
+    if url and "://" in url:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    return url or "experiments/tune/journal.log"
+
+
+def print_summary(info: dict, out: Path, root: Path) -> None:
+    t = info["trials"]
+    print(
+        f"study {info['study']}: {info['finished']} finished ({t['complete']} complete, "
+        f"{t['pruned']} pruned), {t['fail']} failed"
+    )
+    if info["best_value"] is not None:
+        params = " ".join(f"{k}={v}" for k, v in info["best_params"].items())
+        print(f"best val_loss {info['best_value']:.4f} (trial {info['best_trial']}): {params}")
+    print(
+        f"pruning saved {info['pruning_saving']:.1%} of trial-iterations: "
+        f"{info['steps_trained']:,} steps trained of {info['steps_without_pruning']:,} "
+        "had every finished trial run to tune.max_iters"
+    )
+    print(f"report -> {out.relative_to(root) if out.is_relative_to(root) else out}/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    layout = Layout.load()
+    params = load_params(layout.root / "params.yaml")
+    settings = load_tune_settings(params)  # a bad search space fails here, before any trial
+    name = a.study_name or settings.study_name
+    seed = params.seeds[0] if a.seed is None else a.seed
+    out = layout.tune_dir if name == settings.study_name else layout.tune_dir / name
+    journal = layout.tune_dir / "journal.log"
+
+    # The heavy imports wait until --help and the params checks have passed.
+    import optuna
+
+    from nanomoe.data import load_meta, load_split
+    from pipeline.tune.inputs import ensure_upstream, fingerprint
+    from pipeline.tune.objective import TrialContext
+    from pipeline.tune.report import write_report
+    from pipeline.tune.runs import StudyRuns, close_trial_run
+    from pipeline.tune.storage import local_lock, open_storage
+    from pipeline.tune.workers import run_worker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage")  # we beat, not optimize()
+
+    if a.report_only:
+        if not a.storage and not journal.exists():
+            raise StageError(f"{layout.relative(journal)}: not found; run a study first")
+        try:
+            study = optuna.load_study(study_name=name, storage=open_storage(a.storage, journal))
+        except KeyError:
+            raise StageError(f"no study named {name!r} in {safe_url(a.storage)}") from None
+        print_summary(write_report(study, out), out, layout.root)
+        return 0
+
+    ensure_upstream(layout, settings)
+    try:
+        stale = lambda s, t: close_trial_run(t, "its heartbeat stopped")  # noqa: E731
+        storage = open_storage(a.storage, journal, on_stale=stale)
+    except Exception as err:  # a bad URL, a missing database driver, a refused connection
+        raise StageError(f"--storage {safe_url(a.storage)}: {err}".split("\n")[0]) from None
+    lock_path = layout.tune_dir / "tune.lock"
+    with local_lock(lock_path):  # study, settings and parent run: created once
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction="minimize",
+            load_if_exists=True,
+            pruner=settings.make_pruner(),
+        )
+        fp = fingerprint(params, settings, seed)
+        if "settings" not in study.user_attrs:
+            study.set_user_attr("settings", fp)
+        elif study.user_attrs["settings"] != fp:
+            differ = sorted(k for k in fp if study.user_attrs["settings"].get(k) != fp[k])
+            raise StageError(
+                f"study {name!r} was run with other settings ({', '.join(differ)} differ "
+                "from params.yaml/--seed); use a new --study-name, or restore them"
+            )
+        runs = StudyRuns.attach(study, settings, seed, a.trials, safe_url(a.storage))
+    ctx = TrialContext(
+        params=params,
+        settings=settings,
+        seed=seed,
+        vocab_size=load_meta(layout.prepared)["vocab_size"],
+        train=load_split(layout.prepared, "train"),
+        val=load_split(layout.prepared, "val"),
+        fgrams_path=layout.fgrams,
+        runs=runs,
+        lock_path=lock_path,
+    )
+    print(
+        f"study {name}: {a.trials} finished trials wanted; {settings.max_iters} iters each, "
+        f"pruner {settings.describe_pruner()}; storage {safe_url(a.storage)}",
+        flush=True,
+    )
+    start, status = time.perf_counter(), "FAILED"
+    try:
+        run_worker(study, storage, ctx, a.trials, a.timeout)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        info = write_report(study, out)
+        runs.finish(info, out, status)
+        print_summary(info, out, layout.root)
+        print(f"wall time {time.perf_counter() - start:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

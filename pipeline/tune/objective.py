@@ -1,0 +1,102 @@
+"""One trial: sample a point of the space, train the full model there, report to Optuna.
+
+The objective calls the same ``Trainer`` the train stage uses, with the trial's overrides of
+the params.yaml configs and the study's budget, and returns the full-split validation loss.
+Every eval reports its val loss to the pruner; a loss that is not finite prunes the trial.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nanomoe.fgram import load_fgrams
+from nanomoe.model import GPT
+from nanomoe.moe import MoEStats
+from nanomoe.trainer import Callback, NonFiniteLossError, Trainer, set_seed
+from pipeline.params import Params
+from pipeline.tune.runs import StudyRuns
+from pipeline.tune.settings import TuneSettings
+
+
+@dataclass
+class TrialContext:
+    """What every trial of this worker shares."""
+
+    params: Params
+    settings: TuneSettings
+    seed: int
+    vocab_size: int
+    train: np.ndarray  # memory-mapped splits
+    val: np.ndarray
+    fgrams_path: Path
+    runs: StudyRuns
+    lock_path: Path  # the local lock that serializes claiming
+
+
+class PruneOnEval(Callback):
+    """Report each eval's val loss to the trial; prune when the pruner says so, or when the
+    loss is not finite."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def on_eval(self, step: int, metrics: dict[str, float], moe: MoEStats | None) -> None:
+        loss = metrics["val_loss"]
+        if not math.isfinite(loss):
+            self.trial.set_user_attr("nonfinite", True)
+            raise optuna.TrialPruned(f"val loss {loss} at step {step}")
+        self.trial.report(loss, step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} (val loss {loss:.4f})")
+
+
+def objective(trial: optuna.Trial, chosen: dict[str, Any], run, ctx: TrialContext) -> float:
+    """Train the full model at one point of the space; return its full-split val loss."""
+    model_kw, train_kw = ctx.settings.overrides(chosen)
+    config = ctx.params.model_config(ctx.vocab_size, True, True, True, overrides=model_kw)
+    budget = {**ctx.settings.budget(), "progress": False, **train_kw}
+    train_cfg = ctx.params.train_config(ctx.seed, overrides=budget)
+    fgrams = load_fgrams(ctx.fgrams_path, max_n=config.fgram_max_n)
+    run.log_params({"n_fgrams": len(fgrams)})
+
+    set_seed(ctx.seed)
+    model = GPT(config, fgrams=fgrams)
+    callbacks = [run.callback(), PruneOnEval(trial)]
+    trainer = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=callbacks)
+    try:
+        return trainer.fit().val_loss
+    except NonFiniteLossError as err:
+        trial.set_user_attr("nonfinite", True)
+        raise optuna.TrialPruned(str(err)) from None
+    finally:
+        trial.set_user_attr("steps", trainer.step)
+        trial.set_user_attr("max_iters", train_cfg.max_iters)
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: TrialContext) -> FrozenTrial:
+    """Sample, train, tell Optuna and MLflow how it ended; return the finished trial."""
+    value, state, note, run = None, TrialState.FAIL, "", None
+    try:
+        chosen = ctx.settings.suggest(trial)
+        run = ctx.runs.start_trial(trial, chosen, ctx.seed)
+        value = objective(trial, chosen, run, ctx)
+        state = TrialState.COMPLETE
+    except optuna.TrialPruned as err:
+        state, note = TrialState.PRUNED, str(err)
+    except BaseException as err:  # a crash or Ctrl-C: FAIL, and re-raise
+        note = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        if note:
+            trial.set_user_attr("note", note)
+        frozen = study.tell(trial, value, state=state)
+        if run is not None:
+            ctx.runs.end_trial(run, frozen)
+    return frozen
