@@ -1,7 +1,8 @@
 """Where each stage's files live, read from dvc.yaml: the one place they are declared.
 
-Code asks for a stage's files by name (``layout.outs("mine_fgrams")["fgrams.json"]``), so a
-path changed in dvc.yaml changes what the code reads and writes, and the two cannot drift.
+Code asks for a stage's files by what they hold (``layout.fgrams``: the one out of
+``mine_fgrams``) or by file name (``layout.outs("report")["report.md"]``), so a path changed
+in dvc.yaml changes what the code reads and writes, and the two cannot drift.
 
 Project files resolve from the working directory: under ``dvc exp run --temp/--queue`` that
 is the experiment's temporary copy, so an experiment reads its own params.yaml and writes its
@@ -67,6 +68,13 @@ class Layout:
                 paths[Path(path).name] = self.root / path
         return paths
 
+    def only(self, stage: str, kind: str = "outs") -> Path:
+        """The one entry of ``kind`` (outs, metrics) that ``stage`` declares."""
+        entries = self.stages[stage].get(kind, [])
+        if len(entries) != 1:
+            raise StageError(f"dvc.yaml: stage {stage} must declare exactly one entry in {kind}")
+        return self.root / _path(entries[0])
+
     def data_deps(self, stage: str) -> list[Path]:
         """The deps of ``stage`` that are data, not code."""
         deps = [Path(d) for d in self.stages[stage].get("deps", [])]
@@ -87,19 +95,19 @@ class Layout:
 
     @property
     def raw(self) -> Path:
-        return self.outs("download")["input.txt"]
+        return self.only("download")
 
     @property
     def prepared(self) -> Path:
-        return self.outs("prepare")["prepared"]
+        return self.only("prepare")
 
     @property
     def fgrams(self) -> Path:
-        return self.outs("mine_fgrams")["fgrams.json"]
+        return self.only("mine_fgrams")
 
     @property
     def fgram_metrics(self) -> Path:
-        return self.outs("mine_fgrams")["fgram_metrics.json"]
+        return self.only("mine_fgrams", "metrics")
 
     def train_stage(self, moe: bool, fgram: bool) -> str:
         """The train stage whose matrix holds the cells with these switches."""

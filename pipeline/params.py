@@ -113,6 +113,19 @@ def checked(make: Any, keys: Mapping[str, str]) -> Any:
         raise ParamsError(f"params.yaml: {keys.get(name, name)}: {rule}") from None
 
 
+def _section(raw: Mapping[str, Any], section: str, keys: set[str]) -> dict:
+    """Section ``section`` of ``raw``, which must be a mapping of known ``keys`` only."""
+    sec = raw.get(section)
+    if not isinstance(sec, dict):
+        raise ParamsError(f"params.yaml: {section}: section is missing or not a mapping")
+    extra = sorted(set(sec) - keys)
+    if extra:
+        raise ParamsError(
+            f"params.yaml: {section}: unknown key {extra[0]}; keys are {sorted(keys)}"
+        )
+    return sec
+
+
 def _check_known_keys(raw: dict) -> None:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
@@ -123,14 +136,7 @@ def _check_known_keys(raw: dict) -> None:
             section, _, item = key.partition(".")
             known.setdefault(section, set()).add(item)
     for section, items in known.items():
-        sec = raw.get(section)
-        if not isinstance(sec, dict):
-            raise ParamsError(f"params.yaml: {section}: section is missing or not a mapping")
-        extra = sorted(set(sec) - items)
-        if extra:
-            raise ParamsError(
-                f"params.yaml: {section}: unknown key {extra[0]}; keys are {sorted(items)}"
-            )
+        _section(raw, section, items)
 
 
 @dataclass(frozen=True)
@@ -173,15 +179,8 @@ class Params:
     def read(self, cls: type[C], section: str) -> C:
         """Section ``section`` as the dataclass ``cls`` (each key a field), checked like the
         rest: for sections other modules own, such as ``tune``."""
-        sec = self._raw.get(section)
-        if not isinstance(sec, dict):
-            raise ParamsError(f"params.yaml: {section}: section is missing or not a mapping")
         keys = _section_keys(section, cls)
-        extra = sorted(set(sec) - {f.name for f in fields(cls)})
-        if extra:
-            raise ParamsError(
-                f"params.yaml: {section}: unknown key {extra[0]}; keys are {sorted(keys)}"
-            )
+        _section(self._raw, section, set(keys))
         return build(cls, keys, self._raw)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import dataclass, field
 
 import pytest
 
-from nanomoe.config import GPTConfig, TrainConfig, variant_name
+from nanomoe.config import Config, GPTConfig, MiningConfig, TrainConfig, variant_name
 from nanomoe.model import GPT
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -117,3 +118,54 @@ def test_variant_names_are_distinct_and_never_start_with_a_dash():
     assert not any(n.startswith("-") for n in names)
     assert GPTConfig(rope=True, moe=True, top_k=1).variant == "rope+moe-fgram"
     assert GPTConfig().variant == "abspos-moe-fgram"
+
+
+@dataclass
+class _Typed(Config):
+    ratio: float | None = None
+    ids: list[int] = field(default_factory=list)
+    table: dict[str, list] = field(default_factory=dict)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(ratio=None), dict(ratio=2), dict(ratio=0.5), dict(ids=[1, 2]), dict(table={"a": [1]})],
+)
+def test_type_check_accepts_values_of_any_annotated_type(kwargs):
+    assert _Typed(**kwargs).to_dict()[next(iter(kwargs))] == next(iter(kwargs.values()))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field_name"),
+    [
+        (dict(ratio="0.5"), "ratio"),
+        (dict(ratio=True), "ratio"),
+        (dict(ids=[1, "2"]), "ids"),
+        (dict(ids=[True]), "ids"),
+        (dict(table={"a": 1}), "table"),
+        (dict(table=[1]), "table"),
+    ],
+)
+def test_type_check_rejects_a_wrong_type_naming_the_field(kwargs, field_name):
+    with pytest.raises(ValueError, match=rf"^{field_name}: must be"):
+        _Typed(**kwargs)
+
+
+def test_mining_config_rules_name_the_field():
+    for kwargs, name in ((dict(max_n=1), "max_n"), (dict(min_count=0), "min_count")):
+        with pytest.raises(ValueError, match=rf"^{name}:"):
+            MiningConfig(**kwargs)
+
+
+def test_defaults_are_nanogpts_cpu_reference_config():
+    """The benchmark trains the defaults, so they must stay nanoGPT's shakespeare_char CPU
+    config (and the MoE and F-gram settings the README quotes)."""
+    m, t = GPTConfig(), TrainConfig()
+    assert (m.block_size, m.n_layer, m.n_head, m.n_embd, m.dropout, m.bias) == (
+        64, 4, 4, 128, 0.0, False,
+    )  # fmt: skip
+    assert (m.n_experts, m.top_k, m.fgram_max_n) == (4, 1, 3)
+    assert (t.batch_size, t.max_iters, t.learning_rate, t.min_lr, t.warmup_iters) == (
+        12, 2000, 1e-3, 1e-4, 100,
+    )  # fmt: skip
+    assert (t.eval_interval, t.eval_iters, t.beta2, t.seed) == (250, 20, 0.99, 1337)

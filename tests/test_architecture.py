@@ -1,0 +1,57 @@
+"""The layout rules of the code base: who may import what, and modules short enough to read."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = sorted(p for pkg in ("nanomoe", "pipeline") for p in (REPO / pkg).rglob("*.py"))
+IDS = [str(p.relative_to(REPO)) for p in MODULES]
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level names of every package ``path`` imports, anywhere in the module."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+LIBRARY = [p for p in MODULES if p.relative_to(REPO).parts[0] == "nanomoe"]
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=[str(p.relative_to(REPO)) for p in LIBRARY])
+def test_model_library_imports_no_pipeline_dvc_mlflow_or_optuna(path):
+    assert not imported_packages(path) & {"pipeline", "dvc", "mlflow", "optuna"}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=IDS)
+def test_only_the_tracking_module_speaks_to_mlflow(path):
+    if path != REPO / "pipeline" / "tracking.py":
+        assert "mlflow" not in imported_packages(path)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=IDS)
+def test_modules_are_short_enough_to_read_in_one_sitting(path):
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 300
+
+
+@pytest.mark.parametrize("path", MODULES, ids=IDS)
+def test_no_class_is_defined_inside_a_function(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            inner = [n.name for n in ast.walk(fn) if isinstance(n, ast.ClassDef)]
+            assert not inner, f"{fn.name} defines {inner}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=IDS)
+def test_no_module_shadows_the_standard_library(path):
+    assert path.stem.startswith("__") or path.stem not in sys.stdlib_module_names
