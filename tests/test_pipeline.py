@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
+import time
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 import yaml
-from _project import make_project, run_module
+from _project import env_for, make_project, run_module
 
 
 def dvc(root, *args):
@@ -107,3 +112,134 @@ def test_sample_cli_continues_a_pipeline_checkpoint(repro):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("café")
+
+
+# --- dvc exp run --temp: the experiment runs in its copy, its runs land in our store -----
+
+
+# Loaded (via PYTHONPATH) by every Python process the test starts: at exit, a pipeline stage
+# appends where it ran, what DVC told it and which MLflow store it used.
+PROBE = """\
+import atexit, json, os, sys
+
+
+def _record():
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is None or not spec.name.startswith("pipeline."):
+        return
+    mlf = sys.modules.get("mlflow")
+    pkg = sys.modules.get("pipeline")
+    row = {
+        "module": spec.name,
+        "cwd": os.getcwd(),
+        "pipeline_file": getattr(pkg, "__file__", None),
+        "env": {k: v for k, v in os.environ.items() if k.startswith("DVC_")},
+        "tracking_uri": mlf.get_tracking_uri() if mlf is not None else None,
+        "mlflow_db_in_cwd": os.path.exists("mlflow.db"),
+    }
+    with open(os.environ["NANOMOE_PROBE_LOG"], "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\\n")
+
+
+atexit.register(_record)
+"""
+
+GITIGNORE = "__pycache__/\n/mlflow.db\n/mlruns/\n/mlartifacts/\n"
+
+
+def _tail(proc: subprocess.CompletedProcess, n: int = 3000) -> str:
+    return f"rc={proc.returncode}\n--- stdout\n{proc.stdout[-n:]}\n--- stderr\n{proc.stderr[-n:]}"
+
+
+def _git(root: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
+    return out.stdout
+
+
+def test_dvc_exp_run_temp_uses_the_experiment_copy_and_logs_to_the_parent_store(repro, tmp_path):
+    """Last in this module: it commits the project and adds runs to its store."""
+    root, first = repro
+    assert first.returncode == 0, _tail(first)
+    (root / ".gitignore").write_text(GITIGNORE)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(PROBE)
+    log = tmp_path / "probe.jsonl"
+    env = env_for(root)
+    env["PYTHONPATH"] = f"{probe}{os.pathsep}{env['PYTHONPATH']}"
+    env["NANOMOE_PROBE_LOG"] = str(log)
+
+    def dvc(*args: str) -> subprocess.CompletedProcess:
+        return run_module(root, "dvc", *args, env=env)
+
+    _git(root, "config", "user.name", "test")
+    _git(root, "config", "user.email", "test@example.com")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "base")
+    t_base = time.monotonic()
+
+    ablation = root / "experiments" / "ablation"
+    params_before = (root / "params.yaml").read_text()
+    metrics_before = {p.parent.name: p.read_bytes() for p in ablation.glob("*/metrics.json")}
+    assert len(metrics_before) == 8
+    log.write_text("")
+
+    exp = dvc("exp", "run", "--temp", "-S", "moe.top_k=2")
+    t_exp = time.monotonic()
+    print(f"exp run {t_exp - t_base:.0f} s\n{exp.stdout}")
+    ran = [json.loads(line) for line in log.read_text().splitlines()]
+    where = "\n".join(f"{r['module']} cwd={r['cwd']} uri={r['tracking_uri']}" for r in ran)
+
+    # (b) The parent's files are untouched: the experiment ran in its own copy.
+    metrics_after = {p.parent.name: p.read_bytes() for p in ablation.glob("*/metrics.json")}
+    changed = sorted(k for k in metrics_before if metrics_after.get(k) != metrics_before[k])
+    assert not changed, (
+        f"dvc exp run --temp rewrote the parent's metrics.json of {changed}\n"
+        f"stages ran:\n{where}\n{_tail(exp)}"
+    )
+    assert set(metrics_after) == set(metrics_before), "new run dirs in the parent"
+    assert (root / "params.yaml").read_text() == params_before
+    assert exp.returncode == 0, _tail(exp)
+
+    # Only what moe.* feeds re-ran (the 4 MoE cells and the report), each in the temp copy.
+    seeds = yaml.safe_load(params_before)["seeds"]
+    moe_cells = [
+        f"{stage}@{rope}-true-{fgram}-{seed}"
+        for stage, fgram in (("train_moe", "false"), ("train_moe_fgram", "true"))
+        for rope in ("true", "false")
+        for seed in seeds
+    ]
+    reran = re.findall(r"Running stage '([^']+)'", exp.stdout)
+    assert sorted(reran) == sorted([*moe_cells, "report"]), exp.stdout
+    tmp_exps = root / ".dvc" / "tmp" / "exps"
+    assert len(ran) == len(reran), where
+    for r in ran:
+        assert Path(r["cwd"]).is_relative_to(tmp_exps), where
+        assert Path(r["pipeline_file"]).is_relative_to(Path(r["cwd"])), r
+        assert Path(r["env"]["DVC_ROOT"]).resolve() == root.resolve(), r
+        assert not r["mlflow_db_in_cwd"], f"{r['module']} made an mlflow.db in the temp copy"
+    assert not list((root / ".dvc" / "tmp").rglob("mlflow.db"))
+
+    # (a) The override took effect in the experiment, which DVC committed with its results.
+    refs = _git(root, "for-each-ref", "--format=%(refname)", "refs/exps").split()
+    assert len(refs) == 1, refs
+    exp_params = yaml.safe_load(_git(root, "show", f"{refs[0]}:params.yaml"))
+    assert exp_params["moe"]["top_k"] == 2
+    for cell, before in metrics_before.items():
+        after = _git(root, "show", f"{refs[0]}:experiments/ablation/{cell}/metrics.json")
+        assert (after.encode() != before) == ("moe-true" in cell), cell
+
+    # (c) Its 4 runs landed in the parent's MLflow store, tagged with the experiment's name.
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("nanomoe-ablation")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 8 * len(seeds) + len(moe_cells), [r.info.run_name for r in runs]
+    new = [r for r in runs if "dvc_exp_name" in r.data.tags]
+    assert len(new) == len(moe_cells), [r.data.tags for r in runs]
+    assert {r.data.params["top_k"] for r in new} == {"2"}
+    assert {r.data.params["moe"] for r in new} == {"True"}
+    assert {r.info.status for r in new} == {"FINISHED"}
+    assert len({r.data.tags["dvc_exp_name"] for r in new}) == 1
