@@ -11,8 +11,9 @@ import sys
 
 import torch
 
+from nanomoe.checkpoint import load_checkpoint, model_from_checkpoint
 from nanomoe.data import CharTokenizer
-from nanomoe.trainer import load_checkpoint, model_from_checkpoint, resolve_device
+from nanomoe.device import resolve_device
 
 
 def generate_text(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nanomoe.checkpoint import load_checkpoint
 from nanomoe.config import TrainConfig
 from nanomoe.sample import generate_text, main
-from nanomoe.trainer import Trainer, load_checkpoint
+from nanomoe.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
