@@ -1,5 +1,5 @@
-"""Typed configs for the model, the training loop and F-gram mining, and the error for a bad
-input file.
+"""Typed configs for the model, the training loop, F-gram mining and sampling, and the error
+for a bad input file.
 
 Every rule lives here, checked once when a config is built, so a bad value fails with the
 field's name before any tensor is allocated. The defaults are nanoGPT's CPU reference config
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import types
 import typing
@@ -205,6 +206,28 @@ class MiningConfig(Config):
         _require(self.max_n >= 2, "max_n", "must be >= 2 (an F-gram has 2 or more characters)")
         _require(self.min_count >= 1, "min_count", "must be >= 1")
         _require(self.max_fgrams >= 1, "max_fgrams", "must be >= 1")
+
+
+@dataclass
+class SampleConfig(Config):
+    """How text is sampled: one set of rules for params.yaml's ``sample:`` section and for
+    ``python -m nanomoe.sample``, so a setting one accepts the other accepts too."""
+
+    tokens: int = 300
+    temperature: float = 0.8
+    top_k: int | None = 200  # 0 or None: no top-k filtering (stored as None)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.tokens >= 0, "tokens", "must be >= 0")
+        _require(0 < self.temperature < math.inf, "temperature", "must be a number > 0")
+        _require(
+            self.top_k is None or self.top_k >= 0,
+            "top_k",
+            "must be a positive integer, or 0 (or null) for no top-k filtering",
+        )
+        if self.top_k == 0:
+            self.top_k = None
 
 
 def display_path(path: str | os.PathLike) -> str:

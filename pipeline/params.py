@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from nanomoe.config import Config, GPTConfig, MiningConfig, TrainConfig
+from nanomoe.config import Config, GPTConfig, MiningConfig, SampleConfig, TrainConfig
 from pipeline.layout import project_root
 from pipeline.stage import ParamsError
 
@@ -45,19 +45,12 @@ class DataParams(Config):
         return os.environ.get(DATA_URL_ENV) or self.url
 
 
-@dataclass(frozen=True)
-class SampleParams(Config):
-    prompt: str | None = None  # None: the first character of the validation split
-    tokens: int = 300
-    temperature: float = 0.8
-    top_k: int | None = 200
+@dataclass
+class SampleParams(SampleConfig):
+    """``sample:``: the prompt, plus SampleConfig's rules shared with ``nanomoe.sample``
+    (``top_k`` 0 or null turns top-k filtering off)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.tokens < 0:
-            raise ValueError("tokens: must be >= 0")
-        if self.temperature <= 0:
-            raise ValueError("temperature: must be > 0")
+    prompt: str | None = None  # None: the first character of the validation split
 
 
 def _section_keys(section: str, cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
