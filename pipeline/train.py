@@ -95,7 +95,12 @@ def prepare_cell(params: Params, layout: Layout, rope: bool, moe: bool, fgram: b
     config = params.model_config(meta["vocab_size"], rope=rope, moe=moe, fgram=fgram)
     fgrams = None
     if fgram:
-        fgrams = load_fgrams(layout.require(layout.fgrams), max_n=config.fgram_max_n)
+        fgrams = load_fgrams(
+            layout.require(layout.fgrams),
+            max_n=config.fgram_max_n,
+            vocab_size=meta["vocab_size"],
+            chars=meta["chars"],
+        )
     unknown = sorted(set(params.sample.prompt or "") - set(meta["chars"]))
     if unknown:
         raise StageError(
