@@ -1,4 +1,5 @@
-"""Typed configs for the model, the training loop and F-gram mining.
+"""Typed configs for the model, the training loop, F-gram mining and sampling, and the error
+for a bad input file.
 
 Every rule lives here, checked once when a config is built, so a bad value fails with the
 field's name before any tensor is allocated. The defaults are nanoGPT's CPU reference config
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 
@@ -202,3 +206,43 @@ class MiningConfig(Config):
         _require(self.max_n >= 2, "max_n", "must be >= 2 (an F-gram has 2 or more characters)")
         _require(self.min_count >= 1, "min_count", "must be >= 1")
         _require(self.max_fgrams >= 1, "max_fgrams", "must be >= 1")
+
+
+@dataclass
+class SampleConfig(Config):
+    """How text is sampled: one set of rules for params.yaml's ``sample:`` section and for
+    ``python -m nanomoe.sample``, so a setting one accepts the other accepts too."""
+
+    tokens: int = 300
+    temperature: float = 0.8
+    top_k: int | None = 200  # 0 or None: no top-k filtering (stored as None)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.tokens >= 0, "tokens", "must be >= 0")
+        _require(0 < self.temperature < math.inf, "temperature", "must be a number > 0")
+        _require(
+            self.top_k is None or self.top_k >= 0,
+            "top_k",
+            "must be a positive integer, or 0 (or null) for no top-k filtering",
+        )
+        if self.top_k == 0:
+            self.top_k = None
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as the user would type it: relative to the working directory when inside it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(p)
+
+
+class InputError(ValueError):
+    """A bad input file (truncated, garbage, out of date). The message starts with the file's
+    path and ends with the fix, so a command prints it as the one line ``error: <message>``."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, fix: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{display_path(path)}: {problem}; {fix}")

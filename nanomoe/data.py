@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from nanomoe.atomic import atomic_write_bytes, atomic_write_text
+from nanomoe.config import InputError
 
 
 class CharTokenizer:
@@ -80,8 +81,49 @@ def prepare(text: str, out_dir: str | os.PathLike, val_fraction: float = 0.1) ->
     return meta
 
 
+PREPARE_FIX = "re-run the prepare stage (dvc repro prepare)"
+DTYPES = ("uint16", "uint32")  # the token dtypes prepare writes
+_META_TYPES = {"chars": str, "vocab_size": int, "dtype": str, "n_train": int, "n_val": int}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def load_meta(data_dir: str | os.PathLike) -> dict:
-    return json.loads((Path(data_dir) / "meta.json").read_text(encoding="utf-8"))
+    """meta.json of a prepared folder, checked: every field present with its type, a
+    vocabulary of distinct characters that ``vocab_size`` counts, a dtype prepare writes.
+    Anything else raises an InputError naming the file, so no split is read the wrong way."""
+    path = Path(data_dir) / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "not found", PREPARE_FIX) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"not valid JSON ({err.__class__.__name__})", PREPARE_FIX) from None
+    if not isinstance(meta, dict):
+        raise InputError(path, "must be a JSON object", PREPARE_FIX)
+    for key, kind in _META_TYPES.items():
+        if key not in meta:
+            raise InputError(path, f"{key}: is missing", PREPARE_FIX)
+        if not (_is_int(meta[key]) if kind is int else isinstance(meta[key], kind)):
+            bad = f"{key}: must be {kind.__name__}, got {meta[key]!r}"
+            raise InputError(path, bad, PREPARE_FIX)
+    chars, size, dtype = meta["chars"], meta["vocab_size"], meta["dtype"]
+    if not chars or len(set(chars)) != len(chars):
+        raise InputError(path, "chars: must be the corpus's distinct characters", PREPARE_FIX)
+    if size != len(chars):
+        bad = f"vocab_size={size}, but chars holds {len(chars)} characters"
+        raise InputError(path, bad, PREPARE_FIX)
+    if dtype not in DTYPES:
+        bad = f"dtype {dtype!r} is not a token dtype prepare writes ({', '.join(DTYPES)})"
+        raise InputError(path, bad, PREPARE_FIX)
+    if size - 1 > np.iinfo(dtype).max:
+        raise InputError(path, f"dtype {dtype} cannot hold {size} token ids", PREPARE_FIX)
+    for key in ("n_train", "n_val"):
+        if meta[key] < 2:
+            raise InputError(path, f"{key}: must be >= 2, got {meta[key]}", PREPARE_FIX)
+    return meta
 
 
 def load_tokenizer(data_dir: str | os.PathLike) -> CharTokenizer:
@@ -89,9 +131,32 @@ def load_tokenizer(data_dir: str | os.PathLike) -> CharTokenizer:
 
 
 def load_split(data_dir: str | os.PathLike, split: str) -> np.ndarray:
-    """Memory-map ``train.bin`` or ``val.bin``."""
+    """Memory-map ``train.bin`` or ``val.bin``, checked against meta.json: its size is
+    exactly ``n_<split>`` tokens of meta's dtype and its largest id is in the vocabulary, so
+    a truncated, padded or mis-typed file fails here, naming itself, instead of training."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split: must be 'train' or 'val', got {split!r}")
     meta = load_meta(data_dir)
-    return np.memmap(Path(data_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")
+    path = Path(data_dir) / f"{split}.bin"
+    dtype, expected = np.dtype(meta["dtype"]), meta[f"n_{split}"]
+    if not path.exists():
+        raise InputError(path, "not found", PREPARE_FIX)
+    if not path.is_file():
+        raise InputError(path, "is not a file", PREPARE_FIX)
+    size = path.stat().st_size
+    if size % dtype.itemsize:
+        bad = f"{size} bytes is not a whole number of {dtype.name} tokens ({dtype.itemsize} bytes)"
+        raise InputError(path, bad, PREPARE_FIX)
+    count = size // dtype.itemsize
+    if count != expected:
+        bad = f"{size} bytes is {count} tokens, meta.json says n_{split}={expected}"
+        raise InputError(path, bad, PREPARE_FIX)
+    data = np.memmap(path, dtype=dtype, mode="r")
+    top = int(data.max())  # one pass over the file: cheap next to a single training step
+    if top >= meta["vocab_size"]:
+        bad = f"holds token id {top}, outside meta.json's vocab_size={meta['vocab_size']}"
+        raise InputError(path, bad, PREPARE_FIX)
+    return data
 
 
 def get_batch(

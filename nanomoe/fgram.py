@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanomoe.atomic import atomic_write_text
-from nanomoe.config import MiningConfig
+from nanomoe.config import InputError, MiningConfig
 
 _INT64_LIMIT = 2**63
 
@@ -117,10 +117,76 @@ def save_fgrams(
     atomic_write_text(path, json.dumps(doc, indent=1, ensure_ascii=False))
 
 
-def load_fgrams(path: str | os.PathLike, max_n: int | None = None) -> list[Fgram]:
-    """Mined F-grams from JSON, keeping only those of length <= ``max_n`` when given."""
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    out = [Fgram(tuple(g["ids"]), int(g["count"]), int(g["score"])) for g in doc["fgrams"]]
+MINE_FIX = "re-run the mine_fgrams stage (dvc repro mine_fgrams)"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_fgram(path: Path, i: int, entry: object, vocab_size: int, chars: str | None) -> Fgram:
+    """Entry ``i`` of the table as an Fgram, or an InputError naming it."""
+
+    def bad(problem: str) -> InputError:
+        return InputError(path, f"fgrams[{i}]: {problem}", MINE_FIX)
+
+    if not isinstance(entry, dict):
+        raise bad("must be an object with ids, count and score")
+    for key in ("ids", "count", "score"):
+        if key not in entry:
+            raise bad(f"{key}: is missing")
+    ids, count, score = entry["ids"], entry["count"], entry["score"]
+    if not isinstance(ids, list) or not all(_is_int(t) for t in ids):
+        raise bad(f"ids: must be a list of integers, got {ids!r}")
+    if len(ids) < 2:
+        raise bad(f"ids: an F-gram has 2 or more characters, got {len(ids)}")
+    if not all(0 <= t < vocab_size for t in ids):
+        raise bad(f"ids: {ids} has an id outside the vocabulary [0, {vocab_size})")
+    if not _is_int(count) or count < 1 or not _is_int(score):
+        raise bad("count and score: must be integers, count >= 1")
+    if chars is not None and "text" in entry:
+        spelled = "".join(chars[t] for t in ids)
+        if entry["text"] != spelled:
+            problem = f"text {entry['text']!r}, but its ids spell {spelled!r} in meta.json's chars"
+            raise bad(f"{problem}: mined from another corpus")
+    return Fgram(tuple(ids), count, score)
+
+
+def load_fgrams(
+    path: str | os.PathLike,
+    max_n: int | None = None,
+    vocab_size: int | None = None,
+    chars: str | None = None,
+) -> list[Fgram]:
+    """Mined F-grams from JSON, keeping only those of length <= ``max_n`` when given.
+
+    The table is checked: valid JSON, every entry with integer ids (2 or more, each inside
+    the vocabulary it was mined over) and counts. Pass meta.json's ``vocab_size`` and
+    ``chars`` to check also that it was mined over this corpus's vocabulary; an id out of
+    range would silently alias onto another n-gram's key. Errors are InputErrors naming the
+    file and the entry.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "not found", MINE_FIX) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"not valid JSON ({err.__class__.__name__})", MINE_FIX) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("fgrams"), list):
+        raise InputError(path, "must be a JSON object with a list 'fgrams'", MINE_FIX)
+    size = doc.get("vocab_size")
+    if not _is_int(size) or size < 1:
+        raise InputError(path, f"vocab_size: must be a positive integer, got {size!r}", MINE_FIX)
+    for theirs in (vocab_size, None if chars is None else len(chars)):
+        if theirs is not None and theirs != size:
+            problem = f"mined over a vocabulary of {size} characters, meta.json has {theirs}"
+            raise InputError(path, problem, MINE_FIX)
+    mined = doc.get("mine_max_n")
+    if max_n is not None and _is_int(mined) and mined < max_n:
+        problem = f"mined up to n={mined}, shorter than the max_n={max_n} asked for"
+        raise InputError(path, problem, MINE_FIX)
+    out = [_checked_fgram(path, i, g, size, chars) for i, g in enumerate(doc["fgrams"])]
     return [g for g in out if max_n is None or g.n <= max_n]
 
 

@@ -220,11 +220,13 @@ class GPT(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        if top_k is not None and top_k < 0:
+            raise ValueError("top_k: must be >= 0 (0 or None: no top-k filtering)")
         for _ in range(max_new_tokens):
             cond = idx[:, -self.config.block_size :]  # (B, <= block_size)
             logits, _ = self(cond)
             logits = logits[:, -1, :].float() / max(temperature, 1e-8)
-            if top_k is not None:
+            if top_k:  # None or 0: no top-k filtering
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                 logits[logits < v[:, [-1]]] = -float("inf")
             nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)

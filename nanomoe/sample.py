@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
+from nanomoe.checkpoint import load_checkpoint, model_from_checkpoint
+from nanomoe.config import InputError, SampleConfig
 from nanomoe.data import CharTokenizer
-from nanomoe.trainer import load_checkpoint, model_from_checkpoint, resolve_device
+from nanomoe.device import resolve_device
+from nanomoe.model import GPT
+
+CKPT_FIX = "pass --checkpoint the ckpt.pt of a finished training run (dvc repro trains them)"
 
 
 def generate_text(
@@ -24,13 +30,59 @@ def generate_text(
     seed: int = 1337,
     device: str = "cpu",
 ) -> str:
-    """Prompt plus ``tokens`` sampled characters, deterministic for a given seed."""
+    """Prompt plus ``tokens`` sampled characters, deterministic for a given seed.
+    ``top_k`` 0 or None: no top-k filtering."""
+    model = model_from_checkpoint(ckpt)
     tok = CharTokenizer(ckpt["chars"])
-    model = model_from_checkpoint(ckpt).to(device).eval()
+    return _generate(model, tok, prompt, tokens, temperature, top_k, seed, device)
+
+
+def _generate(
+    model: GPT,
+    tok: CharTokenizer,
+    prompt: str,
+    tokens: int,
+    temperature: float,
+    top_k: int | None,
+    seed: int,
+    device: str,
+) -> str:
     idx = torch.tensor([tok.encode(prompt)], dtype=torch.long, device=device)
+    model = model.to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, generator=gen)
     return tok.decode(out[0].tolist())
+
+
+def read_checkpoint(path: str | Path) -> tuple[GPT, CharTokenizer]:
+    """The model and vocabulary of a checkpoint file. A missing, truncated or foreign file,
+    a folder, or a checkpoint whose weights do not fit its config raises an InputError
+    naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "not found", CKPT_FIX)
+    if not path.is_file():
+        raise InputError(path, "is a folder, not a checkpoint file", CKPT_FIX)
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception as err:  # torch.load fails in many ways on bad bytes; all mean a bad file
+        problem = (
+            f"not a readable checkpoint, truncated or not saved by torch ({type(err).__name__})"
+        )
+        raise InputError(path, problem, CKPT_FIX) from None
+    if not isinstance(ckpt, dict):
+        raise InputError(path, f"holds a {type(ckpt).__name__}, not a NanoMoE checkpoint", CKPT_FIX)
+    for key, kind in (("chars", str), ("model_config", dict), ("model", dict)):
+        if not isinstance(ckpt.get(key), kind):
+            problem = f"has no {key!r} ({kind.__name__}): not a NanoMoE checkpoint"
+            raise InputError(path, problem, CKPT_FIX)
+    try:
+        model, tok = model_from_checkpoint(ckpt), CharTokenizer(ckpt["chars"])
+    except (ValueError, TypeError, KeyError, RuntimeError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        problem = f"its weights do not fit its model_config ({reason})"
+        raise InputError(path, problem, CKPT_FIX) from None
+    return model, tok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,30 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
-    if a.tokens < 0 or a.temperature <= 0 or a.top_k < 0:
-        p.error("--tokens and --top-k must be >= 0 and --temperature > 0")
+    try:  # the same rules as params.yaml's sample: section
+        s = SampleConfig(tokens=a.tokens, temperature=a.temperature, top_k=a.top_k)
+    except ValueError as e:
+        name, _, rule = str(e).partition(": ")
+        p.error(f"--{name.replace('_', '-')}: {rule}")
     if not a.prompt:
         p.error("--prompt must not be empty: give at least one character to continue")
     try:
-        ckpt = load_checkpoint(a.checkpoint)
-    except FileNotFoundError:
-        print(f"error: checkpoint {a.checkpoint} not found; train a model first", file=sys.stderr)
-        return 2
-    if "chars" not in ckpt:
-        print(
-            f"error: {a.checkpoint} has no vocabulary ('chars'); not a NanoMoE checkpoint",
-            file=sys.stderr,
-        )
-        return 2
-    try:
+        model, tok = read_checkpoint(a.checkpoint)
         device = str(resolve_device(a.device))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except ValueError as e:
         print(f"error: --{e}", file=sys.stderr)
         return 2
     try:
-        text = generate_text(
-            ckpt, a.prompt, a.tokens, a.temperature, a.top_k or None, a.seed, device
-        )
+        text = _generate(model, tok, a.prompt, s.tokens, s.temperature, s.top_k, a.seed, device)
     except ValueError as e:  # unknown characters in the prompt
         print(f"error: --prompt: {e}", file=sys.stderr)
         return 2

@@ -8,12 +8,18 @@ so MLflow and Optuna plug in from outside without this module knowing them.
 Determinism: the data order comes from a generator seeded with ``seed``; dropout draws from
 the global torch RNG, seeded here too; both states are saved in every checkpoint, and eval
 consumes neither, so a resumed run replays the uninterrupted one bit for bit on the CPU.
+
+Fault injection, for tests of resume: ``NANOMOE_FAULT=kill@N`` SIGKILLs this process right
+after optimizer step N, before that step's eval; ``NANOMOE_FAULT=kill-after-checkpoint@N``
+right after the checkpoint of the eval at step N is saved, before any callback hears of it.
+Only this module reads the variable.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +29,10 @@ import torch
 from tqdm.auto import tqdm
 
 from nanomoe.atomic import atomic_torch_save
+from nanomoe.checkpoint import load_checkpoint
 from nanomoe.config import TrainConfig
 from nanomoe.data import get_batch, iter_full_split
+from nanomoe.device import autocast_for, resolve_device
 from nanomoe.model import GPT
 from nanomoe.moe import MoEStats
 
@@ -59,18 +67,16 @@ class TrainResult:
     moe: MoEStats | None = None  # aux losses and expert load; None without MoE
 
 
+def _inject_fault(point: str, step: int) -> None:
+    """SIGKILL this process at ``point`` of ``step`` when NANOMOE_FAULT asks for it."""
+    if os.environ.get("NANOMOE_FAULT") == f"{point}@{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def set_seed(seed: int) -> None:
     """Seed every RNG the model's construction and training draw from."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {name!r} asked for, but CUDA is not available; use auto or cpu")
-    return torch.device(name)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -83,18 +89,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     ratio = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
     return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def model_from_checkpoint(ckpt: dict) -> GPT:
-    from nanomoe.config import GPTConfig
-
-    model = GPT(GPTConfig.from_dict(ckpt["model_config"]), fgrams=ckpt.get("fgram_ids"))
-    model.load_state_dict(ckpt["model"])
-    return model
 
 
 class Trainer:
@@ -129,11 +123,7 @@ class Trainer:
             betas=(config.beta1, config.beta2),
             fused=fused,
         )
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
-            else contextlib.nullcontext()
-        )
+        self.autocast = autocast_for(self.device)
         self.forward = torch.compile(model) if config.compile else model
 
         torch.manual_seed(config.seed)
@@ -148,6 +138,7 @@ class Trainer:
         }
         self.step = 0
         self.history: list[dict] = []
+        self.train_time, self.tokens, self.wall_s = 0.0, 0, 0.0  # so far, over every session
 
     # --- checkpoints -----------------------------------------------------------------------
 
@@ -167,6 +158,9 @@ class Trainer:
                 "history": self.history,
                 "rng_torch": torch.get_rng_state(),
                 "rng_data": self.data_gen.get_state(),
+                "train_time": self.train_time,
+                "tokens": self.tokens,
+                "wall_s": self.wall_s,
                 **self.checkpoint_extra,
             },
             path,
@@ -180,6 +174,9 @@ class Trainer:
         self.history = list(ckpt["history"])
         torch.set_rng_state(ckpt["rng_torch"].cpu())
         self.data_gen.set_state(ckpt["rng_data"].cpu())
+        self.train_time = float(ckpt.get("train_time", 0.0))
+        self.tokens = int(ckpt.get("tokens", 0))
+        self.wall_s = float(ckpt.get("wall_s", 0.0))
 
     # --- evaluation ------------------------------------------------------------------------
 
@@ -226,6 +223,7 @@ class Trainer:
         interval = self.cfg.checkpoint_interval or self.cfg.eval_interval
         if self.step % interval == 0 or self.step == self.cfg.max_iters:
             self.save_checkpoint()
+            _inject_fault("kill-after-checkpoint", self.step)
         for cb in self.callbacks:
             cb.on_eval(self.step, metrics, self.model.moe_stats())
         return metrics
@@ -257,8 +255,7 @@ class Trainer:
         if resume_from is not None:
             self.resume(resume_from)
         self.model.train()
-        start_wall = time.perf_counter()
-        train_time, tokens = 0.0, 0
+        start_wall, wall_before = time.perf_counter(), self.wall_s
         if self.step == 0 and not self.history:  # a step-0 checkpoint already has it
             self._eval(lr_at(0, cfg), 0.0)
         bar = tqdm(
@@ -272,12 +269,14 @@ class Trainer:
             t0 = time.perf_counter()
             lr = lr_at(self.step, cfg)
             loss_value = self.train_step(lr)
-            train_time += time.perf_counter() - t0
-            tokens += cfg.batch_size * block
+            self.train_time += time.perf_counter() - t0
+            self.tokens += cfg.batch_size * block
+            _inject_fault("kill", self.step)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}", refresh=False)
             if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
-                metrics = self._eval(lr, tokens / max(train_time, 1e-9))
+                self.wall_s = wall_before + time.perf_counter() - start_wall
+                metrics = self._eval(lr, self.tokens / max(self.train_time, 1e-9))
                 bar.set_postfix(val=f"{metrics['val_loss']:.3f}", refresh=False)
         bar.close()
 
@@ -287,8 +286,8 @@ class Trainer:
             steps=self.step,
             val_loss=self.full_split_loss(self.val_data),
             train_loss=last["train_loss"],
-            tokens_per_sec=tokens / max(train_time, 1e-9),
-            wall_s=time.perf_counter() - start_wall,
+            tokens_per_sec=self.tokens / max(self.train_time, 1e-9),
+            wall_s=wall_before + time.perf_counter() - start_wall,
             params_total=total,
             params_active=active,
             history=list(self.history),

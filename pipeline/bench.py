@@ -8,7 +8,8 @@ to 1e-4 over 2000 iterations, dropout 0; MoE 4 experts top-1; F-gram max n 3, mi
 pipeline mines them), never params.yaml, so the figures do not follow its edits. Per variant:
 ms per training step (median over timed steps, after warm-up), tokens/s, model FLOPs/s as a
 fraction of this machine's fp32 matmul peak measured in the same run, total and active
-parameters, and with ``--full`` the final full-split val loss after 2000 iterations.
+parameters, the time to save one checkpoint (a train cell saves one at every eval, so that it
+can resume) and, with ``--full``, the final full-split val loss after 2000 iterations.
 
 Model FLOPs per token follow nanoGPT/PaLM: ``6 * N_active + 12 * n_layer * n_embd * block``,
 with N_active the parameters a token uses (top_k of the experts; no position table).
@@ -23,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,6 +102,14 @@ def bench_variant(rope, moe, fgram, train, val, vocab, fgrams, steps, full) -> d
             trainer.train_step(lr_at(5 + i, tcfg))
             times.append(time.perf_counter() - t0)
         row["ms_per_step"] = 1000 * statistics.median(times)
+        with tempfile.TemporaryDirectory() as tmp:  # what resume costs: one eval's checkpoint
+            saves = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                trainer.save_checkpoint(Path(tmp) / "ckpt.pt")
+                saves.append(time.perf_counter() - t0)
+        row["ckpt_ms"] = 1000 * statistics.median(saves)
+        row["ckpt_ms_per_step"] = row["ckpt_ms"] / tcfg.eval_interval
     row["tokens_per_sec"] = tcfg.batch_size * cfg.block_size / (row["ms_per_step"] / 1000)
     row["flops_per_token"] = model_flops_per_token(model)
     return row
@@ -154,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['params_total']:>9,} {r['params_active']:>9,}"
         )
         print(line + (f" {r['val_loss']:>9.4f}" if a.full else ""))
+    if not a.full:
+        print(
+            "checkpoint at every eval (resume): "
+            + ", ".join(f"{r['variant']} {r['ckpt_ms']:.0f} ms" for r in rows)
+            + f"; that is {min(r['ckpt_ms_per_step'] for r in rows):.2f}-"
+            f"{max(r['ckpt_ms_per_step'] for r in rows):.2f} ms per step at eval_interval "
+            f"{TrainConfig().eval_interval}"
+        )
     print(
         f"fp32 matmul peak: {peak:.0f} GFLOP/s at start, {peak_end:.0f} at end (MFU uses the mean)"
     )

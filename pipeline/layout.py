@@ -20,6 +20,10 @@ from pipeline.stage import StageError
 
 CODE_DIRS = ("nanomoe", "pipeline")
 TUNE_DIR = Path("experiments/tune")  # the tuner's outputs: not a DVC stage
+# In-progress checkpoints of train cells: outside every out (DVC deletes a stage's outs
+# before it re-runs it) and outside experiments/ablation (the report's dep); git- and
+# DVC-ignored, and deleted when the cell completes.
+RESUME_DIR = Path(".checkpoints")
 
 
 def project_root() -> Path:
@@ -121,6 +125,11 @@ class Layout:
         """The files one train cell writes, by name (metrics.json, ckpt.pt, ...)."""
         cell = {"rope": rope, "moe": moe, "fgram": fgram, "seed": seed}
         return self.outs(self.train_stage(moe, fgram), **cell)
+
+    def resume_files(self, rope: bool, moe: bool, fgram: bool, seed: int) -> tuple[Path, Path]:
+        """(the cell's in-progress checkpoint, the file naming its MLflow run)."""
+        name = self.run_files(rope, moe, fgram, seed)["metrics.json"].parent.name
+        return self.root / RESUME_DIR / f"{name}.pt", self.root / RESUME_DIR / f"{name}.json"
 
     @property
     def ablation(self) -> Path:

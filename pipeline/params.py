@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from nanomoe.config import Config, GPTConfig, MiningConfig, TrainConfig
+from nanomoe.config import Config, GPTConfig, MiningConfig, SampleConfig, TrainConfig, display_path
 from pipeline.layout import project_root
 from pipeline.stage import ParamsError
 
@@ -45,19 +45,12 @@ class DataParams(Config):
         return os.environ.get(DATA_URL_ENV) or self.url
 
 
-@dataclass(frozen=True)
-class SampleParams(Config):
-    prompt: str | None = None  # None: the first character of the validation split
-    tokens: int = 300
-    temperature: float = 0.8
-    top_k: int | None = 200
+@dataclass
+class SampleParams(SampleConfig):
+    """``sample:``: the prompt, plus SampleConfig's rules shared with ``nanomoe.sample``
+    (``top_k`` 0 or null turns top-k filtering off)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.tokens < 0:
-            raise ValueError("tokens: must be >= 0")
-        if self.temperature <= 0:
-            raise ValueError("temperature: must be > 0")
+    prompt: str | None = None  # None: the first character of the validation split
 
 
 def _section_keys(section: str, cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
@@ -184,18 +177,42 @@ class Params:
         return build(cls, keys, self._raw)
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML for params.yaml: PyYAML's safe loader, plus ``1e-3``, ``5E-4``, ``-1e-5`` read as
+    floats. YAML 1.1 (PyYAML) wants a dot in a float and reads those as strings; YAML 1.2
+    (DVC's reader) and every user read them as numbers. Strings that are not numbers stay
+    strings, so a typo in a float field is still an error naming the key."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: str | os.PathLike | None = None) -> Params:
     """Read and check params.yaml (default: the project root's); a bad value raises a
     ParamsError naming its key, before any stage does work."""
     path = Path(path) if path else project_root() / "params.yaml"
+    shown = display_path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=ParamsLoader)
     except FileNotFoundError:
-        raise ParamsError(f"{path}: not found; run from the project root") from None
+        raise ParamsError(f"{shown}: not found; run from the project root") from None
+    except UnicodeDecodeError:
+        raise ParamsError(f"{shown}: not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ParamsError(
+            f"{shown}: not valid YAML{where} ({err.__class__.__name__}); fix that line"
+        ) from None
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: must be a mapping of sections")
+        raise ParamsError(
+            f"{shown}: must be a mapping of sections ({', '.join(SECTIONS)}), "
+            f"got {type(raw).__name__}; see the shipped params.yaml"
+        )
     _check_known_keys(raw)
 
     seeds = raw.get("seeds", [1337])

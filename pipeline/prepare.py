@@ -19,7 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     p = load_params(layout.root / "params.yaml")
     raw = layout.require(layout.raw)
     try:
-        meta = prepare(raw.read_text(encoding="utf-8"), layout.prepared, p.data.val_fraction)
+        text = raw.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        fix = "re-run the download stage (dvc repro download)"
+        raise StageError(f"{layout.relative(raw)}: not UTF-8 text; {fix}") from None
+    try:
+        meta = prepare(text, layout.prepared, p.data.val_fraction)
     except ValueError as err:
         raise StageError(f"{layout.relative(raw)}: {err}") from None
     print(

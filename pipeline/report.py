@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from nanomoe.atomic import atomic_write_text
-from nanomoe.config import variant_name
+from nanomoe.config import display_path, variant_name
 from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.plots import new_figure, save_figure
@@ -53,26 +53,56 @@ def t95(df: int) -> float:
     return _T95[max(k for k in _T95 if k <= df)] if df < 60 else 1.96
 
 
+RERUN = "re-run its train stage (dvc repro)"
+
+
+def read_metrics(path: Path) -> dict:
+    """One cell's metrics.json, with every column the report needs and its folder as
+    ``_dir``; a broken file stops the report with one line naming it."""
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise StageError(f"{display_path(path)}: not valid JSON; {RERUN}") from None
+    missing = [c for c in COLUMNS if not isinstance(m, dict) or c not in m]
+    if missing:
+        raise StageError(f"{display_path(path)}: {missing[0]}: is missing; {RERUN}")
+    bad = [s for s in SWITCHES if not isinstance(m[s], bool)]
+    if bad or not isinstance(m["seed"], int) or isinstance(m["seed"], bool):
+        field = bad[0] if bad else "seed"
+        raise StageError(f"{display_path(path)}: {field}: {m[field]!r} is not valid; {RERUN}")
+    return {**m, "_dir": path.parent}
+
+
+def read_curve(path: Path) -> pd.DataFrame:
+    try:
+        curve = pd.read_csv(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        raise StageError(f"{display_path(path)}: not valid CSV; {RERUN}") from None
+    if not {"step", "val_loss"} <= set(curve.columns):
+        raise StageError(f"{display_path(path)}: needs columns step and val_loss; {RERUN}")
+    return curve
+
+
 def collect(ablation: Path, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]:
     """Rows of every (variant, seed of params.yaml) from the cells' metrics.json files under
     ``ablation``, plus their eval curves and samples keyed by variant."""
-    found: dict[tuple[bool, bool, bool, int], Path] = {}
+    found: dict[tuple[bool, bool, bool, int], dict] = {}
     for path in sorted(ablation.glob("*/metrics.json")):
-        m = json.loads(path.read_text(encoding="utf-8"))
-        found[(m["rope"], m["moe"], m["fgram"], m["seed"])] = path.parent
+        m = read_metrics(path)
+        found[(m["rope"], m["moe"], m["fgram"], m["seed"])] = m
     extra = sorted({seed for *_, seed in found} - set(seeds))
     if extra:
         print(f"ignoring runs of seeds {extra} on disk: not in params.yaml seeds {seeds}")
     rows, curves, samples, missing = [], {}, {}, []
     for rope, moe, fgram in itertools.product((False, True), repeat=3):
         for seed in seeds:
-            d = found.get((rope, moe, fgram, seed))
-            if d is None:
+            m = found.get((rope, moe, fgram, seed))
+            if m is None:
                 missing.append(f"{variant_name(rope, moe, fgram)} seed {seed}")
                 continue
-            m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+            d = m.pop("_dir")
             rows.append({c: m[c] for c in COLUMNS})
-            curves.setdefault(m["variant"], []).append(pd.read_csv(d / "curve.csv"))
+            curves.setdefault(m["variant"], []).append(read_curve(d / "curve.csv"))
             samples.setdefault(m["variant"], (d / "sample.txt").read_text(encoding="utf-8"))
     if missing:
         raise StageError(

@@ -130,6 +130,19 @@ class Run:
         )
         return cls(client, run.info.run_id)
 
+    @classmethod
+    def reopen(cls, run_id: str) -> Run | None:
+        """The run ``run_id`` again, RUNNING; None if the store no longer has it."""
+        run = cls(Client(), run_id)
+        if not run.is_active():
+            return None
+        run.end("RUNNING")
+        return run
+
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps at which metric ``key`` was logged."""
+        return {m.step for m in self.client.get_metric_history(self.id, key)}
+
     def is_active(self) -> bool:
         """Whether the run still exists in this store, not deleted."""
         try:
@@ -166,42 +179,50 @@ class Run:
     def delete(self) -> None:
         self.client.delete_run(self.id)
 
-    def callback(self) -> Callback:
-        return MLflowCallback(self)
+    def callback(self, skip: set[int] | None = None) -> MLflowCallback:
+        return MLflowCallback(self, skip)
 
 
 @contextlib.contextmanager
-def tracked_run(experiment: str, name: str, tags: dict[str, str]) -> Iterator[Run]:
-    """A run that ends FINISHED, or KILLED on Ctrl-C/``kill``, or FAILED on an error."""
-    run = Run.start(experiment, name, tags)
+def tracked(run: Run) -> Iterator[Run]:
+    """``run`` ends FINISHED, or KILLED on Ctrl-C/``kill``, or FAILED on an error; a store
+    that fails to record the end does not hide the error that ended the run."""
     try:
         yield run
-    except KeyboardInterrupt:
-        run.end("KILLED")
-        raise
-    except BaseException:
-        run.end("FAILED")
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        with contextlib.suppress(Exception):
+            run.end(status)
         raise
     run.end("FINISHED")
 
 
-def close_dead_run(run_id: str | None, why: str) -> None:
-    """The run of a process that died: FAILED, with the reason as its ``note`` tag."""
+def close_dead_run(run_id: str | None, why: str, status: str = "FAILED") -> None:
+    """The run of a process that died: ``status``, with the reason as its ``note`` tag."""
     if not run_id:
         return
     try:
         run = Run(Client(), run_id)
-        run.set_tags({"state": "failed", "note": why})
-        run.end("FAILED")
+        run.set_tags({"state": status.lower(), "note": why})
+        run.end(status)
     except mlflow.exceptions.MlflowException as err:
         print(f"warning: could not close MLflow run {run_id}: {err}", file=sys.stderr)
 
 
 class MLflowCallback(Callback):
-    """Logs every eval's metrics, and the MoE routing statistics, at its step."""
+    """Logs every eval's metrics, and the MoE routing statistics, at its step; skips the
+    steps in ``skip`` (logged before a resume). If the store fails, training goes on: the
+    first error is kept in ``error`` and nothing more is logged."""
 
-    def __init__(self, run: Run) -> None:
-        self.run = run
+    def __init__(self, run: Run, skip: set[int] | None = None) -> None:
+        self.run, self.skip = run, skip or set()
+        self.error: Exception | None = None
 
     def on_eval(self, step: int, metrics: dict[str, float], moe: MoEStats | None) -> None:
-        self.run.log_metrics({**metrics, **(moe.as_metrics() if moe else {})}, step)
+        if self.error is not None or step in self.skip:
+            return
+        try:
+            self.run.log_metrics({**metrics, **(moe.as_metrics() if moe else {})}, step)
+        except Exception as err:  # the store went away: keep training, report at the end
+            self.error = err
+            print(f"warning: MLflow store {tracking_uri()}: {err}".split("\n")[0], file=sys.stderr)

@@ -20,20 +20,24 @@ from pathlib import Path
 
 import numpy as np
 
-from nanomoe.atomic import atomic_write_text
+from nanomoe.atomic import atomic_write_bytes, atomic_write_text
+from nanomoe.checkpoint import load_checkpoint
 from nanomoe.config import GPTConfig, TrainConfig, variant_name
 from nanomoe.data import load_meta, load_split
+from nanomoe.device import resolve_device
 from nanomoe.fgram import Fgram, load_fgrams
 from nanomoe.model import GPT
 from nanomoe.sample import generate_text
-from nanomoe.trainer import Trainer, TrainResult, load_checkpoint, set_seed
+from nanomoe.trainer import Trainer, TrainResult, set_seed
 from pipeline.layout import Layout
 from pipeline.params import Params, load_params
-from pipeline.plots import new_figure, save_figure
-from pipeline.stage import StageError, run_stage
-from pipeline.tracking import flatten, git_commit, tracked_run
+from pipeline.plots import plot_curve
+from pipeline.resume import ResumePoint, fingerprint
+from pipeline.stage import ParamsError, StageError, run_stage
+from pipeline.tracking import Run, close_dead_run, flatten, git_commit, tracked, tracking_uri
 
 EXPERIMENT = "nanomoe-ablation"
+DATA_FILES = ("train.bin", "val.bin", "meta.json")
 
 
 def parse_bool(text: str) -> bool:
@@ -56,17 +60,6 @@ def curve_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def plot_curve(history: list[dict], title: str, path: Path) -> None:
-    steps = [r["step"] for r in history]
-    fig, ax = new_figure(6, 4)
-    ax.plot(steps, [r["train_loss"] for r in history], label="train")
-    ax.plot(steps, [r["val_loss"] for r in history], label="val")
-    ax.set(xlabel="step", ylabel="cross-entropy (nats/char)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    save_figure(fig, path)
-
-
 @dataclass
 class Cell:
     """One cell of the grid, with everything checked before it trains."""
@@ -82,6 +75,8 @@ class Cell:
     train: np.ndarray
     val: np.ndarray
     files: dict[str, Path]  # the cell's outs in dvc.yaml, by file name
+    inputs: list[Path]  # the files it trains on: prepared data, F-gram table
+    resume: ResumePoint
 
     @property
     def variant(self) -> str:
@@ -89,13 +84,23 @@ class Cell:
 
 
 def prepare_cell(params: Params, layout: Layout, rope: bool, moe: bool, fgram: bool, seed: int):
-    """Everything that can fail before training: config, data, F-grams, the prompt."""
+    """Everything that can fail before training: config, data, F-grams, prompt, device."""
     prepared = layout.require(layout.prepared)
+    train_cfg = params.train_config(seed)
+    try:
+        resolve_device(train_cfg.device)
+    except ValueError as err:
+        raise ParamsError(f"params.yaml: train.{err}") from None
     meta = load_meta(prepared)
     config = params.model_config(meta["vocab_size"], rope=rope, moe=moe, fgram=fgram)
     fgrams = None
     if fgram:
-        fgrams = load_fgrams(layout.require(layout.fgrams), max_n=config.fgram_max_n)
+        fgrams = load_fgrams(
+            layout.require(layout.fgrams),
+            max_n=config.fgram_max_n,
+            vocab_size=meta["vocab_size"],
+            chars=meta["chars"],
+        )
     unknown = sorted(set(params.sample.prompt or "") - set(meta["chars"]))
     if unknown:
         raise StageError(
@@ -105,11 +110,13 @@ def prepare_cell(params: Params, layout: Layout, rope: bool, moe: bool, fgram: b
         rope, moe, fgram, seed,
         chars=meta["chars"],
         config=config,
-        train_cfg=params.train_config(seed),
+        train_cfg=train_cfg,
         fgrams=fgrams,
         train=load_split(prepared, "train"),
         val=load_split(prepared, "val"),
         files=layout.run_files(rope, moe, fgram, seed),
+        inputs=[prepared / n for n in DATA_FILES] + ([layout.fgrams] if fgram else []),
+        resume=ResumePoint(*layout.resume_files(rope, moe, fgram, seed)),
     )  # fmt: skip
 
 
@@ -134,23 +141,67 @@ def cell_metrics(cell: Cell, result: TrainResult) -> dict:
     return metrics
 
 
-def train_cell(cell: Cell, params: Params, run) -> TrainResult:
-    """Train, sample and write the cell's files; log them to ``run``."""
-    run.log_params(
-        {
-            **flatten(cell.config.to_dict(), "model."),
-            **flatten(cell.train_cfg.to_dict(), "train."),
-            "rope": cell.rope,
-            "moe": cell.moe,
-            "fgram": cell.fgram,
-            "n_experts": cell.config.n_experts,
-            "top_k": cell.config.top_k,
-            "fgram_max_n": cell.config.fgram_max_n,
-            "seed": cell.seed,
-            "n_fgrams": len(cell.fgrams) if cell.fgrams is not None else 0,
+def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run, bool]:
+    """(the cell's MLflow run, whether it resumes from its checkpoint): the interrupted run
+    goes on when the checkpoint fits this cell; else the old run is marked KILLED."""
+    resumed, why = cell.resume.check(fp)
+    old = cell.resume.run_id()
+    if why:
+        where = layout.relative(cell.resume.checkpoint)
+        print(f"{where}: discarded, {why}; {cell.variant} trains from step 0", flush=True)
+    if not resumed:
+        cell.resume.discard()
+        if old:
+            close_dead_run(old, "its cell started over", status="KILLED")
+    run = Run.reopen(old) if resumed and old else None
+    if run is None:
+        tags = {
+            "variant": cell.variant,
+            "git_commit": git_commit(),
+            "data_sha256": params.data.sha256 or "unchecked",
+            **(
+                {"dvc_exp_name": os.environ["DVC_EXP_NAME"]} if "DVC_EXP_NAME" in os.environ else {}
+            ),
         }
+        run = Run.start(EXPERIMENT, cell.variant, tags)
+        run.log_params(
+            {
+                **flatten(cell.config.to_dict(), "model."),
+                **flatten(cell.train_cfg.to_dict(), "train."),
+                **{"rope": cell.rope, "moe": cell.moe, "fgram": cell.fgram, "seed": cell.seed},
+                "n_experts": cell.config.n_experts,
+                "top_k": cell.config.top_k,
+                "fgram_max_n": cell.config.fgram_max_n,
+                "n_fgrams": len(cell.fgrams) if cell.fgrams is not None else 0,
+            }
+        )
+    cell.resume.save_run(run.id)
+    return run, resumed
+
+
+def relog_history(run: Run, checkpoint: Path) -> set[int]:
+    """Log the checkpoint's evals the run lacks (a kill can fall between saving one and
+    logging it); return every eval step the run now holds."""
+    logged = run.logged_steps("val_loss")
+    for row in load_checkpoint(checkpoint)["history"]:
+        if row["step"] not in logged:
+            run.log_metrics({k: row[k] for k in ("train_loss", "val_loss", "lr")}, row["step"])
+            logged.add(row["step"])
+    return logged
+
+
+def store_failed(err: Exception, cell: Cell) -> StageError:
+    return StageError(
+        f"{tracking_uri()}: the MLflow store failed ({err.__class__.__name__}); "
+        f"{cell.variant}'s files and final checkpoint are kept: fix the store and run "
+        "dvc repro again, which completes the run without retraining"
     )
-    files = cell.files
+
+
+def train_cell(cell: Cell, params: Params, run: Run, resumed: bool, fp: dict) -> TrainResult:
+    """Train (or go on training), sample and write the cell's files; log them to ``run``."""
+    files, checkpoint = cell.files, cell.resume.checkpoint
+    callback = run.callback(skip=relog_history(run, checkpoint) if resumed else None)
     set_seed(cell.seed)
     model = GPT(cell.config, fgrams=cell.fgrams)
     trainer = Trainer(
@@ -158,12 +209,13 @@ def train_cell(cell: Cell, params: Params, run) -> TrainResult:
         cell.train,
         cell.val,
         cell.train_cfg,
-        callbacks=[run.callback()],
-        checkpoint_path=files["ckpt.pt"],
-        checkpoint_extra={"chars": cell.chars},
+        callbacks=[callback],
+        checkpoint_path=checkpoint,
+        checkpoint_extra={"chars": cell.chars, "fingerprint": fp},
     )
-    result = trainer.fit()
+    result = trainer.fit(resume_from=checkpoint if resumed else None)
 
+    atomic_write_bytes(files["ckpt.pt"], checkpoint.read_bytes())
     s = params.sample
     prompt = s.prompt or cell.chars[int(np.asarray(cell.val[:1])[0])]
     ckpt = load_checkpoint(files["ckpt.pt"])
@@ -172,6 +224,8 @@ def train_cell(cell: Cell, params: Params, run) -> TrainResult:
     atomic_write_text(files["curve.csv"], curve_csv(result.history))
     atomic_write_text(files["sample.txt"], sample)
     plot_curve(result.history, f"{cell.variant} (seed {cell.seed})", files["curve.png"])
+    if callback.error is not None:
+        raise store_failed(callback.error, cell)
 
     final = {
         "final_val_loss": result.val_loss,  # the full validation split: the reported number
@@ -181,9 +235,12 @@ def train_cell(cell: Cell, params: Params, run) -> TrainResult:
         "params_total": float(result.params_total),
         "params_active": float(result.params_active),
     }
-    run.log_metrics(final, step=result.steps)
-    names = ("metrics.json", "sample.txt", "curve.png", "curve.csv")
-    run.log_artifacts([files[n] for n in names])
+    try:
+        run.log_metrics(final, step=result.steps)
+        names = ("metrics.json", "sample.txt", "curve.png", "curve.csv")
+        run.log_artifacts([files[n] for n in names])
+    except Exception as err:
+        raise store_failed(err, cell) from None
     return result
 
 
@@ -202,15 +259,21 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout.load()
     params = load_params(layout.root / "params.yaml")
     cell = prepare_cell(params, layout, a.rope, a.moe, a.fgram, a.seed)
-    tags = {
-        "variant": cell.variant,
-        "git_commit": git_commit(),
-        "data_sha256": params.data.sha256 or "unchecked",
-    }
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-    with tracked_run(EXPERIMENT, cell.variant, tags) as run:
-        result = train_cell(cell, params, run)
+    fp = fingerprint(cell.config, cell.train_cfg, cell.inputs)
+    try:
+        run, resumed = open_run(cell, params, fp, layout)
+    except Exception as err:  # a store that cannot be opened: before any training
+        raise StageError(
+            f"{tracking_uri()}: cannot open the MLflow store ({err.__class__.__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); check MLFLOW_TRACKING_URI, "
+            "or the file and its permissions"
+        ) from None
+    if resumed:
+        step = load_checkpoint(cell.resume.checkpoint)["step"]
+        print(f"{cell.variant} seed {a.seed}: resuming from step {step}", flush=True)
+    with tracked(run):
+        result = train_cell(cell, params, run, resumed, fp)
+    cell.resume.clear()
     out = layout.relative(cell.files["metrics.json"].parent)
     print(
         f"{cell.variant} seed {a.seed}: val_loss {result.val_loss:.4f}, "

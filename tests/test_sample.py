@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nanomoe.checkpoint import load_checkpoint
 from nanomoe.config import TrainConfig
 from nanomoe.sample import generate_text, main
-from nanomoe.trainer import Trainer, load_checkpoint
+from nanomoe.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -97,6 +98,7 @@ def test_checkpoint_without_vocabulary_is_rejected(capsys, tmp_path, checkpoint)
         (["--prompt", ""], "--prompt"),
         (["--top-k", "-1"], "--top-k"),
         (["--tokens", "-5"], "--tokens"),
+        (["--temperature", "0"], "--temperature"),
     ],
 )
 def test_bad_sampling_flags_exit_2_with_a_usage_error(capsys, checkpoint, args, word):
@@ -114,3 +116,11 @@ def test_cuda_device_without_cuda_fails_with_a_one_line_error(capsys, checkpoint
     )
     assert rc == 2 and out == ""
     assert "CUDA" in err and "\n" not in err.strip()
+
+
+def test_top_k_zero_means_off_as_none_does(checkpoint):
+    ckpt = load_checkpoint(checkpoint)
+    texts = [generate_text(ckpt, "the", 30, top_k=k, seed=5) for k in (0, None, 10_000)]
+    assert texts[0] == texts[1] == texts[2]
+    with pytest.raises(ValueError, match="top_k"):
+        generate_text(ckpt, "the", 5, top_k=-1)

@@ -251,3 +251,59 @@ def test_a_prompt_outside_the_corpus_is_rejected_before_training(tmp_path, monke
     with pytest.raises(StageError, match="sample.prompt"):
         train.main(["--rope", "true", "--moe", "false", "--fgram", "false", "--seed", "1"])
     assert not (root / "experiments").exists() and not (root / "mlflow.db").exists()
+
+
+def test_exponent_floats_in_params_yaml_are_floats_and_typos_stay_errors(tmp_path):
+    from pipeline.params import ParamsLoader
+
+    for text, value in [("1e-3", 1e-3), ("1E-3", 1e-3), ("5e-4", 5e-4), ("-1e-5", -1e-5),
+                        ("1.5e+2", 150.0), ("+2e3", 2000.0), (".5e1", 5.0)]:  # fmt: skip
+        assert yaml.load(f"x: {text}", Loader=ParamsLoader) == {"x": value}, text
+    for text in ("1e-3x", "e5", ".e5", "1e", "'1e-3'", "abc"):
+        assert isinstance(yaml.load(f"x: {text}", Loader=ParamsLoader)["x"], str), text
+    assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # PyYAML's own loader is left alone
+
+    root = make_project(tmp_path)
+    text = (root / "params.yaml").read_text(encoding="utf-8")
+    text = text.replace("learning_rate: 0.001", "learning_rate: 1E-3")
+    text = text.replace("min_lr: 0.0001", "min_lr: 5e-5")
+    text = text.replace("z_loss_coef: 0.001", "z_loss_coef: 1e-3")
+    (root / "params.yaml").write_text(text, encoding="utf-8")
+    p = load_params(root / "params.yaml")
+    assert (p.train.learning_rate, p.train.min_lr, p.model.z_loss_coef) == (1e-3, 5e-5, 1e-3)
+
+
+@pytest.mark.parametrize("top_k", [0, None])
+def test_sample_top_k_zero_or_null_turns_top_k_off(tmp_path, top_k):
+    root = make_project(tmp_path)
+    _write_params(root, lambda p: p["sample"].update(top_k=top_k))
+    assert load_params(root / "params.yaml").sample.top_k is None
+
+
+def test_run_stage_prints_an_os_error_naming_a_file_in_one_line_and_keeps_other_bugs(
+    tmp_path, capsys, monkeypatch
+):
+    import errno
+    import signal
+
+    from pipeline.stage import run_stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's SIGTERM handling
+
+    def disk_full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "data/out.bin"))
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(disk_full)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "error: data/out.bin: No space left on device; free disk space, then run it again\n"
+    )
+
+    def bug(argv):
+        raise OSError("no file name: a bug, not the machine")
+
+    with pytest.raises(OSError, match="a bug"):
+        run_stage(bug)

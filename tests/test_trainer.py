@@ -10,16 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nanomoe.checkpoint import load_checkpoint, model_from_checkpoint
 from nanomoe.config import TrainConfig
-from nanomoe.trainer import (
-    Callback,
-    NonFiniteLossError,
-    Trainer,
-    TrainResult,
-    load_checkpoint,
-    lr_at,
-    model_from_checkpoint,
-)
+from nanomoe.trainer import Callback, NonFiniteLossError, Trainer, TrainResult, lr_at
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -140,6 +133,8 @@ def test_resume_equals_uninterrupted_training_bit_for_bit(tmp_path, tiny_model, 
     assert resumed.train_loss == full.train_loss
     assert resumed.moe == full.moe
     assert [s for s, _ in recorder.evals] == [12]  # only the evals after the resume point
+    tokens = load_checkpoint(path)["tokens"]  # throughput counts every session's steps
+    assert tokens == 12 * cfg.batch_size * straight.config.block_size
 
 
 def test_resume_restores_the_optimizer_state(tmp_path, tiny_model, tiny_splits):

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     from nanomoe.data import load_meta, load_split
+    from nanomoe.fgram import load_fgrams
     from pipeline.tune.inputs import ensure_upstream, fingerprint
     from pipeline.tune.objective import TrialContext
     from pipeline.tune.report import write_report
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     ensure_upstream(layout, settings)
+    meta = load_meta(layout.prepared)  # checked once here: the data and the F-gram table
+    load_fgrams(layout.fgrams, vocab_size=meta["vocab_size"], chars=meta["chars"])
     try:
         stale = lambda s, t: close_trial_run(t, "its heartbeat stopped")  # noqa: E731
         storage = open_storage(a.storage, journal, on_stale=stale)
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         params=params,
         settings=settings,
         seed=seed,
-        vocab_size=load_meta(layout.prepared)["vocab_size"],
+        vocab_size=meta["vocab_size"],
         train=load_split(layout.prepared, "train"),
         val=load_split(layout.prepared, "val"),
         fgrams_path=layout.fgrams,

@@ -1,0 +1,341 @@
+"""Every bad input a user can cause ends as one line, ``error: <file or key>: ...; <fix>``, on
+stderr with exit code 2 and no traceback, and writes nothing: the good files around it are
+byte-identical afterwards.
+
+Two tables. ``COMMANDS``: each row breaks one thing in a throwaway project (a copy of one
+prepared once per module) and runs the real command in a subprocess. ``FILES``: bad files fed
+straight to the library's loaders, where a subprocess would add nothing but seconds; each
+must raise an InputError whose one-line message starts with the file and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from _project import env_for, make_project, run_module
+
+from nanomoe.config import GPTConfig, InputError
+from nanomoe.data import load_meta, load_split
+from nanomoe.fgram import load_fgrams
+from nanomoe.sample import read_checkpoint
+from pipeline.stage import os_error_line
+
+TRAIN = ("pipeline.train", "--rope", "true", "--moe", "false", "--fgram", "true", "--seed", "1")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A tiny project after download, prepare and mine_fgrams (in-process: fast)."""
+    from pipeline import download, mine_fgrams, prepare
+
+    root = make_project(tmp_path_factory.mktemp("prepared"))
+    with contextlib.chdir(root):
+        assert download.main([]) == 0 and prepare.main([]) == 0 and mine_fgrams.main([]) == 0
+    return root
+
+
+@pytest.fixture
+def project(prepared, tmp_path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(prepared, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file's bytes (None for a folder) under ``root``, code caches aside."""
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if "__pycache__" not in p.parts
+    }
+
+
+# --- ways to break a project: each returns the environment the command runs with ----------
+
+
+def edit_params(mutate: Callable[[dict], None]) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+        mutate(params)
+        text = yaml.safe_dump(params, sort_keys=False, allow_unicode=True)
+        (root / "params.yaml").write_text(text, encoding="utf-8")
+
+    return setup
+
+
+def params_text(old: str, new: str) -> Callable[[Path], None]:
+    """Edit params.yaml as text, for values YAML would not dump as a user writes them."""
+
+    def setup(root: Path) -> None:
+        text = (root / "params.yaml").read_text(encoding="utf-8")
+        assert re.search(old, text, flags=re.M), old
+        (root / "params.yaml").write_text(re.sub(old, new, text, count=1, flags=re.M))
+
+    return setup
+
+
+def write(rel: str, data: bytes | str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        path = root / rel
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+    return setup
+
+
+def remove(rel: str) -> Callable[[Path], None]:
+    return lambda root: (root / rel).unlink()
+
+
+def make_dir(rel: str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        (root / rel).unlink()
+        (root / rel).mkdir()
+
+    return setup
+
+
+def data_url(name: str, data: bytes, sha256_null: bool = True) -> Callable[[Path], dict]:
+    """NANOMOE_DATA_URL pointing at a file holding ``data``."""
+
+    def setup(root: Path) -> dict:
+        (root.parent / name).write_bytes(data)
+        if sha256_null:
+            edit_params(lambda p: p["data"].update(sha256=None))(root)
+        return {"NANOMOE_DATA_URL": str(root.parent / name)}
+
+    return setup
+
+
+def edit_json(rel: str, mutate: Callable[[dict], None]) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        doc = json.loads((root / rel).read_text(encoding="utf-8"))
+        mutate(doc)
+        (root / rel).write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+
+    return setup
+
+
+def truncate(rel: str, n_bytes: int) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        path = root / rel
+        path.write_bytes(path.read_bytes()[:n_bytes])
+
+    return setup
+
+
+def save(rel: str, obj: object) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, root / rel)
+
+    return setup
+
+
+@dataclass
+class Row:
+    id: str
+    command: tuple[str, ...]
+    setup: Callable[[Path], dict | None]
+    names: str  # the file or key the line must name before its first ";"
+    fix: str  # what the line must say about fixing it
+    marks: list = field(default_factory=list)
+
+
+SAMPLE = ("nanomoe.sample", "--checkpoint", "ckpt.pt", "--prompt", "a")
+
+COMMANDS = [
+    # params.yaml, read by every stage: through the cheapest one
+    Row("params-not-yaml", ("pipeline.download",), write("params.yaml", "data: [1, 2\n"),
+        "params.yaml", "line 2"),
+    Row("params-a-list", ("pipeline.download",), write("params.yaml", "- data\n- model\n"),
+        "params.yaml", "mapping of sections"),
+    Row("params-not-utf8", ("pipeline.download",), write("params.yaml", b"seeds: [1]\n\xff\xfe"),
+        "params.yaml", "UTF-8"),
+    Row("unknown-key", ("pipeline.download",), edit_params(lambda p: p["model"].update(n_layers=2)),
+        "params.yaml: model", "keys are"),
+    Row("seeds-a-bool", ("pipeline.download",), edit_params(lambda p: p.update(seeds=[True])),
+        "params.yaml: seeds", "list of integers"),
+    Row("sample-top-k-negative", ("pipeline.download",),
+        edit_params(lambda p: p["sample"].update(top_k=-1)), "params.yaml: sample.top_k",
+        "0 (or null) for no top-k"),
+    Row("sample-temperature-0", ("pipeline.download",),
+        edit_params(lambda p: p["sample"].update(temperature=0)),
+        "params.yaml: sample.temperature", "must be a number > 0"),
+    Row("float-with-a-typo", ("pipeline.download",),
+        params_text(r"^  learning_rate: .*$", "  learning_rate: 1e-3x"),
+        "params.yaml: train.learning_rate", "must be float"),
+    Row("exponent-in-an-int-field", ("pipeline.download",),
+        params_text(r"^  max_iters: .*$", "  max_iters: 1e3"),
+        "params.yaml: train.max_iters", "must be int"),
+    # download: nothing is written unless the new corpus is good
+    Row("data-url-unreachable", ("pipeline.download",),
+        edit_params(lambda p: p["data"].update(url="file:///nonexistent/input.txt")),
+        "nonexistent/input.txt", "dvc checkout download"),
+    Row("data-url-empty-file", ("pipeline.download",), data_url("empty.txt", b""),
+        "empty.txt", "dvc checkout download"),
+    Row("corpus-not-utf8", ("pipeline.download",), data_url("latin1.txt", b"caf\xe9\n"),
+        "latin1.txt", "dvc checkout download"),
+    Row("checksum-mismatch", ("pipeline.download",),
+        data_url("other.txt", b"another corpus\n", sha256_null=False),
+        "other.txt", "data.sha256"),
+    # prepare
+    Row("raw-missing", ("pipeline.prepare",), remove("data/raw/input.txt"),
+        "data/raw/input.txt", "dvc repro download"),
+    Row("raw-not-utf8", ("pipeline.prepare",), write("data/raw/input.txt", b"caf\xe9\n" * 50),
+        "data/raw/input.txt", "dvc repro download"),
+    Row("output-is-a-directory", ("pipeline.prepare",), make_dir("data/prepared/train.bin"),
+        "data/prepared/train.bin", "folder is in the way"),
+    # mine_fgrams reads the prepared data
+    Row("train-bin-truncated", ("pipeline.mine_fgrams",), truncate("data/prepared/train.bin", 20),
+        "data/prepared/train.bin", "dvc repro prepare"),
+    Row("meta-json-garbage", ("pipeline.mine_fgrams",),
+        write("data/prepared/meta.json", "{'vocab': oops"),
+        "data/prepared/meta.json", "dvc repro prepare"),
+    Row("meta-json-dtype-uint8", ("pipeline.mine_fgrams",),
+        edit_json("data/prepared/meta.json", lambda m: m.update(dtype="uint8")),
+        "data/prepared/meta.json", "dvc repro prepare"),
+    # train reads fgrams.json
+    Row("fgrams-json-garbage", TRAIN, write("data/fgrams.json", "not json at all"),
+        "data/fgrams.json", "dvc repro mine_fgrams"),
+    Row("fgrams-json-missing", TRAIN, remove("data/fgrams.json"),
+        "data/fgrams.json", "dvc repro mine_fgrams"),
+    Row("fgrams-of-another-vocabulary", TRAIN,
+        edit_json("data/fgrams.json", lambda d: d.update(vocab_size=d["vocab_size"] + 5)),
+        "data/fgrams.json", "dvc repro mine_fgrams"),
+    # nanomoe.sample
+    Row("checkpoint-garbage", SAMPLE, write("ckpt.pt", b"\x80\x02not a checkpoint" * 20),
+        "ckpt.pt", "--checkpoint"),
+    Row("checkpoint-a-directory", SAMPLE, lambda root: (root / "ckpt.pt").mkdir(),
+        "ckpt.pt", "is a folder"),
+    Row("checkpoint-missing-keys", SAMPLE, save("ckpt.pt", {"model": {}, "chars": "ab"}),
+        "ckpt.pt", "has no 'model_config'"),
+    # report reads what the train stages wrote
+    Row("metrics-json-garbage", ("pipeline.report",),
+        write("experiments/ablation/rope-true_moe-true_fgram-true_seed-1/metrics.json", "{"),
+        "metrics.json", "dvc repro"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.id, marks=r.marks) for r in COMMANDS])
+def test_a_bad_input_stops_the_command_in_one_line_and_changes_nothing(project, row):
+    env = {**env_for(project), **(row.setup(project) or {})}
+    before = snapshot(project)
+    out = run_module(project, *row.command, env=env)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ") and row.names in lines[0].split(";")[0], lines[0]
+    assert row.fix in lines[0], lines[0]
+    assert snapshot(project) == before
+
+
+# --- bad files, straight into the loaders --------------------------------------------------
+
+
+def _fgram_entry(doc: dict, **entry) -> None:
+    doc["fgrams"][0] = {**doc["fgrams"][0], **entry}
+
+
+def _first_fgram_without(key: str) -> Callable[[dict], None]:
+    return lambda doc: doc["fgrams"][0].pop(key)
+
+
+def _set_max_id(rel: str, root: Path) -> None:
+    ids = np.fromfile(root / rel, dtype=np.uint16)
+    ids[-1] = load_meta(root / "data/prepared")["vocab_size"]
+    ids.tofile(root / rel)
+
+
+def _load_fgrams_for(root: Path):
+    meta = load_meta(root / "data/prepared")
+    return load_fgrams(root / "data/fgrams.json", 3, meta["vocab_size"], meta["chars"])
+
+
+def _other_chars(doc: dict) -> None:
+    doc["fgrams"][0]["text"] = "zz"
+
+
+def _truncated_checkpoint(root: Path) -> None:
+    torch.save({"model": torch.zeros(4096)}, root / "c.pt")
+    truncate("c.pt", 900)(root)
+
+
+def _weights_that_do_not_fit(root: Path) -> None:
+    torch.save({"model": {}, "model_config": GPTConfig().to_dict(), "chars": "ab"}, root / "c.pt")
+
+
+FILES = [
+    ("train-bin-odd-size", lambda r: (r / "data/prepared/train.bin").open("ab").write(b"\0"),
+     lambda r: load_split(r / "data/prepared", "train"), "data/prepared/train.bin",
+     "whole number"),
+    ("meta-json-missing-n-val", edit_json("data/prepared/meta.json", lambda m: m.pop("n_val")),
+     lambda r: load_split(r / "data/prepared", "val"), "data/prepared/meta.json", "n_val"),
+    ("meta-json-vocab-size-not-chars",
+     edit_json("data/prepared/meta.json", lambda m: m.update(vocab_size=m["vocab_size"] - 1)),
+     lambda r: load_meta(r / "data/prepared"), "data/prepared/meta.json", "vocab_size"),
+    ("val-bin-id-outside-vocab", lambda r: _set_max_id("data/prepared/val.bin", r),
+     lambda r: load_split(r / "data/prepared", "val"), "data/prepared/val.bin", "token id"),
+    ("fgram-id-equal-to-vocab-size",  # (0, 65) with 65 characters would alias onto (1, 0)
+     edit_json("data/fgrams.json", lambda d: _fgram_entry(d, ids=[0, d["vocab_size"]])),
+     _load_fgrams_for, "data/fgrams.json", "outside the vocabulary"),
+    ("fgram-entry-missing-count", edit_json("data/fgrams.json", _first_fgram_without("count")),
+     _load_fgrams_for, "data/fgrams.json", "count: is missing"),
+    ("fgram-of-one-character", edit_json("data/fgrams.json", lambda d: _fgram_entry(d, ids=[3])),
+     _load_fgrams_for, "data/fgrams.json", "2 or more"),
+    ("fgram-text-of-another-corpus", edit_json("data/fgrams.json", _other_chars),
+     _load_fgrams_for, "data/fgrams.json", "another corpus"),
+    ("fgrams-of-another-vocab-size",
+     edit_json("data/fgrams.json", lambda d: d.update(vocab_size=d["vocab_size"] + 5)),
+     _load_fgrams_for, "data/fgrams.json", "mined over a vocabulary of"),
+    ("fgrams-mined-shorter-than-asked",
+     edit_json("data/fgrams.json", lambda d: d.update(mine_max_n=2)),
+     _load_fgrams_for, "data/fgrams.json", "mined up to n=2"),
+    ("checkpoint-truncated", _truncated_checkpoint,
+     lambda r: read_checkpoint(r / "c.pt"), "c.pt", "truncated"),
+    ("checkpoint-weights-do-not-fit", _weights_that_do_not_fit,
+     lambda r: read_checkpoint(r / "c.pt"), "c.pt", "do not fit"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "setup, load, names, fix", [f[1:] for f in FILES], ids=[f[0] for f in FILES]
+)
+def test_a_bad_file_raises_one_line_naming_it_and_the_fix(
+    project, monkeypatch, setup, load, names, fix
+):
+    monkeypatch.chdir(project)  # paths in messages are relative to the working directory
+    setup(project)
+    with pytest.raises(InputError) as err:
+        load(project)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{names}: "), message
+    assert fix in message and "; " in message, message
+
+
+def test_a_write_that_fails_names_the_destination_not_the_temp_file(project, monkeypatch):
+    from nanomoe.atomic import atomic_write_text
+
+    monkeypatch.chdir(project)
+    target = project / "data" / "fgrams.json"
+    target.unlink()
+    target.mkdir()
+    with pytest.raises(OSError) as err:
+        atomic_write_text(target, "{}")
+    assert err.value.filename == str(target)
+    line = os_error_line(err.value)
+    assert line.startswith("data/fgrams.json: ") and "folder is in the way" in line
+    assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]  # cleaned up
