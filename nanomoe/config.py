@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import types
@@ -246,3 +247,14 @@ class InputError(ValueError):
     def __init__(self, path: str | os.PathLike, problem: str, fix: str) -> None:
         self.path = Path(path)
         super().__init__(f"{display_path(path)}: {problem}; {fix}")
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON document in ``path``; a missing or broken file raises an InputError naming it
+    and ``fix``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "not found", fix) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(path, f"not valid JSON ({err.__class__.__name__})", fix) from None

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from nanomoe.atomic import atomic_write_bytes, atomic_write_text
-from nanomoe.config import InputError
+from nanomoe.config import InputError, read_json
 
 
 class CharTokenizer:
@@ -95,12 +95,7 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     vocabulary of distinct characters that ``vocab_size`` counts, a dtype prepare writes.
     Anything else raises an InputError naming the file, so no split is read the wrong way."""
     path = Path(data_dir) / "meta.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "not found", PREPARE_FIX) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(path, f"not valid JSON ({err.__class__.__name__})", PREPARE_FIX) from None
+    meta = read_json(path, PREPARE_FIX)
     if not isinstance(meta, dict):
         raise InputError(path, "must be a JSON object", PREPARE_FIX)
     for key, kind in _META_TYPES.items():

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanomoe.atomic import atomic_write_text
-from nanomoe.config import InputError, MiningConfig
+from nanomoe.config import InputError, MiningConfig, read_json
 
 _INT64_LIMIT = 2**63
 
@@ -167,12 +167,7 @@ def load_fgrams(
     file and the entry.
     """
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "not found", MINE_FIX) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(path, f"not valid JSON ({err.__class__.__name__})", MINE_FIX) from None
+    doc = read_json(path, MINE_FIX)
     if not isinstance(doc, dict) or not isinstance(doc.get("fgrams"), list):
         raise InputError(path, "must be a JSON object with a list 'fgrams'", MINE_FIX)
     size = doc.get("vocab_size")

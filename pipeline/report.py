@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from nanomoe.atomic import atomic_write_text
-from nanomoe.config import display_path, variant_name
+from nanomoe.config import display_path, read_json, variant_name
 from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.plots import new_figure, save_figure
@@ -59,10 +59,7 @@ RERUN = "re-run its train stage (dvc repro)"
 def read_metrics(path: Path) -> dict:
     """One cell's metrics.json, with every column the report needs and its folder as
     ``_dir``; a broken file stops the report with one line naming it."""
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise StageError(f"{display_path(path)}: not valid JSON; {RERUN}") from None
+    m = read_json(path, RERUN)
     missing = [c for c in COLUMNS if not isinstance(m, dict) or c not in m]
     if missing:
         raise StageError(f"{display_path(path)}: {missing[0]}: is missing; {RERUN}")
