@@ -60,18 +60,19 @@ class ResumePoint:
     checkpoint: Path  # the cell's in-progress checkpoint
     state: Path  # JSON naming the cell's MLflow run
 
-    def check(self, fp: dict) -> tuple[bool, str | None]:
-        """(whether to resume from the checkpoint, why not when one is there)."""
+    def check(self, fp: dict) -> tuple[dict | None, str | None]:
+        """(the checkpoint to resume from, or None; why not, when there is one)."""
         if not self.checkpoint.exists():
-            return False, None
+            return None, None
         try:
-            saved = load_checkpoint(self.checkpoint).get("fingerprint")
+            ckpt = load_checkpoint(self.checkpoint)
         except Exception as err:  # a file torch cannot read: not worth a traceback
-            return False, f"unreadable ({err.__class__.__name__})"
+            return None, f"unreadable ({err.__class__.__name__})"
+        saved = ckpt.get("fingerprint")
         if saved != fp:
             differ = sorted(k for k in fp if not saved or saved.get(k) != fp[k])
-            return False, f"its {', '.join(differ)} differ from this cell's"
-        return True, None
+            return None, f"its {', '.join(differ)} differ from this cell's"
+        return ckpt, None
 
     def run_id(self) -> str | None:
         try:

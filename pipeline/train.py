@@ -141,28 +141,27 @@ def cell_metrics(cell: Cell, result: TrainResult) -> dict:
     return metrics
 
 
-def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run, bool]:
-    """(the cell's MLflow run, whether it resumes from its checkpoint): the interrupted run
+def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run, dict | None]:
+    """(the cell's MLflow run, the checkpoint it resumes from or None): the interrupted run
     goes on when the checkpoint fits this cell; else the old run is marked KILLED."""
     resumed, why = cell.resume.check(fp)
     old = cell.resume.run_id()
     if why:
         where = layout.relative(cell.resume.checkpoint)
         print(f"{where}: discarded, {why}; {cell.variant} trains from step 0", flush=True)
-    if not resumed:
+    if resumed is None:
         cell.resume.discard()
         if old:
             close_dead_run(old, "its cell started over", status="KILLED")
-    run = Run.reopen(old) if resumed and old else None
+    run = Run.reopen(old) if resumed is not None and old else None
     if run is None:
         tags = {
             "variant": cell.variant,
             "git_commit": git_commit(),
             "data_sha256": params.data.sha256 or "unchecked",
-            **(
-                {"dvc_exp_name": os.environ["DVC_EXP_NAME"]} if "DVC_EXP_NAME" in os.environ else {}
-            ),
         }
+        if os.environ.get("DVC_EXP_NAME"):
+            tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
         run = Run.start(EXPERIMENT, cell.variant, tags)
         run.log_params(
             {
@@ -179,11 +178,11 @@ def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run,
     return run, resumed
 
 
-def relog_history(run: Run, checkpoint: Path) -> set[int]:
+def relog_history(run: Run, history: list[dict]) -> set[int]:
     """Log the checkpoint's evals the run lacks (a kill can fall between saving one and
     logging it); return every eval step the run now holds."""
     logged = run.logged_steps("val_loss")
-    for row in load_checkpoint(checkpoint)["history"]:
+    for row in history:
         if row["step"] not in logged:
             run.log_metrics({k: row[k] for k in ("train_loss", "val_loss", "lr")}, row["step"])
             logged.add(row["step"])
@@ -198,10 +197,11 @@ def store_failed(err: Exception, cell: Cell) -> StageError:
     )
 
 
-def train_cell(cell: Cell, params: Params, run: Run, resumed: bool, fp: dict) -> TrainResult:
+def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: dict) -> TrainResult:
     """Train (or go on training), sample and write the cell's files; log them to ``run``."""
     files, checkpoint = cell.files, cell.resume.checkpoint
-    callback = run.callback(skip=relog_history(run, checkpoint) if resumed else None)
+    skip = relog_history(run, resumed["history"]) if resumed is not None else None
+    callback = run.callback(skip=skip)
     set_seed(cell.seed)
     model = GPT(cell.config, fgrams=cell.fgrams)
     trainer = Trainer(
@@ -213,7 +213,7 @@ def train_cell(cell: Cell, params: Params, run: Run, resumed: bool, fp: dict) ->
         checkpoint_path=checkpoint,
         checkpoint_extra={"chars": cell.chars, "fingerprint": fp},
     )
-    result = trainer.fit(resume_from=checkpoint if resumed else None)
+    result = trainer.fit(resume_from=checkpoint if resumed is not None else None)
 
     atomic_write_bytes(files["ckpt.pt"], checkpoint.read_bytes())
     s = params.sample
@@ -268,9 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{str(err).splitlines()[0] if str(err) else ''}); check MLFLOW_TRACKING_URI, "
             "or the file and its permissions"
         ) from None
-    if resumed:
-        step = load_checkpoint(cell.resume.checkpoint)["step"]
-        print(f"{cell.variant} seed {a.seed}: resuming from step {step}", flush=True)
+    if resumed is not None:
+        print(f"{cell.variant} seed {a.seed}: resuming from step {resumed['step']}", flush=True)
     with tracked(run):
         result = train_cell(cell, params, run, resumed, fp)
     cell.resume.clear()

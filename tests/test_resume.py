@@ -104,10 +104,10 @@ def test_resume_check_names_what_differs_and_refuses_an_unreadable_file(tmp_path
     data = tmp_path / "train.bin"
     data.write_bytes(b"\0" * 8)
     fp = fingerprint(GPTConfig(), TrainConfig(), [data])
-    assert point.check(fp) == (False, None)  # nothing to resume
+    assert point.check(fp) == (None, None)  # nothing to resume
     point.checkpoint.write_bytes(b"not a checkpoint")
     resumed, why = point.check(fp)
-    assert not resumed and why.startswith("unreadable")
+    assert resumed is None and why.startswith("unreadable")
     # what only changes how the cell runs is left out; the data's bytes are not
     assert fingerprint(GPTConfig(), TrainConfig(progress=False, device="cpu"), [data]) == fp
     data.write_bytes(b"\1" * 8)
