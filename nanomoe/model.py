@@ -162,17 +162,18 @@ class GPT(nn.Module):
 
     # --- what the trainer and the loggers read ---------------------------------------------
 
-    def moe_stats(self) -> MoEStats | None:
-        """Unweighted aux losses (summed over layers) and per-layer expert load of the last
-        forward; None without MoE."""
+    def routing(self) -> torch.Tensor | None:
+        """The last forward's routing, ``(n_layer, 2 + n_experts)``: per layer the unweighted
+        load-balance loss, z-loss and expert loads, detached; None without MoE."""
         if not self.config.moe:
             return None
-        moes = [b.mlp for b in self.blocks]
-        return MoEStats(
-            lb_loss=float(sum(m.lb_loss.detach() for m in moes)),
-            z_loss=float(sum(m.z_loss.detach() for m in moes)),
-            load=[m.load.tolist() for m in moes],
-        )
+        return torch.stack([b.mlp.routing() for b in self.blocks])
+
+    def moe_stats(self) -> MoEStats | None:
+        """Aux losses (summed over layers) and per-layer expert load of the last forward;
+        None without MoE. The trainer reports means over training steps instead."""
+        routing = self.routing()
+        return None if routing is None else MoEStats.from_routing(routing)
 
     def num_params(self) -> tuple[int, int]:
         """(total, active per token): with MoE, a token uses top_k of the n_experts experts."""
@@ -187,6 +188,15 @@ class GPT(nn.Module):
         )
         c = self.config
         return total, total - expert_params * (c.n_experts - c.top_k) // c.n_experts
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward and backward), PaLM-style as in nanoGPT:
+        6 x active non-embedding-position parameters plus attention's 12 x L x C x T."""
+        c = self.config
+        _, active = self.num_params()
+        if self.wpe is not None:
+            active -= self.wpe.weight.numel()
+        return 6 * active + 12 * c.n_layer * c.n_embd * c.block_size
 
     # --- optimizer and generation ---------------------------------------------------------
 

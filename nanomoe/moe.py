@@ -42,12 +42,59 @@ class MoEStats:
     z_loss: float  # unweighted router z-loss, summed over layers
     load: list[list[float]]  # [layer][expert]: share of the token-to-expert assignments
 
+    @classmethod
+    def from_routing(cls, routing: torch.Tensor) -> MoEStats:
+        """From a ``(n_layer, 2 + n_experts)`` routing tensor (see ``MoE.routing``): the two
+        losses summed over layers, the loads per layer."""
+        rows = routing.double().cpu()
+        return cls(
+            lb_loss=float(rows[:, 0].sum()),
+            z_loss=float(rows[:, 1].sum()),
+            load=rows[:, 2:].tolist(),
+        )
+
     def as_metrics(self) -> dict[str, float]:
         """Flat scalars for a metrics logger: ``lb_loss``, ``z_loss``, ``load_l<i>_e<j>``."""
         out = {"lb_loss": self.lb_loss, "z_loss": self.z_loss}
         for layer, loads in enumerate(self.load):
             out.update({f"load_l{layer}_e{e}": frac for e, frac in enumerate(loads)})
         return out
+
+
+class RoutingMeter:
+    """Sums the routing of every training step since the last ``reset``; ``mean()`` is what
+    the trainer reports at each eval. The sum stays on the model's device (no sync per step)
+    and goes into checkpoints with ``state_dict``, so a resumed run reports the same means."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.steps = 0
+
+    def add(self, routing: torch.Tensor | None) -> None:
+        """One training step's ``GPT.routing()``; None (a dense model) adds nothing."""
+        if routing is None:
+            return
+        routing = routing.detach().double()
+        self.total = routing if self.total is None else self.total + routing
+        self.steps += 1
+
+    def mean(self) -> MoEStats | None:
+        """Mean over the steps since the last reset; None if there were none."""
+        if self.total is None or self.steps == 0:
+            return None
+        return MoEStats.from_routing(self.total / self.steps)
+
+    def reset(self) -> None:
+        self.total, self.steps = None, 0
+
+    def state_dict(self) -> dict:
+        total = None if self.total is None else self.total.cpu()
+        return {"total": total, "steps": self.steps}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        total = state["total"]
+        self.total = None if total is None else total.to(device)
+        self.steps = int(state["steps"])
 
 
 def load_balance_loss(probs: torch.Tensor, topk_idx: torch.Tensor, n_experts: int) -> torch.Tensor:
@@ -114,3 +161,8 @@ class MoE(nn.Module):
         self.z_loss = router_z_loss(logits)
         self.load = (counts.float() / expert_flat.numel()).detach()
         return self.dropout(y.view(B, T, C))
+
+    def routing(self) -> torch.Tensor:
+        """The last forward's routing as one detached row: lb loss, z loss, expert loads."""
+        losses = torch.stack([self.lb_loss.detach(), self.z_loss.detach()]).float()
+        return torch.cat([losses, self.load.float()])

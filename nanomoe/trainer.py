@@ -9,19 +9,14 @@ Determinism: the data order comes from a generator seeded with ``seed``; dropout
 the global torch RNG, seeded here too; both states are saved in every checkpoint, and eval
 consumes neither, so a resumed run replays the uninterrupted one bit for bit on the CPU.
 
-Fault injection, for tests of resume: ``NANOMOE_FAULT=kill@N`` SIGKILLs this process right
-after optimizer step N, before that step's eval; ``NANOMOE_FAULT=kill-after-checkpoint@N``
-right after the checkpoint of the eval at step N is saved, before any callback hears of it.
-Only this module reads the variable.
+Fault injection for the resume tests lives in ``faults.py``.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +28,10 @@ from nanomoe.checkpoint import load_checkpoint
 from nanomoe.config import TrainConfig
 from nanomoe.data import get_batch, iter_full_split
 from nanomoe.device import autocast_for, resolve_device
+from nanomoe.faults import inject_fault
 from nanomoe.model import GPT
-from nanomoe.moe import MoEStats
+from nanomoe.moe import MoEStats, RoutingMeter
+from nanomoe.schedule import lr_at
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -48,47 +45,34 @@ class Callback:
 
     def on_eval(self, step: int, metrics: dict[str, float], moe: MoEStats | None) -> None:
         """``metrics``: train_loss, val_loss (eval batches), lr, tokens_per_sec; ``moe``:
-        routing statistics with MoE on, else None."""
+        routing statistics averaged over the training steps since the previous eval (None
+        without MoE, and at step 0)."""
 
     def on_end(self, result: TrainResult) -> None:
-        pass
+        """After the final full-split eval."""
 
 
 @dataclass
 class TrainResult:
     steps: int
-    val_loss: float  # full validation split, pure cross-entropy
+    val_loss: float  # final: full validation split at the end, pure cross-entropy
+    best_val_loss: float  # best periodic estimate (eval batches) during training, as nanoGPT
+    best_step: int  # the eval step that gave best_val_loss
     train_loss: float  # fixed train batches at the last eval
+    tokens: int  # trained on, over every session
+    flops_per_token: float  # training FLOPs per token (GPT.flops_per_token)
     tokens_per_sec: float
     wall_s: float
     params_total: int
     params_active: int
     history: list[dict] = field(default_factory=list)  # step, train_loss, val_loss, lr
-    moe: MoEStats | None = None  # aux losses and expert load; None without MoE
-
-
-def _inject_fault(point: str, step: int) -> None:
-    """SIGKILL this process at ``point`` of ``step`` when NANOMOE_FAULT asks for it."""
-    if os.environ.get("NANOMOE_FAULT") == f"{point}@{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    moe: MoEStats | None = None  # routing over the last eval interval; None without MoE
 
 
 def set_seed(seed: int) -> None:
     """Seed every RNG the model's construction and training draw from."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to ``learning_rate``, then cosine decay to ``min_lr``."""
-    decay_iters = cfg.lr_decay_iters or cfg.max_iters
-    if step < cfg.warmup_iters:
-        return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
-    if step >= decay_iters:
-        return cfg.min_lr
-    ratio = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
-    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
 
 
 class Trainer:
@@ -138,6 +122,8 @@ class Trainer:
         }
         self.step = 0
         self.history: list[dict] = []
+        self.routing = RoutingMeter()  # training steps since the last eval
+        self.interval_moe: MoEStats | None = None  # the mean over the last full interval
         self.train_time, self.tokens, self.wall_s = 0.0, 0, 0.0  # so far, over every session
 
     # --- checkpoints -----------------------------------------------------------------------
@@ -161,6 +147,8 @@ class Trainer:
                 "train_time": self.train_time,
                 "tokens": self.tokens,
                 "wall_s": self.wall_s,
+                "routing": self.routing.state_dict(),
+                "interval_moe": asdict(self.interval_moe) if self.interval_moe else None,
                 **self.checkpoint_extra,
             },
             path,
@@ -174,9 +162,13 @@ class Trainer:
         self.history = list(ckpt["history"])
         torch.set_rng_state(ckpt["rng_torch"].cpu())
         self.data_gen.set_state(ckpt["rng_data"].cpu())
-        self.train_time = float(ckpt.get("train_time", 0.0))
-        self.tokens = int(ckpt.get("tokens", 0))
-        self.wall_s = float(ckpt.get("wall_s", 0.0))
+        self.train_time, self.tokens, self.wall_s = (
+            ckpt["train_time"],
+            ckpt["tokens"],
+            ckpt["wall_s"],
+        )
+        self.routing.load_state_dict(ckpt["routing"], self.device)
+        self.interval_moe = MoEStats(**ckpt["interval_moe"]) if ckpt["interval_moe"] else None
 
     # --- evaluation ------------------------------------------------------------------------
 
@@ -218,14 +210,17 @@ class Trainer:
 
     def _eval(self, lr: float, tokens_per_sec: float) -> dict[str, float]:
         metrics = self.estimate_loss()
+        moe = self.routing.mean()  # training routing since the last eval, not eval batches
+        self.routing.reset()
+        self.interval_moe = moe or self.interval_moe
         self.history.append({"step": self.step, **metrics, "lr": lr})
         metrics = {**metrics, "lr": lr, "tokens_per_sec": tokens_per_sec}
         interval = self.cfg.checkpoint_interval or self.cfg.eval_interval
         if self.step % interval == 0 or self.step == self.cfg.max_iters:
             self.save_checkpoint()
-            _inject_fault("kill-after-checkpoint", self.step)
+            inject_fault("kill-after-checkpoint", self.step)
         for cb in self.callbacks:
-            cb.on_eval(self.step, metrics, self.model.moe_stats())
+            cb.on_eval(self.step, metrics, moe)
         return metrics
 
     def train_step(self, lr: float) -> float:
@@ -238,6 +233,7 @@ class Trainer:
         with self.autocast:
             _, loss = self.forward(x, y)
             objective = loss + self.model.aux_loss if self.model.config.moe else loss
+        self.routing.add(self.model.routing())  # None without MoE
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(self.step, loss_value)
@@ -258,20 +254,15 @@ class Trainer:
         start_wall, wall_before = time.perf_counter(), self.wall_s
         if self.step == 0 and not self.history:  # a step-0 checkpoint already has it
             self._eval(lr_at(0, cfg), 0.0)
-        bar = tqdm(
-            total=cfg.max_iters,
-            initial=self.step,
-            disable=not cfg.progress,
-            desc=self.model.config.variant,
-            dynamic_ncols=True,
-        )
+        bar = tqdm(total=cfg.max_iters, initial=self.step, disable=not cfg.progress,
+                   desc=self.model.config.variant, dynamic_ncols=True)  # fmt: skip
         while self.step < cfg.max_iters:
             t0 = time.perf_counter()
             lr = lr_at(self.step, cfg)
             loss_value = self.train_step(lr)
             self.train_time += time.perf_counter() - t0
             self.tokens += cfg.batch_size * block
-            _inject_fault("kill", self.step)
+            inject_fault("kill", self.step)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}", refresh=False)
             if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
@@ -281,17 +272,22 @@ class Trainer:
         bar.close()
 
         total, active = self.model.num_params()
-        last = self.history[-1]
+        finite = [r for r in self.history if math.isfinite(r["val_loss"])] or self.history
+        best = min(finite, key=lambda r: r["val_loss"])  # the first of equals
         result = TrainResult(
             steps=self.step,
             val_loss=self.full_split_loss(self.val_data),
-            train_loss=last["train_loss"],
+            best_val_loss=best["val_loss"],
+            best_step=best["step"],
+            train_loss=self.history[-1]["train_loss"],
+            tokens=self.tokens,
+            flops_per_token=self.model.flops_per_token(),
             tokens_per_sec=self.tokens / max(self.train_time, 1e-9),
             wall_s=wall_before + time.perf_counter() - start_wall,
             params_total=total,
             params_active=active,
             history=list(self.history),
-            moe=self.model.moe_stats(),
+            moe=self.interval_moe,
         )
         for cb in self.callbacks:
             cb.on_end(result)

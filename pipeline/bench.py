@@ -36,7 +36,8 @@ from nanomoe.config import GPTConfig, MiningConfig, TrainConfig
 from nanomoe.data import load_meta, load_split
 from nanomoe.fgram import mine_fgrams
 from nanomoe.model import GPT
-from nanomoe.trainer import Trainer, lr_at, set_seed
+from nanomoe.schedule import lr_at
+from nanomoe.trainer import Trainer, set_seed
 from pipeline.layout import Layout
 from pipeline.stage import run_stage
 
@@ -53,14 +54,6 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
             a @ b
         best = min(best, (time.perf_counter() - t0) / 5)
     return 2 * n**3 / best / 1e9
-
-
-def model_flops_per_token(model: GPT) -> float:
-    c = model.config
-    _, active = model.num_params()
-    if model.wpe is not None:
-        active -= model.wpe.weight.numel()
-    return 6 * active + 12 * c.n_layer * c.n_embd * c.block_size
 
 
 def load_data(full: bool) -> tuple[np.ndarray, np.ndarray, int, str]:
@@ -111,7 +104,7 @@ def bench_variant(rope, moe, fgram, train, val, vocab, fgrams, steps, full) -> d
         row["ckpt_ms"] = 1000 * statistics.median(saves)
         row["ckpt_ms_per_step"] = row["ckpt_ms"] / tcfg.eval_interval
     row["tokens_per_sec"] = tcfg.batch_size * cfg.block_size / (row["ms_per_step"] / 1000)
-    row["flops_per_token"] = model_flops_per_token(model)
+    row["flops_per_token"] = model.flops_per_token()
     return row
 
 
