@@ -3,9 +3,10 @@
     python -m pipeline.train --rope true --moe false --fgram true --seed 1337
 
 Writes the cell's outs that dvc.yaml declares (metrics.json, curve.csv with step, train_loss,
-val_loss and lr, curve.png, sample.txt, ckpt.pt) and logs one MLflow run (experiment
-``nanomoe-ablation``) named for the variant. Flags, params, data and F-grams are all checked
-before training starts; a run that fails is marked FAILED in MLflow.
+val_loss and lr, curve.png, sample.txt, ckpt.pt, and run.json naming its MLflow run) and logs
+one MLflow run (experiment ``nanomoe-ablation``, tag ``kind=cell``) named for the variant.
+Flags, params, data and F-grams are all checked before training starts; a run that fails is
+marked FAILED in MLflow.
 """
 
 from __future__ import annotations
@@ -128,15 +129,20 @@ def cell_metrics(cell: Cell, result: TrainResult) -> dict:
         "moe": cell.moe,
         "fgram": cell.fgram,
         "seed": cell.seed,
-        "val_loss": result.val_loss,
+        "final_val_loss": result.val_loss,  # the full validation split after the last step
+        "best_val_loss": result.best_val_loss,  # the lowest periodic estimate (eval batches)
+        "best_step": result.best_step,
         "train_loss": result.train_loss,
         "tokens_per_sec": result.tokens_per_sec,
         "wall_s": result.wall_s,
         "steps": result.steps,
+        "tokens": result.tokens,
+        "flops_per_token": result.flops_per_token,
         "params_total": result.params_total,
         "params_active": result.params_active,
     }
-    if result.moe is not None:
+    if result.moe is not None:  # routing during the final eval interval of training
+        metrics.update(lb_loss=result.moe.lb_loss, z_loss=result.moe.z_loss)
         metrics["expert_load"] = result.moe.load
     return metrics
 
@@ -156,6 +162,7 @@ def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run,
     run = Run.reopen(old) if resumed is not None and old else None
     if run is None:
         tags = {
+            "kind": "cell",
             "variant": cell.variant,
             "git_commit": git_commit(),
             "data_sha256": params.data.sha256 or "unchecked",
@@ -223,12 +230,15 @@ def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: d
     atomic_write_text(files["metrics.json"], json.dumps(cell_metrics(cell, result), indent=2))
     atomic_write_text(files["curve.csv"], curve_csv(result.history))
     atomic_write_text(files["sample.txt"], sample)
+    atomic_write_text(files["run.json"], json.dumps({"run_id": run.id, "experiment": EXPERIMENT}))
     plot_curve(result.history, f"{cell.variant} (seed {cell.seed})", files["curve.png"])
     if callback.error is not None:
         raise store_failed(callback.error, cell)
 
     final = {
         "final_val_loss": result.val_loss,  # the full validation split: the reported number
+        "best_val_loss": result.best_val_loss,  # the best periodic estimate, as nanoGPT's
+        "best_step": float(result.best_step),
         "final_train_loss": result.train_loss,
         "tokens_per_sec": result.tokens_per_sec,
         "wall_s": result.wall_s,
