@@ -38,3 +38,43 @@ def plot_curve(history: list[dict], title: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
+
+
+def _mean_curve(curves: list) -> tuple[list, list]:
+    """Mean val loss by step over a variant's seeds (pandas frames with step, val_loss)."""
+    import pandas as pd
+
+    mean = pd.concat(curves).groupby("step", as_index=False).val_loss.mean()
+    return mean.step.to_list(), mean.val_loss.to_list()
+
+
+def plot_ablation(curves: dict, order: list[str], lowest: float, path: Path) -> None:
+    """Every variant's mean val-loss curve against the step, legend in rank order."""
+    fig, ax = new_figure(8, 5)
+    for variant in order:
+        steps, loss = _mean_curve(curves[variant])
+        ax.plot(steps, loss, label=variant, linestyle="-" if "+moe" in variant else "--")
+    ax.set(xlabel="step", ylabel="val loss (nats/char)", title="NanoMoE ablation: validation loss")
+    ax.set_ylim(lowest - 0.1, lowest + 1.2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path, dpi=110)
+
+
+def plot_compute(curves: dict, flops_per_step: dict, order: list[str], lowest: float, path: Path):
+    """Mean val loss against training compute (FLOPs = step x tokens/step x FLOPs/token),
+    not wall clock: cells run at different times on a machine whose speed drifts."""
+    fig, ax = new_figure(8, 5)
+    for variant in order:
+        steps, loss = _mean_curve(curves[variant])
+        flops = [s * flops_per_step[variant] / 1e12 for s in steps]
+        ax.plot(flops, loss, label=variant, linestyle="-" if "+moe" in variant else "--")
+    ax.set(
+        xlabel="training compute (TFLOP: 6 x active params + attention, per token)",
+        ylabel="val loss (nats/char)",
+        title="NanoMoE ablation: validation loss against compute",
+    )
+    ax.set_ylim(lowest - 0.1, lowest + 1.2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path, dpi=110)

@@ -1,15 +1,15 @@
-"""Stage ``report``: the ablation table, effects of each switch, curves and samples.
+"""Stage ``report``: the ablation table, effects of each switch with their noise, curves,
+samples, and one MLflow summary run for the whole ablation.
 
-Reads the metrics.json, curve.csv and sample.txt that the train stages wrote under
+Reads the metrics.json, curve.csv, sample.txt and run.json that the train stages wrote under
 experiments/ablation/ (every variant x every seed of params.yaml; a cell is known by the
 switches and seed in its metrics.json) and writes experiments/ablation.csv, report.md,
-ablation.png and summary.json (the DVC metrics).
+ablation.png, compute.png and summary.json (the DVC metrics).
 
-Effects use the 2^3 factorial contrasts: with each switch coded -1 (off) / +1 (on), an
-effect is mean(val_loss where the contrast is +1) - mean(val_loss where it is -1). For a
-main effect that is "on minus off"; for a two-way interaction A x B it is how much A's effect
-changes when B is on, halved. Negative means lower loss. With >= 2 seeds, each effect is
-computed per seed and reported with a 95% t-interval over seeds.
+Every comparison uses the final validation loss (the full split after the last step). The
+effects are the 7 contrasts of the 2^3 factorial; with one seed they are judged by Lenth's
+pseudo standard error, with more by t-intervals over seeds; a variant is called best only
+when it is separated from the runner-up (see ``pipeline/stats.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -27,32 +28,17 @@ from nanomoe.atomic import atomic_write_text
 from nanomoe.config import display_path, read_json, variant_name
 from pipeline.layout import Layout
 from pipeline.params import load_params
-from pipeline.plots import new_figure, save_figure
+from pipeline.plots import plot_ablation, plot_compute
 from pipeline.stage import StageError, run_stage
+from pipeline.stats import Lenth, Ranking, factorial_effects, lenth, rank, t_interval
+from pipeline.summary import log_summary_run, summary
 
 SWITCHES = ("rope", "moe", "fgram")
 COLUMNS = [
-    "variant",
-    "rope",
-    "moe",
-    "fgram",
-    "seed",
-    "val_loss",
-    "train_loss",
-    "tokens_per_sec",
-    "wall_s",
-    "params_total",
-    "params_active",
-]
-# Two-sided 95% Student-t quantiles by degrees of freedom (no scipy needed).
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
-
-
-def t95(df: int) -> float:
-    return _T95[max(k for k in _T95 if k <= df)] if df < 60 else 1.96
-
-
+    "variant", "rope", "moe", "fgram", "seed", "final_val_loss", "best_val_loss", "best_step",
+    "train_loss", "tokens_per_sec", "wall_s", "steps", "tokens", "flops_per_token",
+    "params_total", "params_active",
+]  # fmt: skip
 RERUN = "re-run its train stage (dvc repro)"
 
 
@@ -98,7 +84,10 @@ def collect(ablation: Path, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]
                 missing.append(f"{variant_name(rope, moe, fgram)} seed {seed}")
                 continue
             d = m.pop("_dir")
-            rows.append({c: m[c] for c in COLUMNS})
+            run = read_json(d / "run.json", RERUN)
+            if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
+                raise StageError(f"{display_path(d / 'run.json')}: names no run_id; {RERUN}")
+            rows.append({**{c: m[c] for c in COLUMNS}, **run})
             curves.setdefault(m["variant"], []).append(read_curve(d / "curve.csv"))
             samples.setdefault(m["variant"], (d / "sample.txt").read_text(encoding="utf-8"))
     if missing:
@@ -106,110 +95,142 @@ def collect(ablation: Path, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]
             f"{ablation.name}/: no metrics.json for {len(missing)} cell(s), e.g. {missing[0]}; "
             "run the train stages first (dvc repro)"
         )
-    return pd.DataFrame(rows, columns=COLUMNS), curves, samples
+    return pd.DataFrame(rows, columns=[*COLUMNS, "run_id", "experiment"]), curves, samples
 
 
-def effects(df: pd.DataFrame) -> pd.DataFrame:
-    """Main effects and two-way interactions, mean and 95% interval over seeds."""
-    coded = df.assign(**{s: df[s].astype(int) * 2 - 1 for s in SWITCHES})
-    contrasts = {f"{s} (main)": coded[s] for s in SWITCHES}
-    for a, b in itertools.combinations(SWITCHES, 2):
-        contrasts[f"{a} x {b}"] = coded[a] * coded[b]
-    out = []
-    for name, sign in contrasts.items():
-        per_seed = (
-            df.assign(sign=sign)
-            .groupby("seed")
-            .apply(
-                lambda g: (
-                    g.loc[g.sign > 0, "val_loss"].mean() - g.loc[g.sign < 0, "val_loss"].mean()
-                ),
-                include_groups=False,
+@dataclass
+class Analysis:
+    n_seeds: int
+    effects: pd.DataFrame  # effect, delta, margin, distinguishable
+    ranking: Ranking
+    lenth: Lenth | None  # one seed only
+
+    @property
+    def method(self) -> str:
+        if self.lenth is None:
+            return (
+                f"{self.n_seeds} seeds: each effect is computed per seed, ± is its 95% "
+                f"t-interval over seeds (t with {self.n_seeds - 1} df); variants are compared "
+                "paired by seed, a gap is real when its 95% paired interval excludes zero"
             )
+        lt = self.lenth
+        return (
+            f"one seed: Lenth's method for unreplicated factorials (Lenth 1989). Pseudo "
+            f"standard error PSE = {lt.pse:.4f} from the {len(self.effects)} effects; 95% "
+            f"margin ME = t(0.975, m/3 = {lt.df:.2f}) x PSE = {lt.me:.4f} (simultaneous over "
+            f"all effects: SME = {lt.sme:.4f}); a single run's noise is estimated as "
+            f"sqrt(2) x PSE = {lt.run_noise(8):.4f}, so two runs differ beyond noise by more "
+            f"than {lt.difference_margin(8):.4f}"
         )
-        n = len(per_seed)
-        half = t95(n - 1) * per_seed.std(ddof=1) / math.sqrt(n) if n >= 2 else float("nan")
-        out.append({"effect": name, "delta_val_loss": per_seed.mean(), "ci95": half, "n_seeds": n})
-    return pd.DataFrame(out)
 
 
-def variant_table(df: pd.DataFrame) -> pd.DataFrame:
-    g = df.groupby(["variant", "rope", "moe", "fgram"], as_index=False)
-    t = g.agg(
-        val_loss=("val_loss", "mean"),
-        val_std=("val_loss", "std"),
-        seeds=("seed", "count"),
-        train_loss=("train_loss", "mean"),
-        tokens_per_sec=("tokens_per_sec", "mean"),
-        params_total=("params_total", "first"),
-        params_active=("params_active", "first"),
+def analyse(df: pd.DataFrame) -> Analysis:
+    """Effects with their margins, and the ranking of the variants, on final_val_loss."""
+    seeds = sorted(df.seed.unique())
+    per_seed = pd.DataFrame(
+        [factorial_effects(df[df.seed == s], SWITCHES, "final_val_loss") for s in seeds]
     )
-    return t.sort_values("val_loss").reset_index(drop=True)
+    losses = df.pivot(index="variant", columns="seed", values="final_val_loss")
+    if len(seeds) == 1:
+        lt = lenth(per_seed.iloc[0].to_list())
+        rows = [(name, d, lt.me) for name, d in per_seed.iloc[0].items()]
+        ranking = rank(losses, lt.difference_margin(len(df)))
+    else:
+        lt = None
+        rows = [(name, *t_interval(per_seed[name].to_list())) for name in per_seed.columns]
+        ranking = rank(losses)
+    eff = pd.DataFrame(rows, columns=["effect", "delta", "margin"])
+    eff["distinguishable"] = eff.delta.abs() > eff.margin
+    return Analysis(len(seeds), eff, ranking, lt)
 
 
-def _fmt_pm(mean: float, spread: float) -> str:
+def variant_table(df: pd.DataFrame, ranking: Ranking) -> pd.DataFrame:
+    g = df.groupby("variant")
+    t = g.agg(
+        rope=("rope", "first"), moe=("moe", "first"), fgram=("fgram", "first"),
+        final_val_loss=("final_val_loss", "mean"), final_std=("final_val_loss", "std"),
+        best_val_loss=("best_val_loss", "mean"), best_step=("best_step", "median"),
+        train_loss=("train_loss", "mean"), tokens_per_sec=("tokens_per_sec", "mean"),
+        params_total=("params_total", "first"), params_active=("params_active", "first"),
+    )  # fmt: skip
+    return t.loc[ranking.order].reset_index()
+
+
+def _pm(mean: float, spread: float) -> str:
     return f"{mean:.4f}" if math.isnan(spread) else f"{mean:.4f} ± {spread:.4f}"
 
 
-def render_markdown(df: pd.DataFrame, table: pd.DataFrame, eff: pd.DataFrame, samples: dict) -> str:
-    n_seeds = df.seed.nunique()
-    best = table.iloc[0]
+def verdict(a: Analysis) -> str:
+    r = a.ranking
+    if r.best is not None:
+        gap, margin = r.gaps[r.order[1]]
+        return (
+            f"**Best variant: `{r.best}`**: {gap:.4f} below the runner-up `{r.order[1]}`, "
+            f"beyond the 95% margin of {margin:.4f}."
+        )
+    names = ", ".join(f"`{v}`" for v in r.tied)
+    return (
+        f"**No single best variant**: {names} are tied with the lowest final val loss "
+        "(their gaps to it are within the 95% margin)."
+    )
+
+
+def render_markdown(df: pd.DataFrame, table: pd.DataFrame, a: Analysis, samples: dict) -> str:
+    steps, tokens = int(df.steps.iloc[0]), int(df.tokens.iloc[0])
     lines = [
         "# NanoMoE ablation report",
         "",
-        f"{len(table)} variants x {n_seeds} seed(s). Validation loss is the mean cross-entropy "
-        "(nats per character) over the whole validation split, with no auxiliary loss in it.",
+        f"{len(table)} variants x {a.n_seeds} seed(s), {steps:,} steps and {tokens:,} tokens "
+        "each. **Every comparison uses the final val loss**: the mean cross-entropy (nats per "
+        "character) over the whole validation split after the last step, with no auxiliary "
+        "loss in it. *Best val loss* is the lowest periodic estimate during training (the "
+        "fixed eval batches), the number nanoGPT reports, with its step.",
         "",
-        f"**Best variant: `{best.variant}`**, val loss {_fmt_pm(best.val_loss, best.val_std)}.",
+        f"**Method**: {a.method}.",
         "",
-        "## Variants, sorted by validation loss",
+        verdict(a),
         "",
-        "| variant | rope | moe | fgram | val loss"
-        + (" (mean ± std)" if n_seeds > 1 else "")
-        + " | train loss | tokens/s | params total | params active |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "## Variants, sorted by final validation loss",
+        "",
+        "| variant | rope | moe | fgram | final val loss"
+        + (" (mean ± std)" if a.n_seeds > 1 else "")
+        + " | gap to lowest (± 95% margin) | best val loss (step) | train loss | tokens/s "
+        "| params total | params active |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples():
+        gap = a.ranking.gaps.get(r.variant)
+        tied = " (tied)" if r.variant in a.ranking.tied[1:] else ""
         lines.append(
             f"| `{r.variant}` | {'on' if r.rope else 'off'} | {'on' if r.moe else 'off'} | "
-            f"{'on' if r.fgram else 'off'} | {_fmt_pm(r.val_loss, r.val_std)} | "
-            f"{r.train_loss:.4f} | {r.tokens_per_sec:,.0f} | {r.params_total:,} | "
-            f"{r.params_active:,} |"
+            f"{'on' if r.fgram else 'off'} | {_pm(r.final_val_loss, r.final_std)} | "
+            f"{'lowest' if gap is None else _pm(*gap) + tied} | "
+            f"{r.best_val_loss:.4f} ({r.best_step:,.0f}) | {r.train_loss:.4f} | "
+            f"{r.tokens_per_sec:,.0f} | {r.params_total:,} | {r.params_active:,} |"
         )
     lines += [
         "",
-        "## Effects on validation loss (negative = better)",
+        "## Effects on final validation loss (negative = better)",
         "",
-        "Main effect: mean val loss with the switch on minus off, over the other switches. "
-        "Interaction A x B: half the change in A's effect when B is turned on."
-        + (" ± is a 95% t-interval over seeds." if n_seeds > 1 else " One seed: no interval."),
+        "Main effect: mean loss with the switch on minus off, over the other switches. "
+        "Interaction A x B: half the change in A's effect when B is turned on; A x B x C: "
+        "the same for the A x B interaction when C is turned on. ± is the 95% margin "
+        + ("(Lenth's ME)." if a.lenth else "(t-interval over seeds)."),
         "",
-        "| effect | Δ val loss |",
-        "|---|---|",
+        "| effect | Δ val loss | distinguishable from noise |",
+        "|---|---|---|",
     ]
-    for r in eff.itertuples():
-        lines.append(f"| {r.effect} | {_fmt_pm(r.delta_val_loss, r.ci95)} |")
+    for r in a.effects.itertuples():
+        lines.append(
+            f"| {r.effect} | {_pm(r.delta, r.margin)} | {'yes' if r.distinguishable else 'no'} |"
+        )
     lines += ["", "## Samples, one per variant", "", "| variant | sample |", "|---|---|"]
     for variant in table.variant:
         text = samples[variant][:240].replace("|", "\\|").replace("\n", " ↵ ")
         lines.append(f"| `{variant}` | {text} |")
-    lines += ["", "![validation loss curves](ablation.png)", ""]
+    lines += ["", "![validation loss curves](ablation.png)", "",
+              "![validation loss against training compute](compute.png)", ""]  # fmt: skip
     return "\n".join(lines)
-
-
-def plot(curves: dict, table: pd.DataFrame, path: Path) -> None:
-    fig, ax = new_figure(8, 5)
-    for variant in table.variant:  # legend in rank order
-        mean = pd.concat(curves[variant]).groupby("step", as_index=False).val_loss.mean()
-        ax.plot(
-            mean.step, mean.val_loss, label=variant, linestyle="-" if "+moe" in variant else "--"
-        )
-    ax.set(xlabel="step", ylabel="val loss (nats/char)", title="NanoMoE ablation: validation loss")
-    lo = table.val_loss.min()
-    ax.set_ylim(lo - 0.1, lo + 1.2)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,25 +240,34 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout.load()
     params = load_params(layout.root / "params.yaml")
     df, curves, samples = collect(layout.require(layout.ablation), params.seeds)
-    table = variant_table(df)
-    eff = effects(df)
+    a = analyse(df)
+    table = variant_table(df, a.ranking)
     out = layout.outs("report")
     buf = io.StringIO()
-    df.sort_values(["rope", "moe", "fgram", "seed"]).to_csv(buf, index=False)
+    df.drop(columns="run_id").sort_values(["rope", "moe", "fgram", "seed"]).to_csv(buf, index=False)
     atomic_write_text(out["ablation.csv"], buf.getvalue())
-    atomic_write_text(out["report.md"], render_markdown(df, table, eff, samples))
-    plot(curves, table, out["ablation.png"])
-    summary = {
-        "best_variant": table.variant[0],
-        "best_val_loss": float(table.val_loss[0]),
-        "dense_val_loss": float(
-            table.set_index("variant").val_loss[variant_name(False, False, False)]
-        ),
-        "effects": {r.effect: float(r.delta_val_loss) for r in eff.itertuples()},
-    }
-    atomic_write_text(out["summary.json"], json.dumps(summary, indent=2))
-    print(table[["variant", "val_loss", "val_std", "tokens_per_sec"]].to_string(index=False))
-    print(f"best: {summary['best_variant']} -> {layout.relative(out['report.md'])}")
+    atomic_write_text(out["report.md"], render_markdown(df, table, a, samples))
+    lowest = float(table.final_val_loss.min())
+    plot_ablation(curves, a.ranking.order, lowest, out["ablation.png"])
+    per_step = (df.tokens / df.steps * df.flops_per_token).groupby(df.variant).first()
+    plot_compute(curves, per_step.to_dict(), a.ranking.order, lowest, out["compute.png"])
+    summ = summary(df, a.effects, a.ranking, a.lenth)
+    atomic_write_text(out["summary.json"], json.dumps(summ, indent=2))
+    print(table[["variant", "final_val_loss", "final_std", "best_val_loss"]].to_string(index=False))
+    for r in a.effects.itertuples():
+        mark = "distinguishable" if r.distinguishable else "within noise"
+        print(f"{r.effect:24s} {_pm(r.delta, r.margin):>18s}  {mark}")
+    print(verdict(a).replace("**", "").replace("`", ""))
+    names = ("report.md", "ablation.png", "compute.png", "ablation.csv", "summary.json")
+    try:
+        run_id = log_summary_run(df, params, summ, [out[n] for n in names])
+    except Exception as err:
+        raise StageError(
+            f"{layout.relative(out['report.md'])}: written, but the MLflow summary run failed "
+            f"({err.__class__.__name__}); fix the store (MLFLOW_TRACKING_URI) and run "
+            "dvc repro report"
+        ) from None
+    print(f"report: {layout.relative(out['report.md'])}; MLflow summary run {run_id}")
     return 0
 
 

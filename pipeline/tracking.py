@@ -169,6 +169,9 @@ class Run:
         for path in paths:
             self.client.log_artifact(self.id, str(path), folder)
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.id, text, artifact_file)
+
     def end(self, status: str) -> None:
         assert status in STATUS, status
         if status == "RUNNING":

@@ -21,6 +21,7 @@ CORPUS = (
 ) * 40
 
 TINY = {
+    "seeds": [1337],  # not the repo's, which an experiment may have edited
     "model": {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
     "moe": {"n_experts": 2, "top_k": 1},
     "fgram": {"mine_max_n": 4, "min_count": 2, "max_fgrams": 64, "max_n": 3},

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from _project import make_project
 
-from nanomoe.config import GPTConfig, MiningConfig, TrainConfig, variant_name
+from nanomoe.config import GPTConfig, InputError, MiningConfig, TrainConfig, variant_name
 from pipeline import download, prepare, report, tracking
 from pipeline.layout import Layout, project_root
 from pipeline.params import KEYS, load_params
@@ -47,8 +47,8 @@ def test_a_cells_files_are_the_outs_of_its_train_stage():
     layout = Layout.load(REPO)
     files = layout.run_files(rope=True, moe=False, fgram=True, seed=7)
     cell = REPO / "experiments/ablation/rope-true_moe-false_fgram-true_seed-7"
-    assert files == {n: cell / n for n in ("ckpt.pt", "sample.txt", "curve.png", "metrics.json",
-                                           "curve.csv")}  # fmt: skip
+    assert files == {n: cell / n for n in ("ckpt.pt", "sample.txt", "curve.png", "run.json",
+                                           "metrics.json", "curve.csv")}  # fmt: skip
     assert layout.train_stage(moe=False, fgram=True) == "train_fgram"
 
 
@@ -117,11 +117,13 @@ def write_cell(layout: Layout, rope: bool, moe: bool, fgram: bool, seed: int) ->
     loss = 2.0 - 0.1 * rope - 0.05 * moe - 0.02 * fgram + 0.001 * seed
     metrics = {
         "variant": variant_name(rope, moe, fgram), "rope": rope, "moe": moe, "fgram": fgram,
-        "seed": seed, "val_loss": loss, "train_loss": loss - 0.1, "tokens_per_sec": 1000.0,
-        "wall_s": 1.0, "steps": 10, "params_total": 100, "params_active": 90,
+        "seed": seed, "final_val_loss": loss, "best_val_loss": loss - 0.01, "best_step": 10,
+        "train_loss": loss - 0.1, "tokens_per_sec": 1000.0, "wall_s": 1.0, "steps": 10,
+        "tokens": 640, "flops_per_token": 1e6, "params_total": 100, "params_active": 90,
     }  # fmt: skip
     files["metrics.json"].parent.mkdir(parents=True, exist_ok=True)
     files["metrics.json"].write_text(json.dumps(metrics))
+    files["run.json"].write_text(json.dumps({"run_id": f"{seed:032x}", "experiment": "x"}))
     files["curve.csv"].write_text(f"step,train_loss,val_loss,lr\n0,3,3,0.001\n10,{loss},{loss},0\n")
     files["sample.txt"].write_text("sample")
 
@@ -146,4 +148,16 @@ def test_report_fails_in_one_line_naming_a_missing_cell(project):
     with pytest.raises(StageError) as err:
         report.main([])
     assert "\n" not in str(err.value) and "rope+moe+fgram seed 1337" in str(err.value)
+    assert not (project / "experiments/report.md").exists()
+
+
+def test_report_fails_in_one_line_naming_a_cell_without_run_json(project):
+    layout = Layout.load()
+    for cell in CELLS:
+        write_cell(layout, *cell, seed=1337)
+    gone = layout.run_files(*CELLS[0], seed=1337)["run.json"]
+    gone.unlink()
+    with pytest.raises(InputError) as err:
+        report.main([])
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(layout.relative(gone)))
     assert not (project / "experiments/report.md").exists()

@@ -38,7 +38,7 @@ def test_dvc_repro_runs_every_stage(repro):
     assert first.stdout.count("Running stage 'train") == 8
 
 
-def test_report_has_one_row_per_variant_and_the_effects(repro):
+def test_report_has_one_row_per_variant_and_seven_effects_judged_by_lenth(repro):
     root, _ = repro
     df = pd.read_csv(root / "experiments" / "ablation.csv")
     assert len(df) == 8
@@ -46,32 +46,55 @@ def test_report_has_one_row_per_variant_and_the_effects(repro):
         (r, m, f) for r in (False, True) for m in (False, True) for f in (False, True)
     }
     assert list(df.columns[:5]) == ["variant", "rope", "moe", "fgram", "seed"]
-    assert (df.val_loss > 0).all() and (df.params_active <= df.params_total).all()
+    assert (df.final_val_loss > 0).all() and (df.params_active <= df.params_total).all()
+    assert (df.best_step <= df.steps).all()
     report = (root / "experiments" / "report.md").read_text(encoding="utf-8")
-    best = df.sort_values("val_loss").variant.iloc[0]
-    assert f"**Best variant: `{best}`**" in report
-    for effect in ("rope (main)", "moe (main)", "fgram (main)", "rope x moe", "moe x fgram"):
-        assert effect in report
-    assert (root / "experiments" / "ablation.png").stat().st_size > 1000
+    summary = json.loads((root / "experiments" / "summary.json").read_text())
+    assert summary["method"] == "lenth" and "Lenth's method" in report
+    assert len(summary["effects"]) == 7 and "rope x moe x fgram" in report
+    assert summary["lowest_variant"] == df.sort_values("final_val_loss").variant.iloc[0]
+    if summary["best_variant"]:
+        assert f"**Best variant: `{summary['best_variant']}`**" in report
+    else:
+        assert "**No single best variant**" in report
+    for name in ("ablation.png", "compute.png"):
+        assert (root / "experiments" / name).stat().st_size > 1000
 
 
-def test_mlflow_store_holds_eight_finished_runs_with_val_loss(repro):
+def test_mlflow_store_holds_eight_cell_runs_and_one_ablation_summary(repro):
     root, _ = repro
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["nanomoe-ablation"])
+    every = mlflow.search_runs(experiment_names=["nanomoe-ablation"])
+    runs = every[every["tags.kind"] == "cell"]
     assert len(runs) == 8
     assert (runs.status == "FINISHED").all()
     assert runs["metrics.val_loss"].notna().all()
     assert runs["metrics.final_val_loss"].notna().all()
+    assert runs["metrics.best_val_loss"].notna().all()
     assert set(runs["tags.mlflow.runName"]) == set(
         pd.read_csv(root / "experiments/ablation.csv").variant
     )
     assert set(runs["params.rope"]) == {"True", "False"}
     client = mlflow.MlflowClient()
-    history = client.get_metric_history(runs.run_id[0], "val_loss")
+    history = client.get_metric_history(runs.run_id.iloc[0], "val_loss")
     assert [m.step for m in history] == [0, 6, 12]
-    artifacts = {a.path for a in client.list_artifacts(runs.run_id[0])}
+    artifacts = {a.path for a in client.list_artifacts(runs.run_id.iloc[0])}
     assert {"metrics.json", "sample.txt", "curve.png"} <= artifacts
+
+    (summary_id,) = every[every["tags.kind"] == "ablation"].run_id
+    summary = client.get_run(summary_id)
+    assert summary.info.status == "FINISHED"
+    assert set(summary.data.tags["cell_run_ids"].split(",")) == set(runs.run_id)
+    effects = json.loads((root / "experiments/summary.json").read_text())["effects"]
+    assert (
+        summary.data.metrics["effect.rope_x_moe_x_fgram"] == effects["rope x moe x fgram"]["delta"]
+    )
+    assert summary.data.metrics["margin.rope"] == effects["rope (main)"]["margin"]
+    files = {a.path for a in client.list_artifacts(summary_id)}
+    assert {"report.md", "ablation.png", "compute.png", "summary.json", "cells.json"} <= files
+    # run ids stay out of metrics.json, which a resume must leave identical
+    for path in (root / "experiments/ablation").glob("*/metrics.json"):
+        assert not set(runs.run_id) & set(re.findall(r"[0-9a-f]{32}", path.read_text()))
 
 
 def test_second_repro_trains_nothing(repro):

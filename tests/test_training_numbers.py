@@ -91,9 +91,7 @@ def test_resume_from_the_final_checkpoint_reports_the_same_moe_stats(
     path = tmp_path / "ckpt.pt"
     first = Trainer(tiny_model(moe=True), train, val, train_config(), checkpoint_path=path).fit()
     assert load_checkpoint(path)["interval_moe"]["load"] == first.moe.load
-    again = Trainer(tiny_model(moe=True, seed=3), train, val, train_config()).fit(
-        resume_from=path
-    )
+    again = Trainer(tiny_model(moe=True, seed=3), train, val, train_config()).fit(resume_from=path)
     assert again.moe == first.moe and again.steps == first.steps
 
 
@@ -113,9 +111,7 @@ def test_routing_mid_interval_is_saved_and_restored(tmp_path, tiny_model, tiny_s
     assert restored.routing.mean() == trainer.routing.mean()
 
 
-def test_best_val_loss_is_the_lowest_periodic_estimate_before_overfitting(
-    tiny_model, tiny_splits
-):
+def test_best_val_loss_is_the_lowest_periodic_estimate_before_overfitting(tiny_model, tiny_splits):
     train, val = tiny_splits
     cfg = train_config(max_iters=400, eval_interval=25, batch_size=16, learning_rate=1e-2,
                        min_lr=1e-2, warmup_iters=10, eval_iters=4)  # fmt: skip
