@@ -258,8 +258,14 @@ def test_dvc_exp_run_temp_uses_the_experiment_copy_and_logs_to_the_parent_store(
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("nanomoe-ablation")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 8 * len(seeds) + len(moe_cells), [r.info.run_name for r in runs]
+    every = client.search_runs([experiment.experiment_id])
+    runs = [r for r in every if r.data.tags.get("kind") == "cell"]
+    assert len(runs) == 8 * len(seeds) + len(moe_cells), [r.info.run_name for r in every]
+    # one ablation summary per report: the parent's repro and the experiment's, comparable
+    summaries = [r for r in every if r.data.tags.get("kind") == "ablation"]
+    assert len(summaries) == 2 and len(every) == len(runs) + 2
+    assert [("dvc_exp_name" in r.data.tags) for r in summaries].count(True) == 1
+    assert all("effect.moe" in r.data.metrics for r in summaries)
     new = [r for r in runs if "dvc_exp_name" in r.data.tags]
     assert len(new) == len(moe_cells), [r.data.tags for r in runs]
     assert {r.data.params["top_k"] for r in new} == {"2"}
