@@ -226,15 +226,11 @@ def test_a_killed_training_run_is_not_left_running_in_mlflow(tmp_path, monkeypat
         cwd=root, env=env_for(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 180
-    while time.time() < deadline and not (root / "experiments" / "ablation").exists():
-        time.sleep(0.5)
-    while time.time() < deadline:  # wait until the MLflow run exists: then it is training
-        try:
-            if len(_runs(root)):
-                break
-        except Exception:  # the store or experiment is still being created
-            pass
-        time.sleep(0.5)
+    # .checkpoints/<cell>.json names the MLflow run once it is open: then the cell trains
+    while time.time() < deadline and not list(root.glob(".checkpoints/*.json")):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    assert len(_runs(root)) == 1 and _runs(root).status[0] == "RUNNING"
     time.sleep(1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
