@@ -119,8 +119,8 @@ class Analysis:
             f"standard error PSE = {lt.pse:.4f} from the {len(self.effects)} effects; 95% "
             f"margin ME = t(0.975, m/3 = {lt.df:.2f}) x PSE = {lt.me:.4f} (simultaneous over "
             f"all effects: SME = {lt.sme:.4f}); a single run's noise is estimated as "
-            f"sqrt(2) x PSE = {lt.run_noise(8):.4f}, so two runs differ beyond noise by more "
-            f"than {lt.difference_margin(8):.4f}"
+            f"sqrt(2) x PSE = {lt.run_noise():.4f}, so two runs differ beyond noise by more "
+            f"than {lt.difference_margin():.4f}"
         )
 
 
@@ -134,7 +134,7 @@ def analyse(df: pd.DataFrame) -> Analysis:
     if len(seeds) == 1:
         lt = lenth(per_seed.iloc[0].to_list())
         rows = [(name, d, lt.me) for name, d in per_seed.iloc[0].items()]
-        ranking = rank(losses, lt.difference_margin(len(df)))
+        ranking = rank(losses, lt.difference_margin())
     else:
         lt = None
         rows = [(name, *t_interval(per_seed[name].to_list())) for name in per_seed.columns]

@@ -67,16 +67,21 @@ class Lenth:
     pse: float  # pseudo standard error of one effect
     me: float  # 95% margin of error of one effect
     sme: float  # 95% simultaneous margin over all m effects
-    df: float  # m / 3
+    m: int  # the number of effects: a full 2^k design of m + 1 runs
 
-    def run_noise(self, n_runs: int) -> float:
+    @property
+    def df(self) -> float:
+        return self.m / 3
+
+    def run_noise(self) -> float:
         """A single run's sigma, from the PSE: an effect's standard error is
-        sigma * sqrt(4 / n_runs)."""
-        return self.pse * math.sqrt(n_runs / 4)
+        sigma * sqrt(4 / n_runs), with n_runs = m + 1."""
+        return self.pse * math.sqrt((self.m + 1) / 4)
 
-    def difference_margin(self, n_runs: int) -> float:
-        """95% margin for the difference of two single runs: t x sqrt(2) x sigma."""
-        return t_quantile(0.5 + LEVEL / 2, self.df) * math.sqrt(2) * self.run_noise(n_runs)
+    def difference_margin(self) -> float:
+        """95% margin for the difference of two single runs: t x sqrt(2) x sigma, where
+        t x PSE is ME; for a 2^3 design that is 2 x ME."""
+        return self.me * math.sqrt(2) * math.sqrt((self.m + 1) / 4)
 
 
 def lenth(effects: Sequence[float]) -> Lenth:
@@ -85,9 +90,8 @@ def lenth(effects: Sequence[float]) -> Lenth:
     m = len(c)
     s0 = 1.5 * float(np.median(c))
     pse = 1.5 * float(np.median(c[c < 2.5 * s0])) if (c < 2.5 * s0).any() else s0
-    df = m / 3
     gamma = (1 + LEVEL ** (1 / m)) / 2
-    return Lenth(pse, t_quantile(0.5 + LEVEL / 2, df) * pse, t_quantile(gamma, df) * pse, df)
+    return Lenth(pse, t_quantile(0.5 + LEVEL / 2, m / 3) * pse, t_quantile(gamma, m / 3) * pse, m)
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float]:

@@ -113,7 +113,7 @@ def test_one_seed_report_judges_by_lenth_and_calls_a_close_pair_tied():
     judged = a.effects.set_index("effect").distinguishable.to_dict()
     assert judged["rope (main)"] and not judged["rope x moe x fgram"]
     # sigma = sqrt(2) PSE for one run; a difference of two runs has sd 2 PSE
-    assert a.lenth.difference_margin(8) == pytest.approx(2 * a.lenth.me)
+    assert a.lenth.difference_margin() == pytest.approx(2 * a.lenth.me)
     assert a.ranking.order[:2] == ["110", "111"]  # 1.799 and 1.804: 0.005 apart
     gap, margin = a.ranking.gaps["111"]
     assert gap == pytest.approx(0.005) and margin == pytest.approx(2 * a.lenth.me)
