@@ -34,6 +34,7 @@ from pipeline.stage import run_stage as cli_run
 from pipeline.tune import cli as tune
 from pipeline.tune import storage as tune_storage
 from pipeline.tune import workers as tune_workers
+from pipeline.tune.ladder import Ladder
 from pipeline.tune.objective import PruneOnEval
 from pipeline.tune.report import PLOTS, pruning_saving
 
@@ -43,16 +44,21 @@ TINY = {
     "model": {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
     "moe": {"n_experts": 2, "top_k": 1},
     "fgram": {"mine_max_n": 4, "min_count": 2, "max_fgrams": 64, "max_n": 3, "n_head": 2},
-    "train": {"batch_size": 4, "warmup_iters": 2, "eval_iters": 2, "device": "cpu"},
+    "train": {
+        "batch_size": 4,
+        "max_iters": 20,
+        "warmup_iters": 2,
+        "eval_interval": 10,
+        "eval_iters": 2,
+        "device": "cpu",
+    },
 }
 TUNE = {
     "study_name": "nanomoe-tune",
-    "max_iters": 20,
-    "eval_interval": 5,
+    "rungs": [5, 10],  # and the top, train.max_iters = 20
+    "reduction_factor": 2,
+    "finalists": 1,
     "eval_iters": 2,
-    "pruner": "median",
-    "n_startup_trials": 2,
-    "n_warmup_steps": 5,
     "space": {
         "n_experts": [2, 4],
         "fgram_max_n": [2, 4],
@@ -71,9 +77,12 @@ def corpus() -> str:
     return "\n".join(" ".join(rng.choice(WORDS, size=6)) for _ in range(150)) + "\n"
 
 
-def make_project(root: Path, tune_overrides: dict | None = None, data: bool = True) -> Path:
-    """params.yaml with tiny settings, dvc.yaml, the corpus; with ``data``, the prepared
-    splits and mined F-grams too (written directly, as the DVC stages would)."""
+def make_project(
+    root: Path, tune_overrides: dict | None = None, data: bool = True, train: dict | None = None
+) -> Path:
+    """params.yaml with tiny settings (``train`` overriding TINY's), dvc.yaml, the corpus;
+    with ``data``, the prepared splits and mined F-grams too (written directly, as the DVC
+    stages would)."""
     text = corpus()
     (root / "corpus.txt").write_text(text, encoding="utf-8")
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
@@ -81,6 +90,7 @@ def make_project(root: Path, tune_overrides: dict | None = None, data: bool = Tr
     params["data"]["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     for section, values in TINY.items():
         params[section].update(values)
+    params["train"].update(train or {})
     params["tune"] = {**TUNE, **(tune_overrides or {})}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
@@ -102,9 +112,14 @@ def env_for(root: Path) -> dict[str, str]:
     return env
 
 
+def one_job(args: tuple[str, ...]) -> list[str]:
+    """One worker per command unless a test asks for more: counts and timings stay simple."""
+    return [*args, "--jobs", "1"] if "--jobs" not in args else list(args)
+
+
 def tune_cmd(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.tune", *args],
+        [sys.executable, "-m", "pipeline.tune", *one_job(args)],
         cwd=root,
         env=env_for(root),
         capture_output=True,
@@ -116,7 +131,7 @@ def tune_cmd(root: Path, *args: str) -> subprocess.CompletedProcess:
 def start_tune(root: Path, *args: str, log: str = "tune.out") -> subprocess.Popen:
     with open(root / log, "w") as out:  # the child keeps its own copy of the file
         return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.tune", *args],
+            [sys.executable, "-m", "pipeline.tune", *one_job(args)],
             cwd=root,
             env=env_for(root),
             stdout=out,
@@ -213,7 +228,7 @@ def test_study_ends_with_the_requested_finished_trials_and_writes_the_report(stu
 
     progress = [line for line in proc.stdout.splitlines() if line.startswith("trial ")]
     assert len(progress) == 4 and all("best" in line for line in progress)
-    assert "pruning saved" in proc.stdout
+    assert "the ladder saved" in proc.stdout
 
 
 def test_every_trial_records_the_steps_it_trained_and_the_saving_is_reported(study_of_four):
@@ -235,7 +250,7 @@ def test_mlflow_holds_one_parent_run_and_a_nested_run_per_trial(study_of_four):
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.run_name == "nanomoe-tune" and parent.info.status == "FINISHED"
-    assert parent.data.params["pruner"].startswith("median")
+    assert parent.data.params["pruner"].startswith("successive halving over rungs 5, 10, 20")
     assert json.loads(parent.data.params["space.n_experts"]) == [2, 4]
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
@@ -281,7 +296,7 @@ def wait_for(predicate, timeout: float = 120.0):
 
 
 def test_killed_study_restarts_and_ends_with_exactly_the_requested_total(tmp_path):
-    root = make_project(tmp_path, {"max_iters": 60})
+    root = make_project(tmp_path, train={"max_iters": 60})
     proc = start_tune(root, "--trials", "4")
 
     def two_finished_and_one_training():
@@ -316,7 +331,7 @@ def test_killed_study_restarts_and_ends_with_exactly_the_requested_total(tmp_pat
 
 
 def test_two_workers_on_one_storage_end_with_exactly_n_trials_and_one_parent_run(tmp_path):
-    root = make_project(tmp_path, {"max_iters": 30})
+    root = make_project(tmp_path, train={"max_iters": 30})
     workers = [start_tune(root, "--trials", "6", log=f"worker{i}.out") for i in range(2)]
     for i, w in enumerate(workers):
         assert w.wait(timeout=300) == 0, (root / f"worker{i}.out").read_text()
@@ -333,6 +348,20 @@ def test_two_workers_on_one_storage_end_with_exactly_n_trials_and_one_parent_run
     assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == sorted(
         t.number for t in finished(study)
     )
+
+
+def test_jobs_2_runs_two_workers_that_end_with_exactly_n_trials_and_one_report(tmp_path):
+    # trials long enough (~1 s) that the helper, a few seconds to start, gets some
+    root = make_project(tmp_path, {"rungs": [100, 200]}, train={"max_iters": 300})
+    proc = tune_cmd(root, "--trials", "9", "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 workers of 1 thread(s) each" in proc.stdout
+    study = open_study(root)
+    assert len(finished(study)) == 9 == len(study.trials)
+    assert len({t.user_attrs["owner"]["pid"] for t in study.trials}) == 2
+    assert proc.stdout.count("wall time") == 1  # one summary: the helper leaves it
+    parents, children = mlflow_runs(root)
+    assert len(parents) == 1 and len(children) == 9 and parents[0].info.status == "FINISHED"
 
 
 def test_running_trial_of_a_dead_process_is_failed_and_a_live_one_kept(tmp_path):
@@ -362,26 +391,29 @@ def test_running_trial_of_a_dead_process_is_failed_and_a_live_one_kept(tmp_path)
     }
 
 
+SEARCH_ONLY = Ladder((5, 10, 20), 2, 0, 2)  # no finalists: claiming is only the N count
+
+
 def test_claims_stop_at_n_trials_and_a_surplus_trial_is_never_run():
     study = optuna.create_study()
-    what, first = tune_workers.claim_trial(study, 2)
-    what2, second = tune_workers.claim_trial(study, 2)
+    what, first = tune_workers.claim_trial(study, 2, SEARCH_ONLY)
+    what2, second = tune_workers.claim_trial(study, 2, SEARCH_ONLY)
     assert (what, what2) == ("run", "run")
-    assert tune_workers.claim_trial(study, 2) == ("wait", None)  # 2 in flight fill the 2
+    assert tune_workers.claim_trial(study, 2, SEARCH_ONLY) == ("wait", None)  # 2 fill the 2
     study.tell(first, 1.0)
     study.tell(second, state=TrialState.FAIL)  # a crash frees its slot
-    what, third = tune_workers.claim_trial(study, 2)
+    what, third = tune_workers.claim_trial(study, 2, SEARCH_ONLY)
     assert what == "run"
     study.tell(third, 0.5)
-    assert tune_workers.claim_trial(study, 2) == ("done", None)
+    assert tune_workers.claim_trial(study, 2, SEARCH_ONLY) == ("done", None)
     # A worker on another machine created a trial between our count and our ask:
     late = study.ask()
-    assert tune_workers.is_surplus(study, late.number, 2)
+    assert tune_workers.is_surplus(study, late, 2)
 
 
 def test_an_sqlalchemy_url_holds_the_study_with_heartbeats(in_project):
     url = f"sqlite:///{in_project / 'optuna.db'}"
-    assert tune.main(["--trials", "2", "--storage", url]) == 0
+    assert tune.main(["--trials", "2", "--storage", url, "--jobs", "1"]) == 0
     storage = tune_storage.open_storage(url, in_project / "unused.log")
     assert storage.get_heartbeat_interval() == tune_storage.HEARTBEAT_S
     study = optuna.load_study(study_name="nanomoe-tune", storage=storage)
@@ -392,7 +424,7 @@ def test_an_sqlalchemy_url_holds_the_study_with_heartbeats(in_project):
 def test_an_enqueued_trial_is_claimed_rather_than_waited_for():
     study = optuna.create_study()
     study.enqueue_trial({"n_experts": 4})
-    what, trial = tune_workers.claim_trial(study, 1)
+    what, trial = tune_workers.claim_trial(study, 1, SEARCH_ONLY)
     assert what == "run" and trial.suggest_categorical("n_experts", [2, 4]) == 4
 
 
@@ -414,13 +446,15 @@ def test_nonfinite_training_loss_prunes_the_trial_and_the_study_goes_on(in_proje
         return logits, loss
 
     monkeypatch.setattr(GPT, "forward", explode_first_model)
-    assert tune.main(["--trials", "3"]) == 0
+    assert tune.main(["--trials", "3", "--jobs", "1"]) == 0
     study = open_study(in_project)
     trials = study.trials
     assert len(finished(study)) == 3 == len(trials)
     assert trials[0].state == TrialState.PRUNED and trials[0].user_attrs["nonfinite"]
     assert "nan" in trials[0].user_attrs["note"]  # why it was pruned
-    assert trials[1].state == TrialState.COMPLETE and np.isfinite(trials[1].value)
+    assert trials[1].state == TrialState.PRUNED and trials[1].user_attrs["steps"] == 10
+    assert trials[2].user_attrs["source"] == 1  # the finalist: the only search trial left
+    assert trials[2].state == TrialState.COMPLETE and np.isfinite(trials[2].value)
     _, children = mlflow_runs(in_project)
     run0 = [r for r in children if r.data.tags["optuna.trial"] == "0"]
     assert [(r.info.status, r.data.tags["state"]) for r in run0] == [("KILLED", "pruned")]
@@ -435,6 +469,164 @@ def test_nan_eval_loss_prunes_the_trial():
         callback.on_eval(5, {"val_loss": float("nan")}, None)
     assert trial.user_attrs["nonfinite"] is True
     assert study.trials[0].intermediate_values == {0: 3.0}
+
+
+# --- the ladder ------------------------------------------------------------------------------
+
+LADDER = Ladder((5, 10, 20, 40), reduction_factor=2, finalists=2, eval_iters=2)
+
+
+def add_search_trial(study: optuna.Study, values: dict[int, float], **params) -> None:
+    dist = optuna.distributions.IntDistribution(0, 100)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params or {"x": len(study.trials)},
+            distributions={k: dist for k in (params or {"x": 0})},
+            intermediate_values=values,
+            state=TrialState.PRUNED,
+        )
+    )
+
+
+def test_a_rung_keeps_the_best_share_of_the_trials_that_reached_it():
+    study = optuna.create_study()
+    for v in (1.0, 2.0, 3.0, 4.0, 5.0):
+        add_search_trial(study, {5: v})
+    pruner = LADDER.pruner()
+    # 6 trials at rung 5 with this one: eta=2 keeps the best 3
+    for mine, pruned in ((2.5, False), (3.5, True)):
+        trial = study.ask()
+        trial.report(mine, 5)
+        assert pruner.prune(study, study.trials[-1]) is pruned, mine
+        study.tell(trial, state=TrialState.FAIL)
+    first = optuna.create_study()  # the first trial at a rung always goes on
+    trial = first.ask()
+    trial.report(9.0, 5)
+    assert pruner.prune(first, first.trials[-1]) is False
+
+
+def test_search_trials_stop_at_the_last_lower_rung_and_finalists_never_do():
+    study = optuna.create_study()
+    pruner = LADDER.pruner()
+    search = study.ask()
+    search.report(1.0, 20)
+    assert pruner.prune(study, study.trials[-1]) is True
+    study.enqueue_trial({}, user_attrs={"finalist": True, "source": 0})
+    finalist = study.ask()
+    for step in (5, 10, 20, 40):
+        finalist.report(99.0, step)
+        assert pruner.prune(study, study.trials[-1]) is False
+
+
+def test_finalists_are_the_best_distinct_search_trials_at_the_highest_rung_reached():
+    study = optuna.create_study()
+    add_search_trial(study, {5: 0.1}, x=1)  # best loss, but stopped at a low rung
+    add_search_trial(study, {5: 2.0, 10: 1.5, 20: 1.4}, x=2)
+    add_search_trial(study, {5: 2.0, 10: 1.6, 20: 1.2}, x=3)
+    add_search_trial(study, {5: 2.0, 10: 1.6, 20: 1.2}, x=3)  # the same settings again
+    add_search_trial(study, {5: 2.0, 10: 1.0}, x=4)
+    chosen = LADDER.choose_finalists(study.trials)
+    assert [t.params["x"] for t in chosen] == [3, 2]
+
+
+def test_tiny_study_sends_exactly_the_finalists_to_the_top_rung(tmp_path):
+    root = make_project(tmp_path, {"finalists": 2})
+    proc = tune_cmd(root, "--trials", "8")
+    assert proc.returncode == 0, proc.stderr
+    trials = open_study(root).trials
+    assert len(finished(open_study(root))) == 8 == len(trials)
+    top = [t for t in trials if t.user_attrs["steps"] > 10]  # trained past the last lower rung
+    assert len(top) == 2 and all(t.user_attrs["steps"] == 20 for t in top)
+    assert all(t.state == TrialState.COMPLETE and t.user_attrs["finalist"] for t in top)
+    assert [t.number for t in top] == [6, 7]  # after the whole search
+    search = [t for t in trials if t not in top]
+    chosen = sorted(search, key=lambda t: (-max(t.intermediate_values), t.value))[:2]
+    assert [t.user_attrs["source"] for t in top] == [t.number for t in chosen]
+    for t in top:  # same settings and seed: the rungs repeat the source's losses exactly
+        source = trials[t.user_attrs["source"]]
+        assert t.params == source.params
+        assert {s: t.intermediate_values[s] for s in (5, 10)} == {
+            s: source.intermediate_values[s] for s in (5, 10)
+        }
+    best = json.loads((root / "experiments" / "tune" / "best.json").read_text())
+    assert best["best_value"] == min(t.value for t in top)
+    reached_10 = sum(10 in t.intermediate_values for t in search)
+    assert best["rungs"] == [
+        {"steps": 5, "trials": 6},
+        {"steps": 10, "trials": reached_10},
+        {"steps": 20, "trials": 2},
+    ]
+    assert 0 < reached_10 < 6  # the first rung pruned some, and kept some
+
+
+def confirm_results(root: Path, name: str = "nanomoe-tune") -> dict:
+    return open_study(root, name).user_attrs.get("confirmation", {})
+
+
+def test_confirm_trains_both_arms_on_fresh_seeds_and_reports_the_paired_difference(tmp_path):
+    root = make_project(tmp_path)
+    assert tune_cmd(root, "--trials", "3").returncode == 0
+    proc = tune_cmd(root, "--confirm", "2")
+    assert proc.returncode == 0, proc.stderr
+    study = open_study(root)
+    study_seed = study.user_attrs["settings"]["seed"]
+    best = json.loads((root / "experiments" / "tune" / "best.json").read_text())
+    conf = best["confirmation"]
+    assert conf["seeds"] == [study_seed + 1, study_seed + 2]
+    assert conf["arms"]["tuned"]["params"] == best["best_params"]
+    assert conf["arms"]["default"]["params"] == {
+        "n_experts": 2, "fgram_max_n": 3, "top_k": 1, "learning_rate": 0.001,
+    }  # fmt: skip
+    stored = confirm_results(root)
+    assert sorted(stored) == sorted(f"{a}/{s}" for a in ("tuned", "default") for s in conf["seeds"])
+    for arm in ("tuned", "default"):
+        losses = [stored[f"{arm}/{s}"]["final_val_loss"] for s in conf["seeds"]]
+        assert conf["arms"][arm]["losses"] == losses and len(set(losses)) == 2
+        assert all(stored[f"{arm}/{s}"]["steps"] == 20 for s in conf["seeds"])
+    diffs = [stored[f"tuned/{s}"]["final_val_loss"] - stored[f"default/{s}"]["final_val_loss"]
+             for s in conf["seeds"]]  # fmt: skip
+    d = conf["difference"]
+    assert d["per_seed"] == pytest.approx(diffs)
+    half = 12.706 * np.std(diffs, ddof=1) / np.sqrt(2)  # t(0.975, 1) = 12.706
+    assert (d["mean"], d["ci95"]) == pytest.approx((np.mean(diffs), half), rel=1e-3)
+    assert "paired by seed" in proc.stdout and d["verdict"] in proc.stdout
+
+    parents, children = mlflow_runs(root)
+    runs = [r for r in children if r.data.tags.get("kind") == "confirmation"]
+    assert sorted((r.data.tags["arm"], r.data.tags["seed"]) for r in runs) == sorted(
+        (a, str(s)) for a in ("tuned", "default") for s in conf["seeds"]
+    )
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_killed_confirmation_resumes_keeping_the_runs_it_finished(tmp_path):
+    root = make_project(tmp_path, train={"max_iters": 300})  # a few seconds a run
+    assert tune_cmd(root, "--trials", "3").returncode == 0
+    proc = start_tune(root, "--confirm", "2")
+
+    def one_run_done():
+        assert proc.poll() is None, (root / "tune.out").read_text()
+        runs = confirm_results(root)
+        return [k for k, r in runs.items() if "final_val_loss" in r] if len(runs) >= 2 else None
+
+    kept = wait_for(one_run_done)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = confirm_results(root)
+    first = open_study(root).user_attrs["settings"]["seed"] + 1
+    assert kept == [f"tuned/{first}"] and "final_val_loss" not in before[f"default/{first}"]
+
+    again = tune_cmd(root, "--confirm", "2")
+    assert again.returncode == 0, again.stderr
+    after = confirm_results(root)
+    assert after[f"tuned/{first}"] == before[f"tuned/{first}"]  # kept, not trained again
+    assert f"tuned   seed {first}: kept" in again.stdout
+    assert all("final_val_loss" in r for r in after.values()) and len(after) == 4
+    _, children = mlflow_runs(root)
+    status = {r.info.run_id: r.info.status for r in children}
+    assert status[before[f"default/{first}"]["mlflow_run_id"]] == "KILLED"  # the dead run, closed
+    assert status[after[f"default/{first}"]["mlflow_run_id"]] == "FINISHED"
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -468,8 +660,13 @@ SPACE = TUNE["space"]
         pytest.param(
             {"space": {**SPACE, "dropout": [0.0, 0.1]}}, "tune.space.dropout", id="unknown-key"
         ),
-        pytest.param({"pruner": "sometimes"}, "tune.pruner", id="unknown-pruner"),
-        pytest.param({"eval_interval": 0}, "tune.eval_interval", id="zero-eval-interval"),
+        pytest.param({"rungs": [2, 10]}, "tune.rungs", id="first-rung-inside-warmup"),
+        pytest.param({"rungs": [5, 20]}, "tune.rungs", id="last-rung-at-the-top"),
+        pytest.param({"rungs": [10, 5]}, "tune.rungs", id="rungs-not-increasing"),
+        pytest.param({"finalists": 0}, "tune.finalists", id="no-finalists"),
+        pytest.param({"reduction_factor": 1}, "tune.reduction_factor", id="eta-1"),
+        pytest.param({"max_iters": 300}, "tune.max_iters", id="replaced-max_iters"),
+        pytest.param({"pruner": "median"}, "tune.pruner", id="replaced-pruner"),
     ],
 )
 def test_invalid_search_space_fails_at_once_naming_the_key(
@@ -494,6 +691,16 @@ def test_invalid_search_space_exits_2_with_one_line_from_the_command_line(tmp_pa
     assert "tune.space.fgram_max_n" in proc.stderr and "fgram.mine_max_n=4" in proc.stderr
 
 
+def test_first_rung_inside_the_warmup_exits_2_with_one_line_naming_the_key(tmp_path):
+    root = make_project(tmp_path, {"rungs": [5, 10]}, train={"warmup_iters": 5})
+    proc = tune_cmd(root, "--trials", "3")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: params.yaml: tune.rungs: first rung 5 lies inside")
+    assert "train.warmup_iters=5" in proc.stderr
+    assert not (root / "experiments").exists()
+
+
 def test_study_run_with_other_settings_is_refused_before_any_trial(in_project, monkeypatch):
     storage = tune_storage.open_storage(None, in_project / "experiments" / "tune" / "journal.log")
     study = optuna.create_study(storage=storage, study_name="nanomoe-tune")
@@ -508,5 +715,28 @@ def test_study_run_with_other_settings_is_refused_before_any_trial(in_project, m
 def test_help_names_every_option(tmp_path):
     proc = tune_cmd(make_project(tmp_path, data=False), "--help")
     assert proc.returncode == 0
-    for option in ("--trials", "--study-name", "--storage", "--timeout", "--seed", "--report-only"):
+    options = ("--trials", "--study-name", "--storage", "--timeout", "--seed", "--report-only")
+    for option in (*options, "--confirm"):
         assert option in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(("--confirm", "2"), "error: no study named 'nanomoe-tune'", id="no-study"),
+        pytest.param(("--confirm", "1"), "error: --confirm 1: needs K >= 2 seeds", id="one-seed"),
+        pytest.param(("--trials", "3", "--jobs", "0"), "error: --jobs 0: must be", id="no-jobs"),
+        pytest.param(("--trials", "1"), "error: --trials 1: must be above tune.finalists=1",
+                     id="no-search-trials"),
+    ],
+)  # fmt: skip
+def test_confirm_and_trials_misuse_exits_2_with_one_line_and_no_study(tmp_path, args, message):
+    root = make_project(tmp_path)
+    proc = tune_cmd(root, *args)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1
+    journal = root / "experiments" / "tune" / "journal.log"
+    if journal.exists():  # opened, but no study created in it
+        storage = tune_storage.open_storage(None, journal)
+        assert optuna.get_all_study_names(storage) == []
+    assert not (root / "experiments" / "tune" / "best.json").exists()

@@ -3,15 +3,19 @@
     python -m pipeline.tune --trials 50              # a study in experiments/tune/journal.log
     python -m pipeline.tune --trials 50              # again, in a second terminal: 2 workers
     python -m pipeline.tune --trials 200 --storage postgresql://user@host/db   # every machine
+    python -m pipeline.tune --confirm 3              # tuned vs params.yaml, 3 fresh seeds each
     python -m pipeline.tune --report-only            # rebuild the report from the storage
 
-Every trial trains the full model (RoPE, MoE and F-grams on) for ``tune.max_iters`` steps,
-with the hyper-parameters of ``tune.space`` in params.yaml sampled by TPE, and is pruned at an
-eval when the pruner (``tune.pruner``) finds it worse than earlier trials were at that step.
-A trial whose loss goes non-finite is pruned too, and the study goes on.
+Every trial trains the full model (RoPE, MoE and F-grams on) on the ablation's schedule
+(``train.max_iters`` steps), with the hyper-parameters of ``tune.space`` in params.yaml
+sampled by TPE, and is judged at the rungs of ``tune.rungs`` by successive halving; search
+trials stop at the last lower rung, and the ``tune.finalists`` best of them are trained to the
+top rung, ``train.max_iters`` (ladder.py). A trial whose loss goes non-finite is pruned, and
+the study goes on.
 
-``--trials N``: the study ends with N finished trials in total, where finished means
-COMPLETE or PRUNED, however many workers, restarts and interruptions it takes. Failed trials
+``--trials N``: the study ends with N finished trials in total (the finalists among them),
+where finished means COMPLETE or PRUNED, however many workers, restarts and interruptions
+it takes. Failed trials
 (a crash, Ctrl-C, a killed process) do not count and are run again; a trial left RUNNING by
 a dead process is marked FAIL by the next worker (see workers.py).
 
@@ -57,16 +61,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     ap.add_argument("--seed", type=int, help="training seed of every trial, and the sampler's")
     ap.add_argument(
+        "--confirm",
+        type=int,
+        metavar="K",
+        help="after the study, retrain its best settings and params.yaml's at the full budget "
+        "on K fresh seeds each (K >= 2), and compare them paired by seed; resumable",
+    )
+    ap.add_argument(
+        "--jobs",
+        default="auto",
+        help="workers this command runs, each with cores/N threads (default auto: one "
+        "single-threaded worker per core on the CPU, at most 4; one on a GPU)",
+    )
+    ap.add_argument(
         "--report-only", action="store_true", help="only rebuild the report from the storage"
     )
     a = ap.parse_args(argv)
-    if not a.report_only and (a.trials is None or a.trials < 1):
-        ap.error("--trials N (N >= 1) is required, unless --report-only")
+    if a.trials is not None and a.trials < 1:
+        ap.error("--trials N: N must be >= 1")
+    if a.jobs != "auto" and not (a.jobs.isdigit() and int(a.jobs) >= 1):
+        raise StageError(f"--jobs {a.jobs}: must be auto or an integer >= 1; e.g. --jobs 2")
+    if a.confirm is not None and a.confirm < 2:
+        raise StageError(f"--confirm {a.confirm}: needs K >= 2 seeds for an interval; use 2+")
+    if not a.report_only and a.trials is None and a.confirm is None:
+        ap.error("--trials N or --confirm K is required, unless --report-only")
     if a.study_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", a.study_name):
         ap.error("--study-name: letters, digits, '.', '_' and '-' only")
     if a.timeout is not None and a.timeout <= 0:
         ap.error("--timeout must be > 0")
     return a
+
+
+def helper_args(a: argparse.Namespace, name: str) -> list[str]:
+    """The command line of a helper worker: this study, searching only."""
+    args = ["--trials", str(a.trials), "--study-name", name]
+    for flag, value in (("--storage", a.storage), ("--seed", a.seed), ("--timeout", a.timeout)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args
 
 
 def safe_url(url: str | None) -> str:
@@ -87,10 +119,12 @@ def print_summary(info: dict, out: Path, root: Path) -> None:
     if info["best_value"] is not None:
         params = " ".join(f"{k}={v}" for k, v in info["best_params"].items())
         print(f"best val_loss {info['best_value']:.4f} (trial {info['best_trial']}): {params}")
+    rungs = ", ".join(f"{r['steps']}: {r['trials']}" for r in info["rungs"])
+    print(f"trials judged at each rung (steps: trials): {rungs}")
     print(
-        f"pruning saved {info['pruning_saving']:.1%} of trial-iterations: "
+        f"the ladder saved {info['pruning_saving']:.1%} of training steps: "
         f"{info['steps_trained']:,} steps trained of {info['steps_without_pruning']:,} "
-        "had every finished trial run to tune.max_iters"
+        "had every finished trial trained to the top rung"
     )
     print(f"report -> {out.relative_to(root) if out.is_relative_to(root) else out}/")
 
@@ -99,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     layout = Layout.load()
     params = load_params(layout.root / "params.yaml")
-    settings = load_tune_settings(params)  # a bad search space fails here, before any trial
+    settings, ladder = load_tune_settings(params)  # a bad setting fails here, before any trial
+    if a.trials is not None and a.trials <= settings.finalists:
+        raise StageError(
+            f"--trials {a.trials}: must be above tune.finalists={settings.finalists}, "
+            "so that the search has trials to choose the finalists from; raise it"
+        )
     name = a.study_name or settings.study_name
     seed = params.seeds[0] if a.seed is None else a.seed
     out = layout.tune_dir if name == settings.study_name else layout.tune_dir / name
@@ -107,12 +146,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # The heavy imports wait until --help and the params checks have passed.
     import optuna
+    import torch
 
     from nanomoe.data import load_meta, load_split
     from nanomoe.fgram import load_fgrams
+    from pipeline.tune.confirm import confirm
     from pipeline.tune.inputs import ensure_upstream, fingerprint
+    from pipeline.tune.jobs import cores, is_helper, resolve_jobs, start_helpers, stop_helpers
     from pipeline.tune.objective import TrialContext
-    from pipeline.tune.report import write_report
+    from pipeline.tune.report import FINISHED, write_report
     from pipeline.tune.runs import StudyRuns, close_trial_run
     from pipeline.tune.storage import local_lock, open_storage
     from pipeline.tune.workers import run_worker
@@ -141,14 +183,22 @@ def main(argv: list[str] | None = None) -> int:
         raise StageError(f"--storage {safe_url(a.storage)}: {err}".split("\n")[0]) from None
     lock_path = layout.tune_dir / "tune.lock"
     with local_lock(lock_path):  # study, settings and parent run: created once
-        study = optuna.create_study(
-            storage=storage,
-            study_name=name,
-            direction="minimize",
-            load_if_exists=True,
-            pruner=settings.make_pruner(),
-        )
-        fp = fingerprint(params, settings, seed)
+        if a.trials is None:  # --confirm alone: the study must exist
+            try:
+                study = optuna.load_study(study_name=name, storage=storage, pruner=ladder.pruner())
+            except KeyError:
+                raise StageError(
+                    f"no study named {name!r} in {safe_url(a.storage)}; run --trials N first"
+                ) from None
+        else:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=name,
+                direction="minimize",
+                load_if_exists=True,
+                pruner=ladder.pruner(),
+            )
+        fp = fingerprint(params, settings, ladder, seed)
         if "settings" not in study.user_attrs:
             study.set_user_attr("settings", fp)
         elif study.user_attrs["settings"] != fp:
@@ -157,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"study {name!r} was run with other settings ({', '.join(differ)} differ "
                 "from params.yaml/--seed); use a new --study-name, or restore them"
             )
-        runs = StudyRuns.attach(study, settings, seed, a.trials, safe_url(a.storage))
+        n_trials = a.trials or len(study.get_trials(deepcopy=False, states=FINISHED))
+        runs = StudyRuns.attach(study, ladder, seed, n_trials, safe_url(a.storage))
     ctx = TrialContext(
         params=params,
         settings=settings,
+        ladder=ladder,
         seed=seed,
         vocab_size=meta["vocab_size"],
         train=load_split(layout.prepared, "train"),
@@ -169,23 +221,39 @@ def main(argv: list[str] | None = None) -> int:
         runs=runs,
         lock_path=lock_path,
     )
-    print(
-        f"study {name}: {a.trials} finished trials wanted; {settings.max_iters} iters each, "
-        f"pruner {settings.describe_pruner()}; storage {safe_url(a.storage)}",
-        flush=True,
-    )
+    if a.trials is not None:
+        print(
+            f"study {name}: {n_trials} finished trials wanted; {ladder.describe()}; "
+            f"storage {safe_url(a.storage)}",
+            flush=True,
+        )
+    jobs = resolve_jobs(a.jobs, params.train.device) if a.trials is not None else 1
+    helpers = []
+    if jobs > 1:
+        threads = max(1, cores() // jobs)
+        torch.set_num_threads(threads)
+        helpers = start_helpers(helper_args(a, name), jobs - 1, threads)
+        print(f"{jobs} workers of {threads} thread(s) each", flush=True)
     start, status = time.perf_counter(), "FAILED"
     try:
-        run_worker(study, storage, ctx, a.trials, a.timeout)
+        if a.trials is not None:
+            run_worker(study, storage, ctx, a.trials, a.timeout)
+            if any(stop_helpers(helpers, wait=True)):
+                raise StageError("a helper worker failed (see above); rerun to finish the study")
+        if a.confirm is not None:
+            torch.set_num_threads(cores())
+            confirm(study, ctx, a.confirm, layout.tune_dir / f"{name}.confirm.lock")
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        info = write_report(study, out)
-        runs.finish(info, out, status)
-        print_summary(info, out, layout.root)
-        print(f"wall time {time.perf_counter() - start:.0f}s", flush=True)
+        stop_helpers(helpers, wait=False)
+        if not is_helper():  # a helper leaves the report to the command that started it
+            info = write_report(study, out)
+            runs.finish(info, out, status)
+            print_summary(info, out, layout.root)
+            print(f"wall time {time.perf_counter() - start:.0f}s", flush=True)
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.layout import Layout
 from pipeline.params import Params
 from pipeline.stage import StageError
+from pipeline.tune.ladder import Ladder
 from pipeline.tune.settings import TuneSettings
 from pipeline.tune.storage import local_lock
 
@@ -58,14 +59,19 @@ def ensure_upstream(layout: Layout, settings: TuneSettings) -> None:
         raise StageError(f"{missing} is still missing after dvc repro mine_fgrams")
 
 
-def fingerprint(params: Params, settings: TuneSettings, seed: int) -> dict:
+def fingerprint(params: Params, settings: TuneSettings, ladder: Ladder, seed: int) -> dict:
     """The settings a study's trials share (what the study tunes or overrides left out),
     as the storage gives them back."""
-    tuned = {*settings.space, *settings.budget()}
+    tuned = {*settings.space, *ladder.budget()}
     cell = {"vocab_size", "rope", "moe", "fgram"}  # the full model on this corpus
     fp = {
         "space": settings.space,
-        "budget": settings.budget(),
+        "budget": ladder.budget(),
+        "ladder": {
+            "rungs": list(ladder.rungs),
+            "eta": ladder.reduction_factor,
+            "finalists": ladder.finalists,
+        },
         "seed": seed,
         "data": {"sha256": params.data.sha256, "val_fraction": params.data.val_fraction},
         "mining": params.mining.to_dict(),

@@ -1,8 +1,9 @@
 """One trial: sample a point of the space, train the full model there, report to Optuna.
 
 The objective calls the same ``Trainer`` the train stage uses, with the trial's overrides of
-the params.yaml configs and the study's budget, and returns the full-split validation loss.
-Every eval reports its val loss to the pruner; a loss that is not finite prunes the trial.
+the params.yaml configs on the ablation's schedule, and returns the full-split validation
+loss. Every eval reports its val loss to the ladder's pruner (ladder.py), which stops search
+trials at its rungs; a loss that is not finite prunes the trial.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nanomoe.model import GPT
 from nanomoe.moe import MoEStats
 from nanomoe.trainer import Callback, NonFiniteLossError, Trainer, set_seed
 from pipeline.params import Params
+from pipeline.tune.ladder import Ladder
 from pipeline.tune.runs import StudyRuns
 from pipeline.tune.settings import TuneSettings
 
@@ -31,6 +33,7 @@ class TrialContext:
 
     params: Params
     settings: TuneSettings
+    ladder: Ladder
     seed: int
     vocab_size: int
     train: np.ndarray  # memory-mapped splits
@@ -44,8 +47,8 @@ class PruneOnEval(Callback):
     """Report each eval's val loss to the trial; prune when the pruner says so, or when the
     loss is not finite."""
 
-    def __init__(self, trial: optuna.Trial) -> None:
-        self.trial = trial
+    def __init__(self, trial: optuna.Trial, last_lower_rung: int | None = None) -> None:
+        self.trial, self.last_lower_rung = trial, last_lower_rung
 
     def on_eval(self, step: int, metrics: dict[str, float], moe: MoEStats | None) -> None:
         loss = metrics["val_loss"]
@@ -54,21 +57,22 @@ class PruneOnEval(Callback):
             raise optuna.TrialPruned(f"val loss {loss} at step {step}")
         self.trial.report(loss, step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at step {step} (val loss {loss:.4f})")
+            why = "reached the last lower rung" if step == self.last_lower_rung else "pruned"
+            raise optuna.TrialPruned(f"{why} at step {step} (val loss {loss:.4f})")
 
 
 def objective(trial: optuna.Trial, chosen: dict[str, Any], run, ctx: TrialContext) -> float:
     """Train the full model at one point of the space; return its full-split val loss."""
     model_kw, train_kw = ctx.settings.overrides(chosen)
     config = ctx.params.model_config(ctx.vocab_size, True, True, True, overrides=model_kw)
-    budget = {**ctx.settings.budget(), "progress": False, **train_kw}
+    budget = {**ctx.ladder.budget(), "progress": False, **train_kw}
     train_cfg = ctx.params.train_config(ctx.seed, overrides=budget)
     fgrams = load_fgrams(ctx.fgrams_path, max_n=config.fgram_max_n)
     run.log_params({"n_fgrams": len(fgrams)})
 
     set_seed(ctx.seed)
     model = GPT(config, fgrams=fgrams)
-    callbacks = [run.callback(), PruneOnEval(trial)]
+    callbacks = [run.callback(), PruneOnEval(trial, ctx.ladder.last_lower)]
     trainer = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=callbacks)
     try:
         return trainer.fit().val_loss

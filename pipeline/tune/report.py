@@ -1,10 +1,14 @@
 """The tuning report, rebuilt from the study's storage alone.
 
-Writes, atomically, to one folder: ``best.json`` (best params and value, counts, pruning
-saving), ``trials.csv`` (one row per trial), and three PNG plots: the optimization history,
-the parameter importances, and the validation loss over ``n_experts`` x ``fgram_max_n``
-(``contour.png``: one cell per pair, colored by the best loss a completed trial reached
-there). With plotly installed, Optuna's interactive versions are written as HTML too.
+Writes, atomically, to one folder: ``best.json`` (best params and value at the top rung,
+how many trials each rung judged, the ladder's saving, the confirmation), ``trials.csv`` (one
+row per trial) and four PNG plots: the optimization history, the parameter importances (at
+the top rung when enough finalists reached it, else at the highest rung that has enough
+trials; fANOVA, named on the plot), the validation loss against ``n_experts`` and against
+``fgram_max_n`` at the top rung and at the last lower rung (``by_param.png``), and the loss
+over ``n_experts`` x ``fgram_max_n`` (``contour.png``: one cell per pair, colored by the best
+loss a completed trial reached there). With plotly installed, Optuna's interactive versions
+are written as HTML too.
 """
 
 from __future__ import annotations
@@ -20,10 +24,37 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nanomoe.atomic import atomic_write_text
 from pipeline.plots import new_figure, save_figure
+from pipeline.stage import StageError
+from pipeline.tune.confirm import summarize as confirmation_summary
+from pipeline.tune.ladder import Ladder, best_trial, is_finalist
+from pipeline.tune.settings import params_text
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a trial that counts towards --trials
-PLOTS = ("optimization_history.png", "param_importances.png", "contour.png")
+PLOTS = ("optimization_history.png", "param_importances.png", "by_param.png", "contour.png")
+MIN_IMPORTANCE_TRIALS = 8  # fewer trials at a rung than this: too few for a forest's split
 METRIC = "full-split validation loss (nats/char)"
+
+
+def study_ladder(study: optuna.Study) -> Ladder:
+    """The ladder the study was run with, as its storage recorded it."""
+    fp = study.user_attrs.get("settings", {})
+    if "ladder" not in fp:
+        raise StageError(
+            f"study {study.study_name!r} was run before the budget ladder (no tune.rungs "
+            "recorded); its old report stands, and a new study needs a new --study-name"
+        )
+    lad = fp["ladder"]
+    return Ladder(tuple(lad["rungs"]), lad["eta"], lad["finalists"], fp["budget"]["eval_iters"])
+
+
+def rung_counts(trials: list[FrozenTrial], ladder: Ladder) -> list[dict]:
+    """How many trials each rung judged (the top: finalists that finished it)."""
+    done = [t for t in trials if t.state in FINISHED]
+    return [
+        {"steps": r, "trials": sum(r in ladder.reached(t) for t in done if r == ladder.top
+                                   or not is_finalist(t))}
+        for r in ladder.rungs
+    ]  # fmt: skip
 
 
 def pruning_saving(trials: list[FrozenTrial]) -> tuple[float, int, int]:
@@ -32,11 +63,6 @@ def pruning_saving(trials: list[FrozenTrial]) -> tuple[float, int, int]:
     run = sum(int(t.user_attrs["steps"]) for t in done)
     full = sum(int(t.user_attrs["max_iters"]) for t in done)
     return (1.0 - run / full if full else 0.0), run, full
-
-
-def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    return min(complete, key=lambda t: t.value) if complete else None
 
 
 def summary(study: optuna.Study) -> dict:
@@ -53,9 +79,12 @@ def summary(study: optuna.Study) -> dict:
         "best_trial": best.number if best else None,
         "finished": sum(t.state in FINISHED for t in trials),
         "trials": states,
+        "ladder": study_ladder(study).describe(),
+        "rungs": rung_counts(trials, study_ladder(study)),
         "pruning_saving": saving,
         "steps_trained": run,
         "steps_without_pruning": full,
+        "confirmation": confirmation_summary(study),
     }
 
 
@@ -63,9 +92,7 @@ def progress_line(study: optuna.Study, frozen: FrozenTrial, n_trials: int) -> st
     """One line per finished trial: its value and params, the best so far, the count."""
     trials = study.get_trials(deepcopy=False)
     best = best_trial(trials)
-    params = " ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in frozen.params.items()
-    )
+    params = params_text(frozen.params)
     value = "n/a" if frozen.value is None else f"{frozen.value:.4f}"
     best_text = f"{best.value:.4f} (trial {best.number})" if best else "n/a"
     done = sum(t.state in FINISHED for t in trials)
@@ -120,10 +147,13 @@ def plot_history(trials: list[FrozenTrial], path: Path) -> None:
         [t.value for t in pruned],
         marker="x",
         color="tab:gray",
-        label="pruned (last eval loss)",
+        label="search trials (loss at the rung they stopped)",
     )
     ax.scatter(
-        [t.number for t in complete], [t.value for t in complete], label="complete", zorder=3
+        [t.number for t in complete],
+        [t.value for t in complete],
+        label="finalists (full-split loss at the top rung)",
+        zorder=3,
     )
     if complete:
         xs, ys, best = [], [], math.inf
@@ -138,25 +168,90 @@ def plot_history(trials: list[FrozenTrial], path: Path) -> None:
     save_figure(fig, path)
 
 
+def rung_study(trials: list[FrozenTrial], ladder: Ladder, rung: int) -> optuna.Study:
+    """An in-memory study of one rung: each trial that rung judged, valued by its loss there
+    (the top rung: the finalists' full-split val loss)."""
+    study = optuna.create_study(direction="minimize")
+    for t in trials:
+        if t.state not in FINISHED or rung not in ladder.reached(t):
+            continue
+        if rung != ladder.top and is_finalist(t):
+            continue  # a finalist repeats its source below the top
+        value = t.value if rung == ladder.top else t.intermediate_values[rung]
+        study.add_trial(
+            optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=value)
+        )
+    return study
+
+
+def importance_rung(trials: list[FrozenTrial], ladder: Ladder) -> tuple[int, optuna.Study]:
+    """The highest rung with enough trials for an importance estimate (else the lowest)."""
+    for rung in reversed(ladder.rungs):
+        study = rung_study(trials, ladder, rung)
+        if len(study.trials) >= MIN_IMPORTANCE_TRIALS:
+            return rung, study
+    return ladder.rungs[0], rung_study(trials, ladder, ladder.rungs[0])
+
+
 def plot_importances(study: optuna.Study, path: Path) -> None:
+    """fANOVA (Hutter et al. 2014), Optuna's default evaluator before Optuna 5, which made
+    PED-ANOVA the default; named on the plot, with the rung and trial count it used."""
     fig, ax = new_figure()
+    ladder = study_ladder(study)
+    rung, at_rung = importance_rung(study.get_trials(deepcopy=False), ladder)
+    where = f"at {rung} steps, {len(at_rung.trials)} trials"
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     try:
-        importances = optuna.importance.get_param_importances(study)
+        importances = optuna.importance.get_param_importances(at_rung, evaluator=evaluator)
         if not importances:
             raise ValueError("no parameters to rank")
-    except Exception as err:  # too few completed trials, a constant parameter, ...
+    except Exception as err:  # too few trials, a constant parameter, ...
         reason = str(err).split("\n")[0][:120]
-        _message(ax, "parameter importances", f"not available yet:\n{reason}")
+        _message(ax, "parameter importances", f"not available yet ({where}):\n{reason}")
         return save_figure(fig, path)
     names = list(importances)[::-1]
     ax.barh(names, [importances[n] for n in names])
-    ax.set(xlabel="fANOVA importance (share of loss variance)", title="parameter importances")
+    top = "top rung" if rung == ladder.top else f"rung {rung} (too few finalists for the top)"
+    ax.set(
+        xlabel="fANOVA importance (share of val-loss variance); Optuna 5's default is PED-ANOVA",
+        title=f"parameter importances at the {top}: {where}",
+    )
     ax.grid(alpha=0.3, axis="x")
     save_figure(fig, path)
 
 
-def plot_contour(trials: list[FrozenTrial], path: Path, x: str, y: str) -> None:
-    """Best completed loss per (x, y) cell, every cell a pair the study tried."""
+def plot_by_param(trials: list[FrozenTrial], ladder: Ladder, path: Path) -> None:
+    """Val loss against n_experts and against fgram_max_n: the finalists at the top rung
+    (top row) and every search trial at the last lower rung (bottom row)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("n_experts", "fgram_max_n")
+    rows = ((ladder.top, "top rung"), (ladder.last_lower, "last lower rung"))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex="col", squeeze=False)
+    for (rung, label), row in zip(rows, axes, strict=True):
+        at = rung_study(trials, ladder, rung).trials
+        for key, ax in zip(keys, row, strict=True):
+            xs = [t.params[key] for t in at if key in t.params]
+            ys = [t.value for t in at if key in t.params]
+            ax.scatter(xs, ys, alpha=0.8, color="tab:red" if rung == ladder.top else "tab:blue")
+            if key == "n_experts":
+                ax.set_xscale("log", base=2)
+            if not xs:
+                ax.text(0.5, 0.5, "no trial yet", ha="center", va="center", transform=ax.transAxes)
+            ax.set(title=f"{label}: {rung} steps, {len(xs)} trials", ylabel="val loss")
+            ax.grid(alpha=0.3)
+    for key, ax in zip(keys, axes[-1], strict=True):
+        ax.set_xlabel(key)
+    fig.suptitle("validation loss against n_experts and fgram_max_n")
+    save_figure(fig, path)
+
+
+def plot_contour(trials: list[FrozenTrial], path: Path, x: str, y: str, rung: int) -> None:
+    """Best loss at ``rung`` per (x, y) cell (``trials``: one rung's, from ``rung_study``),
+    every cell a pair the study tried."""
     import numpy as np
 
     fig, ax = new_figure()
@@ -180,7 +275,7 @@ def plot_contour(trials: list[FrozenTrial], path: Path, x: str, y: str) -> None:
                 ax.text(j, i, f"{grid[i, j]:.3f}\n({n[i, j]})", ha="center", va="center", size=8)
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.set_yticks(range(len(ys)), [str(v) for v in ys])
-    ax.set(xlabel=x, ylabel=y, title=f"best validation loss over {x} x {y} (trials)")
+    ax.set(xlabel=x, ylabel=y, title=f"best val loss at {rung} steps over {x} x {y} (trials)")
     fig.colorbar(im, ax=ax, label="validation loss (nats/char)")
     save_figure(fig, path)
 
@@ -212,6 +307,9 @@ def write_report(study: optuna.Study, out: Path) -> dict:
     atomic_write_text(out / "trials.csv", trials_csv(trials))
     plot_history(trials, out / PLOTS[0])
     plot_importances(study, out / PLOTS[1])
-    plot_contour(trials, out / PLOTS[2], "n_experts", "fgram_max_n")
+    plot_by_param(trials, study_ladder(study), out / PLOTS[2])
+    ladder = study_ladder(study)
+    at_last = rung_study(trials, ladder, ladder.last_lower).trials
+    plot_contour(at_last, out / PLOTS[3], "n_experts", "fgram_max_n", ladder.last_lower)
     _plotly_html(study, out)
     return info

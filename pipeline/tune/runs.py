@@ -15,10 +15,14 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from pipeline.tracking import Client, Run, close_dead_run, git_commit
-from pipeline.tune.settings import TuneSettings
+from pipeline.tune.ladder import Ladder
 
 EXPERIMENT = "nanomoe-tune"
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}  # trial -> run
+
+
+def space(study: optuna.Study) -> dict:
+    return study.user_attrs.get("settings", {}).get("space", {})
 
 
 def close_trial_run(trial: FrozenTrial, why: str) -> None:
@@ -32,7 +36,7 @@ class StudyRuns:
 
     @classmethod
     def attach(
-        cls, study: optuna.Study, settings: TuneSettings, seed: int, n_trials: int, storage: str
+        cls, study: optuna.Study, ladder: Ladder, seed: int, n_trials: int, storage: str
     ) -> StudyRuns:
         """Find or create the study's parent run (call under the local lock)."""
         parent_id = study.user_attrs.get("mlflow_parent_run_id")
@@ -45,10 +49,13 @@ class StudyRuns:
                     "study_name": study.study_name,
                     "variant": "rope+moe+fgram",
                     "sampler": "TPESampler(seed=SeedSequence([seed, trial number]), constant_liar)",
-                    "pruner": settings.describe_pruner(),
+                    "pruner": ladder.describe(),
+                    "rungs": json.dumps(list(ladder.rungs)),
+                    "reduction_factor": ladder.reduction_factor,
+                    "finalists": ladder.finalists,
                     "seed": seed,
-                    **settings.budget(),
-                    **{f"space.{k}": json.dumps(v) for k, v in settings.space.items()},
+                    **ladder.budget(),
+                    **{f"space.{k}": json.dumps(v) for k, v in space(study).items()},
                 }
             )
             study.set_user_attr("mlflow_parent_run_id", parent.id)
@@ -56,17 +63,22 @@ class StudyRuns:
             if winner != parent.id:  # a worker on another machine created one just now
                 parent.delete()
                 parent = Run(parent.client, winner)
-        parent.set_tags({"n_trials": n_trials, "storage": storage, "pruner": settings.pruner})
+        parent.set_tags({"n_trials": n_trials, "storage": storage, "pruner": "ladder"})
         parent.end("RUNNING")
         return cls(parent)
 
     def start_trial(self, trial: optuna.Trial, chosen: dict[str, Any], seed: int) -> Run:
+        finalist = bool(trial.user_attrs.get("finalist"))
         tags = {
             "optuna.study": trial.study.study_name,
             "optuna.trial": str(trial.number),
             "state": "running",
+            "kind": "finalist" if finalist else "search",
         }
-        run = Run.start(EXPERIMENT, f"trial-{trial.number}", tags, parent=self.parent)
+        if finalist:
+            tags["source_trial"] = str(trial.user_attrs["source"])
+        name = f"{'finalist' if finalist else 'trial'}-{trial.number}"
+        run = Run.start(EXPERIMENT, name, tags, parent=self.parent)
         trial.set_user_attr("mlflow_run_id", run.id)
         run.log_params({**chosen, "seed": seed, "trial": trial.number})
         return run
@@ -84,6 +96,12 @@ class StudyRuns:
         run.log_metrics(metrics, step=steps)
         run.end(STATUS.get(state, "FAILED"))
 
+    def start_confirmation(self, study: str, arm: str, chosen: dict[str, Any], seed: int) -> Run:
+        tags = {"optuna.study": study, "kind": "confirmation", "arm": arm, "seed": str(seed)}
+        run = Run.start(EXPERIMENT, f"confirm-{arm}-seed{seed}", tags, parent=self.parent)
+        run.log_params({**chosen, "arm": arm, "seed": seed})
+        return run
+
     def finish(self, info: dict, out: Path, status: str) -> None:
         """The study's summary and report files on the parent run, which ends ``status``."""
         metrics = {
@@ -95,6 +113,14 @@ class StudyRuns:
         if info["best_value"] is not None:
             metrics["best_val_loss"] = info["best_value"]
             self.parent.set_tags({"best_params": json.dumps(info["best_params"])})
+        conf = info.get("confirmation")
+        if conf:
+            for arm, a in conf["arms"].items():
+                metrics[f"confirm.{arm}.mean"] = a["mean"]
+                metrics[f"confirm.{arm}.ci95"] = a["ci95"]
+            metrics["confirm.difference.mean"] = conf["difference"]["mean"]
+            metrics["confirm.difference.ci95"] = conf["difference"]["ci95"]
+            self.parent.set_tags({"confirmation": conf["difference"]["verdict"]})
         self.parent.log_metrics(metrics, step=info["finished"])
         files = [p for p in sorted(out.iterdir()) if p.is_file()]
         self.parent.log_artifacts(

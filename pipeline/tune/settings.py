@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from nanomoe.config import Config
 from pipeline.params import Params
 from pipeline.stage import ParamsError
+from pipeline.tune.ladder import Ladder
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,15 @@ DIMS: dict[str, Dim] = {
     "top_k": Dim("choice", "model", required=False),
     "learning_rate": Dim("log", "train", required=False),
 }
-PRUNERS = ("median", "percentile", "hyperband", "none")
+# Keys of the 300-step tuner, replaced by the ladder: each gets a pointed error.
+REPLACED = {
+    "max_iters": "the top rung is train.max_iters; list the lower rungs in tune.rungs",
+    "eval_interval": "trials eval at every rung of tune.rungs",
+    "pruner": "successive halving over tune.rungs replaced it",
+    "percentile": "tune.reduction_factor sets the share each rung keeps",
+    "n_startup_trials": "successive halving over tune.rungs replaced it",
+    "n_warmup_steps": "the first of tune.rungs must lie past train.warmup_iters",
+}
 
 
 def _fail(key: str, rule: str) -> None:
@@ -42,31 +52,26 @@ def _fail(key: str, rule: str) -> None:
 @dataclass(frozen=True)
 class TuneSettings(Config):
     space: dict[str, list]  # key of DIMS -> its choices, or [low, high]
+    rungs: list[int]  # the lower rungs of the ladder (steps); the top is train.max_iters
     study_name: str = "nanomoe-tune"
-    max_iters: int = 300
-    eval_interval: int = 50
-    eval_iters: int = 5
-    pruner: str = "median"
-    percentile: float = 50.0
-    n_startup_trials: int = 5
-    n_warmup_steps: int = 0
+    reduction_factor: int = 3  # eta: a rung keeps the best 1/eta of the trials that reach it
+    finalists: int = 2  # how many trials train the top rung: the cap on full-budget trials
+    eval_iters: int = 5  # batches per rung eval; every trial evals the same fixed batches
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.study_name.strip():
             raise ValueError("study_name: must be a non-empty string")
-        for name in ("max_iters", "eval_interval", "eval_iters"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be an integer >= 1")
-        for name in ("n_startup_trials", "n_warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be an integer >= 0")
-        if self.eval_interval > self.max_iters:
-            raise ValueError(f"eval_interval: must be <= tune.max_iters={self.max_iters}")
-        if self.pruner not in PRUNERS:
-            raise ValueError(f"pruner: must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-        if not 0 < self.percentile < 100:
-            raise ValueError(f"percentile: must be a number in (0, 100), got {self.percentile}")
+        if not self.rungs or any(r < 1 for r in self.rungs):
+            raise ValueError(f"rungs: must be a non-empty list of steps >= 1, got {self.rungs}")
+        if any(b <= a for a, b in zip(self.rungs, self.rungs[1:], strict=False)):
+            raise ValueError(f"rungs: must increase strictly, got {self.rungs}")
+        if self.reduction_factor < 2:
+            raise ValueError("reduction_factor: must be an integer >= 2")
+        if self.finalists < 1:
+            raise ValueError("finalists: must be an integer >= 1")
+        if self.eval_iters < 1:
+            raise ValueError("eval_iters: must be an integer >= 1")
         object.__setattr__(self, "space", _check_space_shape(self.space))
 
     def suggest(self, trial) -> dict[str, Any]:
@@ -89,42 +94,34 @@ class TuneSettings(Config):
         train = {k: v for k, v in chosen.items() if DIMS[k].target == "train"}
         return model, train
 
-    def budget(self) -> dict[str, int]:
-        """The TrainConfig overrides that make every trial short."""
-        return {
-            "max_iters": self.max_iters,
-            "eval_interval": self.eval_interval,
-            "eval_iters": self.eval_iters,
-        }
+    def defaults(self, params: Params) -> dict[str, Any]:
+        """params.yaml's own value of every tuned hyper-parameter: the untuned arm."""
+        model, train = params.model.to_dict(), params.train.to_dict()
+        return {k: (model if DIMS[k].target == "model" else train)[k] for k in self.space}
 
-    def make_pruner(self):
-        import optuna
+    def ladder(self, params: Params) -> Ladder:
+        """The rungs up to train.max_iters, checked against the training schedule."""
+        top, warmup = params.train.max_iters, params.train.warmup_iters
+        if self.rungs[0] <= warmup:
+            _fail(
+                "rungs",
+                f"first rung {self.rungs[0]} lies inside the learning-rate warmup "
+                f"(train.warmup_iters={warmup}), where rankings mean little; start above {warmup}",
+            )
+        if self.rungs[-1] >= top:
+            _fail(
+                "rungs",
+                f"last rung {self.rungs[-1]} must lie below the top rung "
+                f"train.max_iters={top}; drop it or raise train.max_iters",
+            )
+        return Ladder((*self.rungs, top), self.reduction_factor, self.finalists, self.eval_iters)
 
-        if self.pruner == "median":
-            return optuna.pruners.MedianPruner(self.n_startup_trials, self.n_warmup_steps)
-        if self.pruner == "percentile":
-            return optuna.pruners.PercentilePruner(
-                self.percentile, self.n_startup_trials, self.n_warmup_steps
-            )
-        if self.pruner == "hyperband":
-            return optuna.pruners.HyperbandPruner(
-                min_resource=max(self.n_warmup_steps, self.eval_interval),
-                max_resource=self.max_iters,
-                reduction_factor=3,
-            )
-        return optuna.pruners.NopPruner()
 
-    def describe_pruner(self) -> str:
-        if self.pruner in ("median", "percentile"):
-            pct = f"{self.percentile:g}, " if self.pruner == "percentile" else ""
-            return (
-                f"{self.pruner}({pct}n_startup_trials={self.n_startup_trials}, "
-                f"n_warmup_steps={self.n_warmup_steps})"
-            )
-        if self.pruner == "hyperband":
-            low = max(self.n_warmup_steps, self.eval_interval)
-            return f"hyperband(min_resource={low}, max_resource={self.max_iters}, factor=3)"
-        return "none"
+def params_text(params: dict[str, Any]) -> str:
+    """``n_experts=4 learning_rate=0.00246``: a point of the space, for one line of output."""
+    return " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
 
 
 def _number(value: Any) -> bool:
@@ -163,7 +160,7 @@ def _check_space_shape(space: dict[str, list]) -> dict[str, list]:
     return out
 
 
-def check_space(settings: TuneSettings, params: Params) -> None:
+def check_space(settings: TuneSettings, ladder: Ladder, params: Params) -> None:
     """Build the model and train config of every corner of the space (each choice, each
     range's ends), so that any rule of theirs fails now, naming the ``tune.space`` key."""
     mined = params.mining.max_n
@@ -174,7 +171,7 @@ def check_space(settings: TuneSettings, params: Params) -> None:
             f"high {high} is above fgram.mine_max_n={mined}; mine longer F-grams or lower it",
         )
     keys = {k: f"tune.space.{k}" for k in settings.space}
-    budget_keys = {k: f"tune.{k}" for k in settings.budget()}
+    budget_keys = {"eval_iters": "tune.eval_iters", "eval_interval": "tune.rungs"}
     corners = [[(k, v) for v in values] for k, values in settings.space.items()]
     for point in itertools.product(*corners):
         chosen = dict(point)
@@ -182,15 +179,23 @@ def check_space(settings: TuneSettings, params: Params) -> None:
         try:
             params.model_config(2, rope=True, moe=True, fgram=True, overrides=model, keys=keys)
             params.train_config(
-                params.seeds[0], {**settings.budget(), **train}, {**keys, **budget_keys}
+                params.seeds[0], {**ladder.budget(), **train}, {**keys, **budget_keys}
             )
         except ParamsError as err:
             where = ", ".join(f"{k}={v}" for k, v in chosen.items())
             raise ParamsError(f"{err} (with tune.space {where})") from None
 
 
-def load_tune_settings(params: Params) -> TuneSettings:
-    """``tune:`` of params.yaml, checked; a bad value raises ParamsError naming its key."""
-    settings = params.read(TuneSettings, "tune")
-    check_space(settings, params)
-    return settings
+def load_tune_settings(params: Params) -> tuple[TuneSettings, Ladder]:
+    """``tune:`` of params.yaml and its ladder, checked; a bad value raises ParamsError
+    naming its key."""
+    try:
+        settings = params.read(TuneSettings, "tune")
+    except ParamsError as err:
+        old = re.search(r"tune: unknown key (\w+)", str(err))
+        if old and old[1] in REPLACED:
+            _fail(old[1], f"no longer used ({REPLACED[old[1]]}); remove it")
+        raise
+    ladder = settings.ladder(params)
+    check_space(settings, ladder, params)
+    return settings, ladder

@@ -9,10 +9,13 @@
 - Finished means COMPLETE or PRUNED (a diverged trial is pruned). FAIL trials (a crash, a
   kill, Ctrl-C) do not count, so a restarted study runs them again.
 - Claiming: under a lock file (one machine), a worker counts finished plus in-flight trials
-  and creates a trial only while that is below N. Workers on other machines cannot see the
-  lock, so after creating a trial a worker also checks its rank: if N trials with smaller
-  numbers are finished or in flight, its trial is surplus, marked FAIL (user attr
-  ``surplus``) and never trained.
+  and creates a trial only while that is below N: search trials up to N - tune.finalists,
+  then, once every search trial has finished, the finalists (ladder.py), queued as WAITING
+  trials with their source's settings. A finalist that fails is queued again. Workers on
+  other machines cannot see the lock, so after creating a trial a worker also checks its
+  rank: if N trials with smaller numbers are finished or in flight (or, for a finalist, a
+  finalist of the same source), its trial is surplus, marked FAIL (user attr ``surplus``)
+  and never trained.
 
 Where the study lives, and the locks and heartbeats, are in storage.py.
 """
@@ -31,6 +34,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from pipeline.tune.ladder import Ladder, is_finalist
 from pipeline.tune.objective import TrialContext, run_trial
 from pipeline.tune.report import FINISHED, progress_line
 from pipeline.tune.runs import close_trial_run
@@ -127,25 +131,48 @@ def count(trials: list[FrozenTrial], states: tuple[TrialState, ...]) -> int:
     return sum(t.state in states for t in trials)
 
 
-def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
-    """Whether N trials numbered below ``number`` are finished or in flight already."""
-    ahead = study.get_trials(deepcopy=False, states=FINISHED + IN_FLIGHT)
-    return sum(t.number < number for t in ahead) >= n_trials
+def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    """Whether N trials numbered below ``trial`` are finished or in flight already, or (a
+    finalist) another finalist of the same source is."""
+    ahead = [t for t in study.get_trials(deepcopy=False, states=FINISHED + IN_FLIGHT)
+             if t.number < trial.number]  # fmt: skip
+    source = trial.user_attrs.get("source") if trial.user_attrs.get("finalist") else None
+    twin = any(is_finalist(t) and t.user_attrs.get("source") == source for t in ahead)
+    return len(ahead) >= n_trials or (source is not None and twin)
 
 
-def claim_trial(study: optuna.Study, n_trials: int) -> tuple[str, optuna.Trial | None]:
+def enqueue_finalists(study: optuna.Study, ladder: Ladder) -> None:
+    """Queue a finalist for each of the best search trials that has none yet (or whose
+    finalist failed): the same settings, trained to the top rung."""
+    trials = study.get_trials(deepcopy=False)
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    have = {t.user_attrs.get("source") for t in trials if is_finalist(t) and t.state in live}
+    for t in ladder.choose_finalists(trials):
+        if t.number not in have:
+            study.enqueue_trial(t.params, user_attrs={"finalist": True, "source": t.number})
+
+
+def claim_trial(
+    study: optuna.Study, n_trials: int, ladder: Ladder
+) -> tuple[str, optuna.Trial | None]:
     """One step of a worker, to call under ``local_lock``: ("done", None) once N trials are
-    finished; ("wait", None) while in-flight trials may still complete the N; else
-    ("run", trial), a new trial owned by this process."""
+    finished; ("wait", None) while in-flight trials may still complete the N, or the search
+    must end before the finalists are chosen; else ("run", trial), a new trial owned by
+    this process: a search trial while fewer than N - finalists were run, then a finalist."""
     trials = study.get_trials(deepcopy=False)
     finished = count(trials, FINISHED)
     if finished >= n_trials:
         return "done", None
     if finished + count(trials, IN_FLIGHT) >= n_trials:
         return "wait", None
+    search = [t for t in trials if not is_finalist(t)]
+    if count(search, FINISHED + IN_FLIGHT) >= n_trials - ladder.finalists:
+        if count(search, IN_FLIGHT):
+            return "wait", None  # the finalists are chosen from the whole search
+        enqueue_finalists(study, ladder)
     trial = study.ask()
     trial.set_user_attr("owner", this_owner())
-    if is_surplus(study, trial.number, n_trials):  # a worker on another machine was faster
+    if is_surplus(study, trial, n_trials):  # a worker on another machine was faster
         trial.set_user_attr("surplus", True)
         study.tell(trial, state=TrialState.FAIL)
         return "wait", None
@@ -179,7 +206,7 @@ def run_worker(
             if deadline is not None and time.monotonic() > deadline:
                 print("timeout: starting no more trials", flush=True)
                 return
-            what, trial = claim_trial(study, n_trials)
+            what, trial = claim_trial(study, n_trials, ctx.ladder)
         if what == "done":
             return
         if what == "wait":
