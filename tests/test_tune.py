@@ -579,6 +579,8 @@ def test_confirm_trains_both_arms_on_fresh_seeds_and_reports_the_paired_differen
     }  # fmt: skip
     stored = confirm_results(root)
     assert sorted(stored) == sorted(f"{a}/{s}" for a in ("tuned", "default") for s in conf["seeds"])
+    for a in conf["arms"].values():  # what each arm costs, beside what it scores
+        assert a["params_active"] > 0 and a["flops_per_token"] > 0
     for arm in ("tuned", "default"):
         losses = [stored[f"{arm}/{s}"]["final_val_loss"] for s in conf["seeds"]]
         assert conf["arms"][arm]["losses"] == losses and len(set(losses)) == 2

@@ -61,7 +61,8 @@ def train_arm(ctx: TrialContext, run, chosen: dict[str, Any], seed: int) -> dict
     result = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=[run.callback()]).fit()
     final = {"final_val_loss": result.val_loss, "best_val_loss": result.best_val_loss}
     run.log_metrics(final, step=result.steps)
-    return {**final, "steps": result.steps, "wall_s": result.wall_s}
+    cost = {"params_active": result.params_active, "flops_per_token": result.flops_per_token}
+    return {**final, **cost, "steps": result.steps, "wall_s": result.wall_s}
 
 
 def confirm(study: optuna.Study, ctx: TrialContext, k: int, lock: Path) -> dict:
@@ -103,12 +104,14 @@ def summarize(study: optuna.Study, seeds: list[int] | None = None) -> dict | Non
     paired = [s for s in seeds if all((arm, s) in loss for arm in ARMS)]
     if not paired:
         return None
-    params = {r["arm"]: r["params"] for r in done}
+    runs = {r["arm"]: r for r in done}  # any run of an arm: its settings and cost
     arms = {}
     for arm in ARMS:
         values = [loss[arm, s] for s in paired]
         mean, half = t_interval(values)
-        arms[arm] = {"params": params[arm], "losses": values, "mean": mean, "ci95": half}
+        cost = {k: runs[arm].get(k) for k in ("params_active", "flops_per_token")}
+        arms[arm] = {"params": runs[arm]["params"], **cost, "losses": values, "mean": mean,
+                     "ci95": half}  # fmt: skip
     diffs = [loss["tuned", s] - loss["default", s] for s in paired]
     mean, half = t_interval(diffs)
     return {
@@ -136,6 +139,10 @@ def print_confirmation(info: dict | None) -> None:
         return
     print(f"confirmation on seeds {info['seeds']}, {info['metric']}, mean +- 95% interval:")
     for arm, a in info["arms"].items():
-        print(f"  {arm:7s} {a['mean']:.4f} +- {a['ci95']:.4f}  ({params_text(a['params'])})")
+        cost = ""
+        if a.get("params_active"):
+            cost = f"; {a['params_active'] / 1e6:.2f}M active params, "
+            cost += f"{a['flops_per_token'] / 1e6:.1f} MFLOP/token"
+        print(f"  {arm:7s} {a['mean']:.4f} +- {a['ci95']:.4f}  ({params_text(a['params'])}{cost})")
     d = info["difference"]
     print(f"  tuned - default, paired by seed: {d['mean']:+.4f} +- {d['ci95']:.4f}: {d['verdict']}")

@@ -196,7 +196,7 @@ def importance_rung(trials: list[FrozenTrial], ladder: Ladder) -> tuple[int, opt
 def plot_importances(study: optuna.Study, path: Path) -> None:
     """fANOVA (Hutter et al. 2014), Optuna's default evaluator before Optuna 5, which made
     PED-ANOVA the default; named on the plot, with the rung and trial count it used."""
-    fig, ax = new_figure()
+    fig, ax = new_figure(w=8)
     ladder = study_ladder(study)
     rung, at_rung = importance_rung(study.get_trials(deepcopy=False), ladder)
     where = f"at {rung} steps, {len(at_rung.trials)} trials"
@@ -211,10 +211,10 @@ def plot_importances(study: optuna.Study, path: Path) -> None:
         return save_figure(fig, path)
     names = list(importances)[::-1]
     ax.barh(names, [importances[n] for n in names])
-    top = "top rung" if rung == ladder.top else f"rung {rung} (too few finalists for the top)"
+    why = "" if rung == ladder.top else f" (the top rung has < {MIN_IMPORTANCE_TRIALS})"
     ax.set(
-        xlabel="fANOVA importance (share of val-loss variance); Optuna 5's default is PED-ANOVA",
-        title=f"parameter importances at the {top}: {where}",
+        xlabel="share of val-loss variance (Optuna 5's default evaluator is PED-ANOVA)",
+        title=f"parameter importances, fANOVA\n{where}{why}",
     )
     ax.grid(alpha=0.3, axis="x")
     save_figure(fig, path)
