@@ -71,9 +71,11 @@ def confirm(study: optuna.Study, ctx: TrialContext, k: int, lock: Path) -> dict:
         arms = arm_settings(study, ctx)
         seeds = fresh_seeds(ctx.seed, k)
         done = dict(study.user_attrs.get(ATTR, {}))
-        for key, old in list(done.items()):  # a run its process never finished
-            if "final_val_loss" not in old:
+        for key, old in list(done.items()):
+            if "final_val_loss" not in old:  # a run its process never finished
                 close_dead_run(old.get("mlflow_run_id"), "its process died", "KILLED")
+                del done[key]
+            elif old["params"] != arms[old["arm"]]:  # the study's best has changed since
                 del done[key]
         print(f"confirmation: {', '.join(ARMS)} at {ctx.ladder.top} steps on seeds {seeds}")
         for seed in seeds:
@@ -89,17 +91,17 @@ def confirm(study: optuna.Study, ctx: TrialContext, k: int, lock: Path) -> dict:
                     done[key].update(train_arm(ctx, run, chosen, seed))
                 study.set_user_attr(ATTR, done)
                 print(f"  {arm:7s} seed {seed}: {done[key]['final_val_loss']:.4f}", flush=True)
-        info = summarize(study, seeds)
+        study.set_user_attr(ATTR, done)
+        info = summarize(study)
         print_confirmation(info)
         return info
 
 
-def summarize(study: optuna.Study, seeds: list[int] | None = None) -> dict | None:
+def summarize(study: optuna.Study) -> dict | None:
     """Each arm's mean and 95% interval, and the difference paired by seed, over the seeds
-    both arms finished (all stored ones, unless ``seeds`` names them)."""
+    both arms finished."""
     done = [r for r in study.user_attrs.get(ATTR, {}).values() if "final_val_loss" in r]
-    if seeds is None:
-        seeds = sorted({r["seed"] for r in done})
+    seeds = sorted({r["seed"] for r in done})
     loss = {(r["arm"], r["seed"]): r["final_val_loss"] for r in done}
     paired = [s for s in seeds if all((arm, s) in loss for arm in ARMS)]
     if not paired:

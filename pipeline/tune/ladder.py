@@ -27,7 +27,10 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from pipeline.stage import StageError
+
 SEARCH_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a trial that counts towards --trials
 
 
 def is_finalist(trial: FrozenTrial) -> bool:
@@ -123,3 +126,31 @@ class LadderPruner(optuna.pruners.BasePruner):
         ]
         keep = max(1, (len(others) + 1) // self.ladder.reduction_factor)
         return sum(v < mine for v in others) >= keep
+
+
+def study_ladder(study: optuna.Study) -> Ladder:
+    """The ladder the study was run with, as its storage recorded it."""
+    fp = study.user_attrs.get("settings", {})
+    if "ladder" not in fp:
+        raise StageError(
+            f"study {study.study_name!r} was run before the budget ladder (no tune.rungs "
+            "recorded); its old report stands, and a new study needs a new --study-name"
+        )
+    lad = fp["ladder"]
+    return Ladder(tuple(lad["rungs"]), lad["eta"], lad["finalists"], fp["budget"]["eval_iters"])
+
+
+def rung_study(trials: list[FrozenTrial], ladder: Ladder, rung: int) -> optuna.Study:
+    """An in-memory study of one rung: each trial that rung judged, valued by its loss there
+    (the top rung: the finalists' full-split val loss)."""
+    study = optuna.create_study(direction="minimize")
+    for t in trials:
+        if t.state not in FINISHED or rung not in ladder.reached(t):
+            continue
+        if rung != ladder.top and is_finalist(t):
+            continue  # a finalist repeats its source below the top
+        value = t.value if rung == ladder.top else t.intermediate_values[rung]
+        study.add_trial(
+            optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=value)
+        )
+    return study
