@@ -21,14 +21,12 @@ from typing import Any
 
 import optuna
 
-from nanomoe.fgram import load_fgrams
-from nanomoe.model import GPT
-from nanomoe.trainer import Trainer, set_seed
+from nanomoe.trainer import Trainer
 from pipeline.stage import StageError
 from pipeline.stats import t_interval
 from pipeline.tracking import close_dead_run, tracked
 from pipeline.tune.ladder import best_trial
-from pipeline.tune.objective import TrialContext
+from pipeline.tune.objective import TrialContext, full_model
 from pipeline.tune.settings import params_text
 from pipeline.tune.storage import local_lock
 
@@ -53,11 +51,7 @@ def arm_settings(study: optuna.Study, ctx: TrialContext) -> dict[str, dict[str, 
 
 def train_arm(ctx: TrialContext, run, chosen: dict[str, Any], seed: int) -> dict:
     """The full model at ``chosen``, trained exactly as an ablation cell is."""
-    model_kw, train_kw = ctx.settings.overrides(chosen)
-    config = ctx.params.model_config(ctx.vocab_size, True, True, True, overrides=model_kw)
-    train_cfg = ctx.params.train_config(seed, overrides=train_kw)
-    set_seed(seed)
-    model = GPT(config, fgrams=load_fgrams(ctx.fgrams_path, max_n=config.fgram_max_n))
+    model, train_cfg = full_model(ctx, chosen, seed, {})
     result = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=[run.callback()]).fit()
     final = {"final_val_loss": result.val_loss, "best_val_loss": result.best_val_loss}
     run.log_metrics(final, step=result.steps)

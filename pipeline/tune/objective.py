@@ -17,6 +17,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nanomoe.config import TrainConfig
 from nanomoe.fgram import load_fgrams
 from nanomoe.model import GPT
 from nanomoe.moe import MoEStats
@@ -61,17 +62,24 @@ class PruneOnEval(Callback):
             raise optuna.TrialPruned(f"{why} at step {step} (val loss {loss:.4f})")
 
 
-def objective(trial: optuna.Trial, chosen: dict[str, Any], run, ctx: TrialContext) -> float:
-    """Train the full model at one point of the space; return its full-split val loss."""
+def full_model(
+    ctx: TrialContext, chosen: dict[str, Any], seed: int, train: dict[str, Any]
+) -> tuple[GPT, TrainConfig]:
+    """The full model (RoPE, MoE, F-grams) at one point of the space, seeded, and its
+    TrainConfig: params.yaml's, with ``train`` and the point's overrides."""
     model_kw, train_kw = ctx.settings.overrides(chosen)
     config = ctx.params.model_config(ctx.vocab_size, True, True, True, overrides=model_kw)
-    budget = {**ctx.ladder.budget(), "progress": False, **train_kw}
-    train_cfg = ctx.params.train_config(ctx.seed, overrides=budget)
+    train_cfg = ctx.params.train_config(seed, overrides={**train, **train_kw})
     fgrams = load_fgrams(ctx.fgrams_path, max_n=config.fgram_max_n)
-    run.log_params({"n_fgrams": len(fgrams)})
+    set_seed(seed)
+    return GPT(config, fgrams=fgrams), train_cfg
 
-    set_seed(ctx.seed)
-    model = GPT(config, fgrams=fgrams)
+
+def objective(trial: optuna.Trial, chosen: dict[str, Any], run, ctx: TrialContext) -> float:
+    """Train the full model at one point of the space; return its full-split val loss."""
+    budget = {**ctx.ladder.budget(), "progress": False}
+    model, train_cfg = full_model(ctx, chosen, ctx.seed, budget)
+    run.log_params({"n_fgrams": len(model.fgram_ids)})
     callbacks = [run.callback(), PruneOnEval(trial, ctx.ladder.last_lower)]
     trainer = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=callbacks)
     try:
