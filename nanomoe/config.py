@@ -173,6 +173,7 @@ class TrainConfig(Config):
     checkpoint_interval: int = 0  # 0: checkpoint at every eval
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
     compile: bool = False
     progress: bool = True
 
@@ -192,6 +193,7 @@ class TrainConfig(Config):
             _require(self.lr_decay_iters >= 1, "lr_decay_iters", "must be >= 1 or null")
         ok_device = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
         _require(ok_device, "device", "must be auto, cpu, cuda, cuda:N or mps")
+        _require(self.dtype in ("auto", "fp32", "bf16"), "dtype", "must be auto, fp32 or bf16")
 
 
 @dataclass

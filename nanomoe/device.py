@@ -1,7 +1,9 @@
 """Where the model runs, and in which precision.
 
-``auto`` picks CUDA when there is a GPU, else the CPU. On CUDA the forward runs under bf16
-autocast (the router and the losses stay in fp32 inside the model); on the CPU in fp32.
+``device: auto`` picks CUDA when there is a GPU, else the CPU; under ``torchrun`` each rank
+takes the GPU of its local rank. ``dtype: auto`` trains under bf16 autocast on CUDA and in
+fp32 elsewhere; ``bf16`` asks for bf16 autocast on any device, the CPU included, so the bf16
+path is testable without a GPU. The router and the losses stay in fp32 inside the model.
 """
 
 from __future__ import annotations
@@ -10,17 +12,31 @@ import contextlib
 
 import torch
 
+DTYPES = ("auto", "fp32", "bf16")
 
-def resolve_device(name: str) -> torch.device:
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``local_rank``: this process's rank on its node, which picks its GPU for auto/cuda."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device(f"cuda:{local_rank}")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} asked for, but CUDA is not available; use auto or cpu")
     return torch.device(name)
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, nothing elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype ``name`` means on ``device``: fp32 means no autocast."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {name!r}")
+    if name == "bf16" or (name == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype = torch.float32):
+    """bf16 autocast for ``dtype=torch.bfloat16``, on the CPU or CUDA; nothing for fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

@@ -6,8 +6,19 @@ expert's output, which is how the router receives gradient from the language-mod
 With top_k = 1 the gate is the raw probability, as in the Switch Transformer: renormalizing a
 single weight would make it exactly 1 and leave the router to learn from the aux losses alone.
 
-Dispatch is vectorized: the (token, expert) assignments are sorted by expert, so every
-expert sees one contiguous slice of tokens; the only Python loop is over experts (<= 64).
+Dispatch is one grouped matrix multiply per projection (``grouped.py``): the (token, expert)
+assignments are sorted by expert, so every expert sees one contiguous slice of rows, which
+the grouped matmul multiplies by that expert's weights. Every shape is static (N*k rows
+whatever the routing), so ``torch.compile(fullgraph=True)`` traces it in one graph and never
+recompiles as the routing changes, and no step waits on the host for the expert counts. No
+token is dropped and no expert computes a token it was not routed to.
+
+Routing runs in fp32 with autocast off, the router's matmul included. Under autocast the
+experts run in its dtype (bf16), cast here because autocast does not cover grouped matmuls.
+
+In data-parallel training (``torch.distributed`` initialized) the load-balance loss uses the
+routing fractions and mean probabilities of the global batch: counts summed over ranks, and
+probabilities summed with a differentiable all-reduce, so it equals the one-process loss.
 
 Each expert's hidden width is ``4 * n_embd // top_k``, so the *active* feed-forward width per
 token equals the dense MLP's: MoE variants are compared with dense at matched active
@@ -32,6 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanomoe.config import GPTConfig
+from nanomoe.distributed import global_sum, is_distributed
+from nanomoe.grouped import grouped_mm
 
 
 @dataclass(frozen=True)
@@ -97,16 +110,33 @@ class RoutingMeter:
         self.steps = int(state["steps"])
 
 
-def load_balance_loss(probs: torch.Tensor, topk_idx: torch.Tensor, n_experts: int) -> torch.Tensor:
-    """``probs`` (N, E) router softmax, ``topk_idx`` (N, k) chosen experts."""
-    counts = torch.bincount(topk_idx.flatten(), minlength=n_experts).to(probs.dtype)
-    f = counts / topk_idx.numel()
-    p = probs.mean(dim=0)
+def load_balance_loss(
+    probs: torch.Tensor, topk_idx: torch.Tensor, n_experts: int, over_ranks: bool = False
+) -> torch.Tensor:
+    """``probs`` (N, E) router softmax, ``topk_idx`` (N, k) chosen experts. ``over_ranks``:
+    under data parallelism, over the global batch, every rank taking part (training does;
+    evaluation, where ranks may run different numbers of forwards, does not)."""
+    flat = topk_idx.flatten()
+    counts = torch.zeros(n_experts, dtype=probs.dtype, device=probs.device)
+    counts = counts.scatter_add(0, flat, torch.ones_like(flat, dtype=probs.dtype))
+    prob_sum = probs.sum(dim=0)
+    n_tokens = torch.tensor(float(probs.shape[0]), device=probs.device)
+    if over_ranks and is_distributed():  # global f and P: counts need no gradient, probabilities do
+        counts, n_tokens = global_sum(counts.detach()), global_sum(n_tokens)
+        prob_sum = global_sum(prob_sum, differentiable=True)
+    f = counts / (n_tokens * topk_idx.shape[-1])
+    p = prob_sum / n_tokens
     return n_experts * (f * p).sum()
 
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, dim=-1).pow(2).mean()
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would give a matmul of ``x``: its dtype when autocast is off."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 class MoE(nn.Module):
@@ -131,33 +161,32 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         flat = x.reshape(-1, C)  # (N, C)
-        logits = self.router(flat).float()  # (N, E), fp32 routing
+        with torch.autocast(x.device.type, enabled=False):  # fp32 routing, matmul included
+            logits = F.linear(flat.float(), self.router.weight.float())  # (N, E)
         probs = logits.softmax(dim=-1)
         gate, expert = probs.topk(self.top_k, dim=-1)  # (N, k)
         if self.top_k > 1:  # renormalize over the chosen k; with k = 1 that would be p/p = 1
             gate = gate / gate.sum(dim=-1, keepdim=True)  # and cut the router off from the LM loss
 
-        # Sort the N*k assignments by expert: each expert gets a contiguous slice.
+        # Sort the N*k assignments by expert: each expert gets a contiguous slice of rows.
         expert_flat = expert.flatten()
         order = torch.argsort(expert_flat, stable=True)
         token = order // self.top_k  # which token each sorted assignment came from
-        counts = torch.bincount(expert_flat, minlength=self.n_experts)
-        xs = flat[token]  # (N*k, C)
-        # unbind, not w[e]: indexing would make every expert's backward zero-fill the whole
-        # (E, C, H) gradient; unbind's backward stacks the E slices once.
-        w_fc, w_proj = self.w_fc.unbind(0), self.w_proj.unbind(0)
-        b_fc = self.b_fc.unbind(0) if self.b_fc is not None else [None] * self.n_experts
-        b_proj = self.b_proj.unbind(0) if self.b_proj is not None else [None] * self.n_experts
-        outs = []
-        for e, xe in enumerate(xs.split(counts.tolist())):
-            h = F.gelu(xe @ w_fc[e] if b_fc[e] is None else torch.addmm(b_fc[e], xe, w_fc[e]))
-            outs.append(
-                h @ w_proj[e] if b_proj[e] is None else torch.addmm(b_proj[e], h, w_proj[e])
-            )
-        ys = torch.cat(outs).to(flat.dtype) * gate.flatten()[order].unsqueeze(-1).to(flat.dtype)
+        ones = torch.ones_like(expert_flat)
+        counts = expert_flat.new_zeros(self.n_experts).scatter_add(0, expert_flat, ones)
+        ends = counts.cumsum(0).to(torch.int32)  # where each expert's slice ends
+        dtype = compute_dtype(x)
+        xs = flat[token].to(dtype)  # (N*k, C)
+        h = grouped_mm(xs, self.w_fc.to(dtype), ends)  # (N*k, H)
+        if self.b_fc is not None:
+            h = h + self.b_fc.to(dtype)[expert_flat[order]]
+        ys = grouped_mm(F.gelu(h), self.w_proj.to(dtype), ends)  # (N*k, C)
+        if self.b_proj is not None:
+            ys = ys + self.b_proj.to(dtype)[expert_flat[order]]
+        ys = ys.to(flat.dtype) * gate.flatten()[order].unsqueeze(-1).to(flat.dtype)
         y = torch.zeros_like(flat).index_add_(0, token, ys)
 
-        self.lb_loss = load_balance_loss(probs, expert, self.n_experts)
+        self.lb_loss = load_balance_loss(probs, expert, self.n_experts, over_ranks=self.training)
         self.z_loss = router_z_loss(logits)
         self.load = (counts.float() / expert_flat.numel()).detach()
         return self.dropout(y.view(B, T, C))

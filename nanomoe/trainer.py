@@ -9,6 +9,12 @@ Determinism: the data order comes from a generator seeded with ``seed``; dropout
 the global torch RNG, seeded here too; both states are saved in every checkpoint, and eval
 consumes neither, so a resumed run replays the uninterrupted one bit for bit on the CPU.
 
+Data parallelism: under ``torchrun`` (a process group set up with ``distributed.init``)
+each rank trains on its slice of the same global batch through DDP, so the global batch,
+the data order and the losses stay those of one process (see ``distributed.py``). Every rank
+evaluates its slice and the means are reduced; only rank 0 saves checkpoints, shows progress
+and calls the callbacks.
+
 Fault injection for the resume tests lives in ``faults.py``.
 """
 
@@ -23,11 +29,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from nanomoe import distributed
 from nanomoe.atomic import atomic_torch_save
 from nanomoe.checkpoint import load_checkpoint
 from nanomoe.config import TrainConfig
-from nanomoe.data import get_batch, iter_full_split
-from nanomoe.device import autocast_for, resolve_device
+from nanomoe.data import get_batch
+from nanomoe.device import autocast_for, resolve_device, resolve_dtype
+from nanomoe.evaluate import batches_loss, full_split_loss
 from nanomoe.faults import inject_fault
 from nanomoe.model import GPT
 from nanomoe.moe import MoEStats, RoutingMeter
@@ -87,8 +95,12 @@ class Trainer:
         checkpoint_extra: dict | None = None,
     ) -> None:
         self.cfg = config
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.device, distributed.Launch.from_env().local_rank)
+        self.dtype = resolve_dtype(config.dtype, self.device)
         self.model = model.to(self.device)
+        self.is_main = distributed.rank() == 0
+        world = distributed.world_size()
+        self.rows = distributed.local_slice(config.batch_size, world, distributed.rank())
         self.train_data, self.val_data = train_data, val_data
         self.callbacks = list(callbacks)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
@@ -107,8 +119,10 @@ class Trainer:
             betas=(config.beta1, config.beta2),
             fused=fused,
         )
-        self.autocast = autocast_for(self.device)
-        self.forward = torch.compile(model) if config.compile else model
+        wrapped = distributed.wrap(model, self.device)  # DDP under torchrun, else the model
+        # One graph per model (MoE included), and an error rather than a silent graph break;
+        # DDP's compiler splits the graph at its gradient buckets, so not there.
+        self.forward = torch.compile(wrapped, fullgraph=world == 1) if config.compile else wrapped
 
         torch.manual_seed(config.seed)
         self.data_gen = torch.Generator().manual_seed(config.seed)
@@ -128,9 +142,12 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------------------
 
+    def autocast(self):
+        return autocast_for(self.device, self.dtype)
+
     def save_checkpoint(self, path: Path | None = None) -> None:
         path = path or self.checkpoint_path
-        if path is None:
+        if path is None or not self.is_main:
             return
         m = self.model
         atomic_torch_save(
@@ -172,44 +189,31 @@ class Trainer:
 
     # --- evaluation ------------------------------------------------------------------------
 
-    @torch.no_grad()
     def estimate_loss(self) -> dict[str, float]:
         self.model.eval()
-        out = {}
-        for name, batches in self.eval_batches.items():
-            losses = []
-            for x, y in batches:
-                with self.autocast:
-                    _, loss = self.forward(x.to(self.device), y.to(self.device))
-                losses.append(loss.item())
-            out[f"{name}_loss"] = float(np.mean(losses))
+        out = {
+            f"{name}_loss": batches_loss(
+                self.forward, batches, self.rows, self.device, self.autocast
+            )
+            for name, batches in self.eval_batches.items()
+        }
         self.model.train()
         return out
 
-    @torch.no_grad()
     def full_split_loss(self, data: np.ndarray) -> float:
         """Mean cross-entropy over every token of ``data``: the number the report quotes."""
         self.model.eval()
-        total, count = 0.0, 0
-        block = self.model.config.block_size
-        for x, y in iter_full_split(data, block, max(64, self.cfg.batch_size)):
-            x, y = x.to(self.device), y.to(self.device)
-            with self.autocast:
-                logits, _ = self.forward(x)
-            total += torch.nn.functional.cross_entropy(
-                logits.float().view(-1, logits.size(-1)),
-                y.reshape(-1),
-                ignore_index=-1,
-                reduction="sum",
-            ).item()
-            count += int((y != -1).sum())
+        block, batch = self.model.config.block_size, max(64, self.cfg.batch_size)
+        loss = full_split_loss(self.forward, data, block, batch, self.device, self.autocast)
         self.model.train()
-        return total / count
+        return loss
 
     # --- the loop --------------------------------------------------------------------------
 
     def _eval(self, lr: float, tokens_per_sec: float) -> dict[str, float]:
         metrics = self.estimate_loss()
+        if self.routing.total is not None:  # every rank's routing, averaged
+            self.routing.total = distributed.global_mean(self.routing.total)
         moe = self.routing.mean()  # training routing since the last eval, not eval batches
         self.routing.reset()
         self.interval_moe = moe or self.interval_moe
@@ -219,7 +223,7 @@ class Trainer:
         if self.step % interval == 0 or self.step == self.cfg.max_iters:
             self.save_checkpoint()
             inject_fault("kill-after-checkpoint", self.step)
-        for cb in self.callbacks:
+        for cb in self.callbacks if self.is_main else ():
             cb.on_eval(self.step, metrics, moe)
         return metrics
 
@@ -228,13 +232,14 @@ class Trainer:
         cfg, block = self.cfg, self.model.config.block_size
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = get_batch(self.train_data, cfg.batch_size, block, self.data_gen)
+        x, y = get_batch(self.train_data, cfg.batch_size, block, self.data_gen)  # global batch
+        x, y = x[self.rows], y[self.rows]  # this rank's slice: all of it in one process
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        with self.autocast:
+        with self.autocast():
             _, loss = self.forward(x, y)
             objective = loss + self.model.aux_loss if self.model.config.moe else loss
         self.routing.add(self.model.routing())  # None without MoE
-        loss_value = loss.item()
+        loss_value = distributed.global_mean(loss).item()  # the same on every rank
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(self.step, loss_value)
         objective.backward()
@@ -254,7 +259,8 @@ class Trainer:
         start_wall, wall_before = time.perf_counter(), self.wall_s
         if self.step == 0 and not self.history:  # a step-0 checkpoint already has it
             self._eval(lr_at(0, cfg), 0.0)
-        bar = tqdm(total=cfg.max_iters, initial=self.step, disable=not cfg.progress,
+        quiet = not (cfg.progress and self.is_main)
+        bar = tqdm(total=cfg.max_iters, initial=self.step, disable=quiet,
                    desc=self.model.config.variant, dynamic_ncols=True)  # fmt: skip
         while self.step < cfg.max_iters:
             t0 = time.perf_counter()
@@ -289,6 +295,6 @@ class Trainer:
             history=list(self.history),
             moe=self.interval_moe,
         )
-        for cb in self.callbacks:
+        for cb in self.callbacks if self.is_main else ():
             cb.on_end(result)
         return result
