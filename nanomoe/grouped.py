@@ -12,6 +12,8 @@ does, reading the slice ends on the host.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -19,9 +21,26 @@ import torch.nn.functional as F
 ALIGN = 8
 
 
+_loop_forced = False
+
+
+@contextlib.contextmanager
+def expert_loop():
+    """Within it, dispatch with the loop over experts even where the grouped kernel applies:
+    the other side of ``pipeline.bench --ab``, and of the tests that pin the two equal."""
+    global _loop_forced
+    before, _loop_forced = _loop_forced, True
+    try:
+        yield
+    finally:
+        _loop_forced = before
+
+
 def _native_ok(a: torch.Tensor) -> bool:
     """Whether ``torch._grouped_mm`` takes ``a``: bf16 on Hopper or newer GPUs (torch >= 2.8),
     any float dtype on the CPU (its fallback, torch >= 2.9)."""
+    if _loop_forced:
+        return False
     version = torch.torch_version.TorchVersion(torch.__version__)
     if a.device.type == "cuda":
         sm90 = torch.cuda.get_device_capability(a.device) >= (9, 0)

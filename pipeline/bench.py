@@ -1,6 +1,7 @@
 """Benchmark the 8 variants at nanoGPT's CPU reference config; print a table and the machine.
 
     python -m pipeline.bench [--steps 40] [--full] [--json PATH]
+    python -m pipeline.bench --ab [--steps 40]   # MoE dispatch: grouped kernel vs expert loop
 
 Config: the defaults of ``GPTConfig``, ``TrainConfig`` and ``MiningConfig`` (nanoGPT's CPU
 reference: 4 layers, 4 heads, 128 dims, block 64, batch 12, lr 1e-3, 100 warmup steps, cosine
@@ -14,11 +15,17 @@ can resume) and, with ``--full``, the final full-split val loss after 2000 itera
 Model FLOPs per token follow nanoGPT/PaLM: ``6 * N_active + 12 * n_layer * n_embd * block``,
 with N_active the parameters a token uses (top_k of the experts; no position table).
 The 2-core machine is shared and noisy: read the ratios to dense, measured in one run.
+
+``--ab`` times the eager training step of the four MoE variants with the MoE's two dispatch
+paths (``nanomoe/grouped.py``): the grouped matmul, and the loop over experts that the MoE
+used before it (one GEMM per expert over slices read back to the host). The two alternate in
+rounds of a few steps on the same model, so drift on a shared machine hits both alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -35,6 +42,7 @@ from nanomoe.atomic import atomic_write_text
 from nanomoe.config import GPTConfig, MiningConfig, TrainConfig
 from nanomoe.data import load_meta, load_split
 from nanomoe.fgram import mine_fgrams
+from nanomoe.grouped import expert_loop
 from nanomoe.model import GPT
 from nanomoe.schedule import lr_at
 from nanomoe.trainer import Trainer, set_seed
@@ -108,6 +116,29 @@ def bench_variant(rope, moe, fgram, train, val, vocab, fgrams, steps, full) -> d
     return row
 
 
+def ab_dispatch(rope, fgram, train, val, vocab, fgrams, steps: int) -> dict:
+    """Median ms per training step of one MoE variant: grouped kernel vs expert loop,
+    interleaved in rounds of 5 steps (the order flips each round)."""
+    tcfg = TrainConfig(progress=False)
+    set_seed(tcfg.seed)
+    cfg = GPTConfig(vocab_size=vocab, rope=rope, moe=True, fgram=fgram)
+    trainer = Trainer(GPT(cfg, fgrams=fgrams if fgram else None), train, val, tcfg)
+    for i in range(5):
+        trainer.train_step(lr_at(i, tcfg))
+    times: dict[str, list[float]] = {"grouped": [], "loop": []}
+    sides = {"grouped": contextlib.nullcontext, "loop": expert_loop}
+    for r in range(max(1, steps // 5)):
+        for name in ("grouped", "loop") if r % 2 == 0 else ("loop", "grouped"):
+            with sides[name]():
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    trainer.train_step(tcfg.learning_rate)
+                    times[name].append(time.perf_counter() - t0)
+    ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    return {"variant": cfg.variant, **{f"{k}_ms": v for k, v in ms.items()},
+            "grouped_over_loop": ms["grouped"] / ms["loop"]}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.bench", description=__doc__.split("\n")[0]
@@ -115,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=40, help="timed steps per variant (default 40)")
     ap.add_argument("--full", action="store_true", help="train 2000 iterations; report val loss")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    ap.add_argument("--ab", action="store_true", help="MoE dispatch: grouped kernel vs loop")
     a = ap.parse_args(argv)
     if a.steps < 1:
         ap.error("--steps must be >= 1")
@@ -133,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": source,
     }
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
+    if a.ab:
+        return print_ab(train, val, vocab, fgrams, a.steps, machine, a.json)
     rows = []
     for rope, moe, fgram in itertools.product((False, True), repeat=3):
         rows.append(bench_variant(rope, moe, fgram, train, val, vocab, fgrams, a.steps, a.full))
@@ -170,6 +204,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     if a.json:
         atomic_write_text(a.json, json.dumps({"machine": machine, "rows": rows}, indent=2))
+    return 0
+
+
+def print_ab(train, val, vocab, fgrams, steps: int, machine: dict, out: Path | None) -> int:
+    print(f"{'variant':<18} {'grouped ms':>10} {'loop ms':>8} {'grouped/loop':>12}")
+    rows = []
+    for rope, fgram in itertools.product((False, True), repeat=2):
+        r = ab_dispatch(rope, fgram, train, val, vocab, fgrams, steps)
+        rows.append(r)
+        print(f"{r['variant']:<18} {r['grouped_ms']:>10.1f} {r['loop_ms']:>8.1f} "
+              f"{r['grouped_over_loop']:>12.3f}")  # fmt: skip
+    if out:
+        atomic_write_text(out, json.dumps({"machine": machine, "ab": rows}, indent=2))
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Headless matplotlib figures, saved atomically as PNG (a crash never leaves half a file)."""
+"""Headless matplotlib figures, saved atomically as PNG (a crash never leaves half a file),
+and a run's curve as CSV."""
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -38,6 +40,18 @@ def plot_curve(history: list[dict], title: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
+
+
+def curve_csv(history: list[dict]) -> str:
+    """curve.csv: step, train_loss, val_loss and lr at each eval."""
+    buf = io.StringIO()
+    w = csv.DictWriter(
+        buf, fieldnames=["step", "train_loss", "val_loss", "lr"], lineterminator="\n"
+    )
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row[k] for k in w.fieldnames})
+    return buf.getvalue()
 
 
 def _mean_curve(curves: list) -> tuple[list, list]:

@@ -52,19 +52,24 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _error(line: str) -> None:
+    """Print ``error: line``: once, from rank 0, when torchrun runs several copies."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {line}", file=sys.stderr)
+    sys.exit(2)
+
+
 def run_stage(main: Callable[[list[str] | None], int | None]) -> None:
     """Call ``main``; turn expected failures into ``error: ...`` on stderr and exit 2."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = main(None)
     except (StageError, InputError, FloatingPointError) as err:  # incl. NonFiniteLossError
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _error(str(err))
     except OSError as err:
         if err.filename is None:
             raise
-        print(f"error: {os_error_line(err)}", file=sys.stderr)
-        sys.exit(2)
+        _error(os_error_line(err))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -12,8 +12,6 @@ marked FAILED in MLflow.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nanomoe import distributed
 from nanomoe.atomic import atomic_write_bytes, atomic_write_text
 from nanomoe.checkpoint import load_checkpoint
 from nanomoe.config import GPTConfig, TrainConfig, variant_name
@@ -30,9 +29,10 @@ from nanomoe.fgram import Fgram, load_fgrams
 from nanomoe.model import GPT
 from nanomoe.sample import generate_text
 from nanomoe.trainer import Trainer, TrainResult, set_seed
+from pipeline.launch import from_main, launch_cell
 from pipeline.layout import Layout
 from pipeline.params import Params, load_params
-from pipeline.plots import plot_curve
+from pipeline.plots import curve_csv, plot_curve
 from pipeline.resume import ResumePoint, fingerprint
 from pipeline.stage import ParamsError, StageError, run_stage
 from pipeline.tracking import Run, close_dead_run, flatten, git_commit, tracked, tracking_uri
@@ -41,24 +41,14 @@ EXPERIMENT = "nanomoe-ablation"
 DATA_FILES = ("train.bin", "val.bin", "meta.json")
 
 
+BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False,
+         "no": False, "off": False}  # fmt: skip
+
+
 def parse_bool(text: str) -> bool:
-    low = text.strip().lower()
-    if low in ("true", "1", "yes", "on"):
-        return True
-    if low in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def curve_csv(history: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(
-        buf, fieldnames=["step", "train_loss", "val_loss", "lr"], lineterminator="\n"
-    )
-    w.writeheader()
-    for row in history:
-        w.writerow({k: row[k] for k in w.fieldnames})
-    return buf.getvalue()
+    if text.strip().lower() not in BOOLS:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return BOOLS[text.strip().lower()]
 
 
 @dataclass
@@ -204,11 +194,8 @@ def store_failed(err: Exception, cell: Cell) -> StageError:
     )
 
 
-def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: dict) -> TrainResult:
-    """Train (or go on training), sample and write the cell's files; log them to ``run``."""
-    files, checkpoint = cell.files, cell.resume.checkpoint
-    skip = relog_history(run, resumed["history"]) if resumed is not None else None
-    callback = run.callback(skip=skip)
+def fit_cell(cell: Cell, callbacks: list, resume: bool, fp: dict) -> TrainResult:
+    """Train the cell from step 0, or on from its checkpoint (every rank, under torchrun)."""
     set_seed(cell.seed)
     model = GPT(cell.config, fgrams=cell.fgrams)
     trainer = Trainer(
@@ -216,11 +203,19 @@ def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: d
         cell.train,
         cell.val,
         cell.train_cfg,
-        callbacks=[callback],
-        checkpoint_path=checkpoint,
+        callbacks=callbacks,
+        checkpoint_path=cell.resume.checkpoint,
         checkpoint_extra={"chars": cell.chars, "fingerprint": fp},
     )
-    result = trainer.fit(resume_from=checkpoint if resumed is not None else None)
+    return trainer.fit(resume_from=cell.resume.checkpoint if resume else None)
+
+
+def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: dict) -> TrainResult:
+    """Train (or go on training), sample and write the cell's files; log them to ``run``."""
+    files, checkpoint = cell.files, cell.resume.checkpoint
+    skip = relog_history(run, resumed["history"]) if resumed is not None else None
+    callback = run.callback(skip=skip)
+    result = fit_cell(cell, [callback], resumed is not None, fp)
 
     atomic_write_bytes(files["ckpt.pt"], checkpoint.read_bytes())
     s = params.sample
@@ -269,19 +264,27 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout.load()
     params = load_params(layout.root / "params.yaml")
     cell = prepare_cell(params, layout, a.rope, a.moe, a.fgram, a.seed)
+    launch = launch_cell(cell.train_cfg, argv)  # torchrun ranks, or NANOMOE_NPROC's relaunch
     fp = fingerprint(cell.config, cell.train_cfg, cell.inputs)
     try:
-        run, resumed = open_run(cell, params, fp, layout)
-    except Exception as err:  # a store that cannot be opened: before any training
-        raise StageError(
-            f"{tracking_uri()}: cannot open the MLflow store ({err.__class__.__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); check MLFLOW_TRACKING_URI, "
-            "or the file and its permissions"
-        ) from None
-    if resumed is not None:
-        print(f"{cell.variant} seed {a.seed}: resuming from step {resumed['step']}", flush=True)
-    with tracked(run):
-        result = train_cell(cell, params, run, resumed, fp)
+        if not launch.is_main:  # a torchrun rank other than 0: trains, writes nothing
+            fit_cell(cell, [], resume=from_main(None), fp=fp)
+            return 0
+        try:
+            run, resumed = open_run(cell, params, fp, layout)
+        except Exception as err:  # a store that cannot be opened: before any training
+            raise StageError(
+                f"{tracking_uri()}: cannot open the MLflow store ({err.__class__.__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}); check MLFLOW_TRACKING_URI, "
+                "or the file and its permissions"
+            ) from None
+        from_main(resumed is not None)
+        if resumed is not None:
+            print(f"{cell.variant} seed {a.seed}: resuming from step {resumed['step']}", flush=True)
+        with tracked(run):
+            result = train_cell(cell, params, run, resumed, fp)
+    finally:
+        distributed.shutdown()
     cell.resume.clear()
     out = layout.relative(cell.files["metrics.json"].parent)
     print(

@@ -1,0 +1,141 @@
+"""Data parallelism through torchrun: 2 CPU processes over gloo train one MoE+F-gram cell
+exactly as one process does at the same global batch, write the same files and checkpoint,
+log one MLflow run, and a checkpoint written by 2 ranks resumes on 1. A process count that
+does not divide the batch is refused in one line, before anything is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from _project import TINY, env_for, make_project, run_module
+
+from pipeline.launch import nproc_setting
+from pipeline.stage import ParamsError
+
+CELL = ("--rope", "true", "--moe", "true", "--fgram", "true", "--seed", "1337")
+RUN_DIR = "experiments/ablation/rope-true_moe-true_fgram-true_seed-1337"
+STEPS = 20
+# Every step is an eval, so curve.csv is the loss curve step by step.
+TRAIN = {"batch_size": 4, "max_iters": STEPS, "eval_interval": 1, "eval_iters": 2}
+TOLERANCE = 1e-5  # fp32, summation order differs: the measured gap is ~1e-7
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A tiny project with its data prepared and F-grams mined, to copy for each test."""
+    root = tmp_path_factory.mktemp("prepared")
+    make_project(root, overrides={"train": TRAIN, "model": {**TINY["model"], "dropout": 0.0}})
+    for stage in ("pipeline.download", "pipeline.prepare", "pipeline.mine_fgrams"):
+        done = run_module(root, stage)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return root
+
+
+def project(prepared, where):
+    return Path(shutil.copytree(prepared, where / "project"))
+
+
+def train(root, nproc: int = 1, fault: str | None = None, env_nproc: int | None = None):
+    env = env_for(root)
+    env["OMP_NUM_THREADS"] = "1"
+    if fault:
+        env["NANOMOE_FAULT"] = fault
+    if env_nproc:
+        env["NANOMOE_NPROC"] = str(env_nproc)
+    cmd = [sys.executable, "-m"]
+    if nproc > 1:
+        cmd += ["torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
+    cmd += ["pipeline.train", *CELL]
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def curve(root) -> list[list[float]]:
+    lines = (root / RUN_DIR / "curve.csv").read_text().splitlines()[1:]
+    return [[float(v) for v in line.split(",")] for line in lines]
+
+
+def max_gap(a: list[list[float]], b: list[list[float]]) -> float:
+    assert len(a) == len(b) == STEPS + 1 and [r[0] for r in a] == [r[0] for r in b]
+    return max(abs(x - y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=True))
+
+
+def runs(root) -> list:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("nanomoe-ablation")
+    return client.search_runs([exp.experiment_id])
+
+
+@pytest.fixture(scope="module")
+def single(prepared, tmp_path_factory):
+    """The reference: the cell trained by one process."""
+    root = project(prepared, tmp_path_factory.mktemp("one"))
+    done = train(root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
+
+
+def test_two_gloo_ranks_give_the_one_process_curve_files_and_one_run(single, prepared, tmp_path):
+    root = project(prepared, tmp_path)
+    done = train(root, nproc=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert max_gap(curve(root), curve(single)) <= TOLERANCE
+    one = json.loads((single / RUN_DIR / "metrics.json").read_text())
+    two = json.loads((root / RUN_DIR / "metrics.json").read_text())
+    assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], abs=TOLERANCE)
+    assert two["tokens"] == one["tokens"] == STEPS * 4 * 16  # the global batch, every step
+    assert two["lb_loss"] == pytest.approx(one["lb_loss"], abs=TOLERANCE)
+    assert two["z_loss"] == pytest.approx(one["z_loss"], abs=TOLERANCE)
+    assert two["expert_load"] == one["expert_load"]  # counts over the global batch
+    ckpt1 = torch.load(single / RUN_DIR / "ckpt.pt", weights_only=True)
+    ckpt2 = torch.load(root / RUN_DIR / "ckpt.pt", weights_only=True)
+    assert ckpt2.keys() == ckpt1.keys()
+    assert {k: v.shape for k, v in ckpt2["model"].items()} == {
+        k: v.shape for k, v in ckpt1["model"].items()
+    }
+    (run,) = runs(root)
+    assert run.info.status == "FINISHED"
+    assert sorted(p.name for p in (root / RUN_DIR).iterdir()) == sorted(
+        p.name for p in (single / RUN_DIR).iterdir()
+    )
+
+
+def test_a_checkpoint_of_two_ranks_resumes_on_one_and_a_bad_count_is_refused(
+    single, prepared, tmp_path
+):
+    root = project(prepared, tmp_path)
+    killed = train(root, env_nproc=2, fault="kill-after-checkpoint@10")  # through DVC's route
+    assert killed.returncode != 0
+    (ckpt,) = (root / ".checkpoints").glob("*.pt")
+    before = ckpt.read_bytes()
+    assert torch.load(ckpt, weights_only=True)["step"] == 10
+
+    refused = train(root, env_nproc=3)  # batch 4 does not split over 3
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: params.yaml: train.batch_size: 4 does not split over 3 processes; "
+        "run a process count that divides it (1, 2, 4)"
+    ]
+    assert ckpt.read_bytes() == before
+
+    done = train(root)  # one process takes over
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from step 10" in done.stdout
+    assert max_gap(curve(root), curve(single)) <= TOLERANCE
+    (run,) = runs(root)  # the same run went on
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1"])
+def test_nproc_must_be_a_positive_integer(monkeypatch, value):
+    monkeypatch.setenv("NANOMOE_NPROC", value)
+    with pytest.raises(ParamsError, match=r"^NANOMOE_NPROC: must be a positive integer"):
+        nproc_setting()
+    monkeypatch.setenv("NANOMOE_NPROC", "2")
+    assert nproc_setting() == 2
