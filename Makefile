@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install repro test lint bench tune clean
+.PHONY: install repro test lint bench tune gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,12 @@ bench: install
 
 tune: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.tune --trials 50
+
+# On a CUDA machine as it stands: its own python3 and torch, no `make install` (no MLflow,
+# DVC or Optuna needed). Writes experiments/gpu/gpu_check.json.
+GPU_PY ?= python3
+gpu-check:
+	$(GPU_PY) -m pipeline.gpu_check
 
 clean:
 	rm -rf $(VENV)

@@ -28,7 +28,11 @@ def global_sum(t: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
     if not is_distributed():
         return t
     if differentiable:
-        import torch.distributed.nn.functional as dist_nn
+        if torch.torch_version.TorchVersion(torch.__version__) >= (2, 13):
+            from torch.distributed._functional_collectives import all_reduce  # traceable
+
+            return all_reduce(t, "sum", dist.group.WORLD)
+        import torch.distributed.nn.functional as dist_nn  # its autograd before torch 2.13
 
         return dist_nn.all_reduce(t, op=dist.ReduceOp.SUM)
     t = t.clone()
