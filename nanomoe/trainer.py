@@ -124,7 +124,7 @@ class Trainer:
         # DDP's compiler splits the graph at its gradient buckets, so not there.
         self.forward = torch.compile(wrapped, fullgraph=world == 1) if config.compile else wrapped
 
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed + distributed.rank())  # each rank its own dropout masks
         self.data_gen = torch.Generator().manual_seed(config.seed)
         eval_gen = torch.Generator().manual_seed(config.seed + 1)
         self.eval_batches = {
@@ -177,12 +177,12 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step = int(ckpt["step"])
         self.history = list(ckpt["history"])
-        torch.set_rng_state(ckpt["rng_torch"].cpu())
+        torch.set_rng_state(ckpt["rng_torch"].cpu())  # rank 0's; the others draw anew:
+        if distributed.rank():  # a checkpoint holds one stream, and M ranks may resume it
+            torch.manual_seed(self.cfg.seed + 1_000_003 * distributed.rank() + self.step)
         self.data_gen.set_state(ckpt["rng_data"].cpu())
         self.train_time, self.tokens, self.wall_s = (
-            ckpt["train_time"],
-            ckpt["tokens"],
-            ckpt["wall_s"],
+            ckpt[k] for k in ("train_time", "tokens", "wall_s")
         )
         self.routing.load_state_dict(ckpt["routing"], self.device)
         self.interval_moe = MoEStats(**ckpt["interval_moe"]) if ckpt["interval_moe"] else None
