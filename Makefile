@@ -22,7 +22,7 @@ repro: install
 
 test: install
 	$(BIN)/ruff check nanomoe pipeline tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: install
 	$(BIN)/ruff check nanomoe pipeline tests

@@ -7,6 +7,7 @@ Everything is built here from a fixed seed; nothing is read from disk or the net
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -16,6 +17,14 @@ from nanomoe.config import GPTConfig, variant_name
 from nanomoe.data import CharTokenizer
 from nanomoe.fgram import mine_fgrams
 from nanomoe.model import GPT
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core (pytest-xdist): each worker, and every
+    # process it starts (they inherit the variable), computes on one thread, so the workers
+    # do not fight over the cores. The models here are tiny: one thread costs them nothing.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 # (rope, moe, fgram): all eight cells of the ablation.
 ALL_VARIANTS = list(itertools.product((False, True), repeat=3))
