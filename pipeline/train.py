@@ -5,8 +5,9 @@
 Writes the cell's outs that dvc.yaml declares (metrics.json, curve.csv with step, train_loss,
 val_loss and lr, curve.png, sample.txt, ckpt.pt, and run.json naming its MLflow run) and logs
 one MLflow run (experiment ``nanomoe-ablation``, tag ``kind=cell``) named for the variant.
-Flags, params, data and F-grams are all checked before training starts; a run that fails is
-marked FAILED in MLflow.
+Flags, params, data and F-grams are all checked before training starts; a failed run is
+FAILED in MLflow. DDP over several processes, one global batch split over them (launch.py):
+``torchrun --standalone --nproc_per_node=N -m pipeline.train ...``; ``NANOMOE_NPROC=N dvc repro``
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pipeline.stage import ParamsError, StageError, run_stage
 from pipeline.tracking import Run, close_dead_run, flatten, git_commit, tracked, tracking_uri
 
 EXPERIMENT = "nanomoe-ablation"
+RawHelp = argparse.RawDescriptionHelpFormatter
 DATA_FILES = ("train.bin", "val.bin", "meta.json")
 
 
@@ -251,7 +253,7 @@ def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: d
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.train", description=__doc__.split("\n")[0]
+        prog="python -m pipeline.train", description=__doc__, formatter_class=RawHelp
     )
     ap.add_argument(
         "--rope", type=parse_bool, required=True, help="true: RoPE; false: learned positions"
