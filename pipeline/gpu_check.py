@@ -25,50 +25,18 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nanomoe.atomic import atomic_write_text
 from nanomoe.config import GPTConfig, MiningConfig, TrainConfig
-from nanomoe.data import load_meta, load_split
 from nanomoe.fgram import mine_fgrams
 from nanomoe.model import GPT
 from nanomoe.trainer import Trainer, set_seed
+from pipeline.bench import load_tokens, matmul_peak_gflops, sync
 from pipeline.stage import StageError, run_stage
 
 GPU_MODEL = dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0)
 TINY_MODEL = dict(block_size=16, n_layer=1, n_head=2, n_embd=32, dropout=0.0)  # CPU tests
-
-
-def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(10):
-            a @ b
-        sync(device)
-        best = min(best, (time.perf_counter() - t0) / 10)
-    return 2 * n**3 / best / 1e12
-
-
-def load_tokens(folder: Path) -> tuple[np.ndarray, np.ndarray, int, str]:
-    """(train, val, vocab size, source): the prepared splits when ``folder`` holds them."""
-    if (folder / "meta.json").exists():
-        meta = load_meta(folder)
-        train, val = (np.asarray(load_split(folder, s)) for s in ("train", "val"))
-        return train, val, meta["vocab_size"], str(folder)
-    ids = np.random.default_rng(0).integers(0, 65, 200_000).astype(np.uint16)
-    return ids[:180_000], ids[180_000:], 65, f"synthetic random tokens (no {folder})"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_trainer(flags, data, fgrams, model_kw, tcfg) -> Trainer:
@@ -139,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(a.device)
     started = time.perf_counter()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
-    peak = matmul_peak_tflops(device, torch.bfloat16, 256 if a.tiny else 8192)
+    n = 256 if a.tiny else 8192
+    peak = matmul_peak_gflops(n, device=device, dtype=torch.bfloat16) / 1000  # TFLOP/s
     machine = {
         "device": name,
         "torch": torch.__version__,
@@ -149,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("device: " + ", ".join(f"{k}={v}" for k, v in machine.items()), flush=True)
 
-    train, val, vocab, source = load_tokens(a.data)
+    train, val, vocab, source = load_tokens(a.data, str(a.data))
     machine["data"] = source
     mining = MiningConfig()
     fgrams = mine_fgrams(train, vocab, mining.max_n, mining.min_count, mining.max_fgrams)
@@ -166,11 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         for compiled in (False, True):
             row = bench(flags, data, fgrams, model_kw, base.replace(compile=compiled),
                         a.bench_steps, device)  # fmt: skip
-            row["mfu"] = (
-                row["flops_per_token"]
-                * row["tokens_per_sec"]
-                / (machine["bf16_matmul_peak_tflops"] * 1e12)
-            )
+            row["mfu"] = row["flops_per_token"] * row["tokens_per_sec"] / (peak * 1e12)
             rows.append(row)
             mode = "compiled" if compiled else "eager"
             print(f"bench {row['variant']:<16} {mode:<8} {row['ms_per_step']:7.2f} ms/step "

@@ -51,7 +51,6 @@ def relaunch(nproc: int, argv: list[str]) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += [f"--nproc_per_node={nproc}", "-m", "pipeline.train", *argv]
     print(f"{NPROC_ENV}={nproc}: torchrun on {nproc} processes", flush=True)
-    sys.stdout.flush()
     os.execv(sys.executable, cmd)
 
 

@@ -93,9 +93,7 @@ class Ladder:
         done = [
             t
             for t in trials
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-            and not is_finalist(t)
-            and math.isfinite(self.search_score(t)[1])
+            if t.state in FINISHED and not is_finalist(t) and math.isfinite(self.search_score(t)[1])
         ]
         chosen: list[FrozenTrial] = []
         for t in sorted(done, key=lambda t: (self.search_score(t), t.number)):
