@@ -13,6 +13,7 @@ import contextlib
 import torch
 
 DTYPES = ("auto", "fp32", "bf16")
+TORCH = torch.torch_version.TorchVersion(torch.__version__)  # compares with (2, 13)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from nanomoe.device import TORCH
+
 
 def is_distributed() -> bool:
     """True inside a process group of more than one rank."""
@@ -28,7 +30,7 @@ def global_sum(t: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
     if not is_distributed():
         return t
     if differentiable:
-        if torch.torch_version.TorchVersion(torch.__version__) >= (2, 13):
+        if TORCH >= (2, 13):
             from torch.distributed._functional_collectives import all_reduce  # traceable
 
             return all_reduce(t, "sum", dist.group.WORLD)
@@ -104,9 +106,10 @@ def shutdown() -> None:
 def local_slice(batch_size: int, world: int, rank_: int) -> slice:
     """This rank's rows of a global batch; ``world`` must divide ``batch_size``."""
     if batch_size % world:
+        counts = ", ".join(str(n) for n in range(1, batch_size + 1) if batch_size % n == 0)
         raise ValueError(
             f"batch_size: {batch_size} does not split over {world} processes; "
-            "run a process count that divides it"
+            f"run a process count that divides it ({counts})"
         )
     per = batch_size // world
     return slice(rank_ * per, (rank_ + 1) * per)

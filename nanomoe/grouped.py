@@ -17,6 +17,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from nanomoe.device import TORCH
+
 # The grouped kernels want 16-byte-aligned row strides: widths in multiples of 8 elements.
 ALIGN = 8
 
@@ -41,11 +43,10 @@ def _native_ok(a: torch.Tensor) -> bool:
     any float dtype on the CPU (its fallback, torch >= 2.9)."""
     if _loop_forced:
         return False
-    version = torch.torch_version.TorchVersion(torch.__version__)
     if a.device.type == "cuda":
         sm90 = torch.cuda.get_device_capability(a.device) >= (9, 0)
-        return version >= (2, 8) and a.dtype == torch.bfloat16 and sm90
-    return version >= (2, 9) and a.device.type == "cpu"
+        return TORCH >= (2, 8) and a.dtype == torch.bfloat16 and sm90
+    return TORCH >= (2, 9) and a.device.type == "cpu"
 
 
 def _pad_last(t: torch.Tensor, width: int) -> torch.Tensor:

@@ -38,12 +38,10 @@ def nproc_setting() -> int:
 
 def check_split(batch_size: int, world: int) -> None:
     """Every rank takes an equal slice of the global batch: ``world`` must divide it."""
-    if batch_size % world:
-        counts = ", ".join(str(n) for n in range(1, batch_size + 1) if batch_size % n == 0)
-        raise ParamsError(
-            f"params.yaml: train.batch_size: {batch_size} does not split over {world} "
-            f"processes; run a process count that divides it ({counts})"
-        )
+    try:
+        distributed.local_slice(batch_size, world, 0)
+    except ValueError as err:
+        raise ParamsError(f"params.yaml: train.{err}") from None
 
 
 def relaunch(nproc: int, argv: list[str]) -> None:
