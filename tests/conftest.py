@@ -132,3 +132,6 @@ def tiny_model(tiny_config, tiny_fgrams):
         return GPT(config, fgrams=tiny_fgrams if config.fgram else None)
 
     return make
+
+
+pytest_plugins = ["_postgres"]  # the `postgres` fixture: a real server, started by the tests
