@@ -85,29 +85,32 @@ def read_checkpoint(path: str | Path) -> tuple[GPT, CharTokenizer]:
     return model, tok
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nanomoe.sample", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a ckpt.pt written by training")
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """The options of every sampling command, whatever the model's source."""
     p.add_argument("--prompt", default="\n", help="text to continue (characters of the corpus)")
     p.add_argument("--tokens", type=int, default=500, help="characters to generate")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=200, help="0 disables top-k filtering")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="cpu")
-    a = p.parse_args(argv)
-    try:  # the same rules as params.yaml's sample: section
+
+
+def sampling_config(p: argparse.ArgumentParser, a: argparse.Namespace) -> SampleConfig:
+    """The options checked by the rules of params.yaml's sample: section (exit 2 if not)."""
+    try:
         s = SampleConfig(tokens=a.tokens, temperature=a.temperature, top_k=a.top_k)
     except ValueError as e:
         name, _, rule = str(e).partition(": ")
         p.error(f"--{name.replace('_', '-')}: {rule}")
     if not a.prompt:
         p.error("--prompt must not be empty: give at least one character to continue")
+    return s
+
+
+def print_sample(model: GPT, tok: CharTokenizer, a: argparse.Namespace, s: SampleConfig) -> int:
+    """Generate from ``model`` as the options say and print it; 2 on a bad device or prompt."""
     try:
-        model, tok = read_checkpoint(a.checkpoint)
         device = str(resolve_device(a.device))
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except ValueError as e:
         print(f"error: --{e}", file=sys.stderr)
         return 2
@@ -118,6 +121,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nanomoe.sample", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--checkpoint", required=True, help="a ckpt.pt written by training, or a run's model.pt"
+    )
+    add_sampling_options(p)
+    a = p.parse_args(argv)
+    s = sampling_config(p, a)
+    try:
+        model, tok = read_checkpoint(a.checkpoint)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return print_sample(model, tok, a, s)
 
 
 if __name__ == "__main__":

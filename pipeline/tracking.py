@@ -10,16 +10,25 @@
 - **Runs by id.** Runs are created, logged and closed through the client API with explicit
   run ids, so several runs in one process (Optuna trials, tests) share no fluent state.
 - **Dead runs.** ``close_dead_run`` marks the run of a process that died FAILED, with why.
+- **System metrics.** A run inside ``tracked`` records CPU, memory, disk and network (and GPU
+  utilisation and memory where NVIDIA's bindings are installed: the ``gpu`` extra) through
+  MLflow's system-metrics monitor, every 10 s in a background thread
+  (``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` changes it, and
+  ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false`` turns it off).
+- **The experiment's page.** Experiments are tagged as model training
+  (``mlflow.experimentKind``), so MLflow's UI opens them on their runs, not on GenAI traces.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +36,8 @@ from typing import Any, TypeVar
 
 import mlflow
 from mlflow.entities import Param, RunTag
+from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking.context import registry as context_registry
 
 from nanomoe.moe import MoEStats
@@ -35,6 +46,7 @@ from pipeline.layout import project_root
 
 T = TypeVar("T")
 STATUS = ("FINISHED", "FAILED", "KILLED", "RUNNING")
+KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on runs
 
 
 def store_root() -> Path:
@@ -82,12 +94,27 @@ def experiment_id(client: Client, name: str) -> str:
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             location = (store_root() / "mlartifacts" / name).as_uri()
         try:
-            client.create_experiment(name, artifact_location=location)
+            client.create_experiment(name, artifact_location=location, tags=KIND_TAG)
         except mlflow.exceptions.MlflowException as err:
             if "already exists" not in str(err).lower():  # else another process won the race
                 raise
         exp = client.get_experiment_by_name(name)
     return exp.experiment_id
+
+
+def fetch_artifact(run_id: str, artifact: str, folder: str) -> str:
+    """Download run ``run_id``'s ``artifact`` (``folder/name``) into ``folder``; its local path.
+    LookupError if the store has no such run, FileNotFoundError if the run has no such file."""
+    client = Client()
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise LookupError(f"no such run in {tracking_uri()}") from None
+    if artifact not in {a.path for a in client.list_artifacts(run_id, artifact.rpartition("/")[0])}:
+        raise FileNotFoundError(f"run {run.info.run_name!r} ({run.info.status}) has no {artifact}")
+    return mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact, dst_path=folder, tracking_uri=tracking_uri()
+    )
 
 
 def git_commit() -> str:
@@ -172,6 +199,13 @@ class Run:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.id, text, artifact_file)
 
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        """``data`` as the run's artifact ``artifact_file`` (``folder/name``)."""
+        folder, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / name).write_bytes(data)
+            self.client.log_artifact(self.id, str(Path(tmp) / name), folder or None)
+
     def end(self, status: str) -> None:
         assert status in STATUS, status
         if status == "RUNNING":
@@ -188,16 +222,35 @@ class Run:
 
 @contextlib.contextmanager
 def tracked(run: Run) -> Iterator[Run]:
-    """``run`` ends FINISHED, or KILLED on Ctrl-C/``kill``, or FAILED on an error; a store
-    that fails to record the end does not hide the error that ended the run."""
+    """``run`` records system metrics while it lasts, then ends FINISHED, or KILLED on
+    Ctrl-C/``kill``, or FAILED on an error; a store that fails to record the end does not
+    hide the error that ended the run."""
     try:
-        yield run
+        with system_metrics(run):
+            yield run
     except BaseException as err:
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
         with contextlib.suppress(Exception):
             run.end(status)
         raise
     run.end("FINISHED")
+
+
+@contextlib.contextmanager
+def system_metrics(run: Run) -> Iterator[None]:
+    """MLflow's system-metrics monitor on ``run`` (``system/*`` metrics, numbered on from a
+    resumed run's), unless ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` is set false."""
+    switch = MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
+    if switch.is_set() and not switch.get():
+        yield
+        return
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines
+    monitor = SystemMetricsMonitor(run.id, resume_logging=True, tracking_uri=tracking_uri())
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def close_dead_run(run_id: str | None, why: str, status: str = "FAILED") -> None:

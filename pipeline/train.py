@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from nanomoe import distributed
 from nanomoe.atomic import atomic_write_bytes, atomic_write_text
-from nanomoe.checkpoint import load_checkpoint
+from nanomoe.checkpoint import load_checkpoint, model_file
 from nanomoe.config import GPTConfig, TrainConfig, variant_name
 from nanomoe.data import load_meta, load_split
 from nanomoe.device import resolve_device
@@ -30,15 +29,15 @@ from nanomoe.fgram import Fgram, load_fgrams
 from nanomoe.model import GPT
 from nanomoe.sample import generate_text
 from nanomoe.trainer import Trainer, TrainResult, set_seed
+from pipeline.cell_run import EXPERIMENT, log_results, open_run, relog_history
 from pipeline.launch import from_main, launch_cell
 from pipeline.layout import Layout
 from pipeline.params import Params, load_params
 from pipeline.plots import curve_csv, plot_curve
 from pipeline.resume import ResumePoint, fingerprint
 from pipeline.stage import ParamsError, StageError, run_stage
-from pipeline.tracking import Run, close_dead_run, flatten, git_commit, tracked, tracking_uri
+from pipeline.tracking import Run, tracked, tracking_uri
 
-EXPERIMENT = "nanomoe-ablation"
 RawHelp = argparse.RawDescriptionHelpFormatter
 DATA_FILES = ("train.bin", "val.bin", "meta.json")
 
@@ -139,55 +138,6 @@ def cell_metrics(cell: Cell, result: TrainResult) -> dict:
     return metrics
 
 
-def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run, dict | None]:
-    """(the cell's MLflow run, the checkpoint it resumes from or None): the interrupted run
-    goes on when the checkpoint fits this cell; else the old run is marked KILLED."""
-    resumed, why = cell.resume.check(fp)
-    old = cell.resume.run_id()
-    if why:
-        where = layout.relative(cell.resume.checkpoint)
-        print(f"{where}: discarded, {why}; {cell.variant} trains from step 0", flush=True)
-    if resumed is None:
-        cell.resume.discard()
-        if old:
-            close_dead_run(old, "its cell started over", status="KILLED")
-    run = Run.reopen(old) if resumed is not None and old else None
-    if run is None:
-        tags = {
-            "kind": "cell",
-            "variant": cell.variant,
-            "git_commit": git_commit(),
-            "data_sha256": params.data.sha256 or "unchecked",
-        }
-        if os.environ.get("DVC_EXP_NAME"):
-            tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-        run = Run.start(EXPERIMENT, cell.variant, tags)
-        run.log_params(
-            {
-                **flatten(cell.config.to_dict(), "model."),
-                **flatten(cell.train_cfg.to_dict(), "train."),
-                **{"rope": cell.rope, "moe": cell.moe, "fgram": cell.fgram, "seed": cell.seed},
-                "n_experts": cell.config.n_experts,
-                "top_k": cell.config.top_k,
-                "fgram_max_n": cell.config.fgram_max_n,
-                "n_fgrams": len(cell.fgrams) if cell.fgrams is not None else 0,
-            }
-        )
-    cell.resume.save_run(run.id)
-    return run, resumed
-
-
-def relog_history(run: Run, history: list[dict]) -> set[int]:
-    """Log the checkpoint's evals the run lacks (a kill can fall between saving one and
-    logging it); return every eval step the run now holds."""
-    logged = run.logged_steps("val_loss")
-    for row in history:
-        if row["step"] not in logged:
-            run.log_metrics({k: row[k] for k in ("train_loss", "val_loss", "lr")}, row["step"])
-            logged.add(row["step"])
-    return logged
-
-
 def store_failed(err: Exception, cell: Cell) -> StageError:
     return StageError(
         f"{tracking_uri()}: the MLflow store failed ({err.__class__.__name__}); "
@@ -232,20 +182,8 @@ def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: d
     if callback.error is not None:
         raise store_failed(callback.error, cell)
 
-    final = {
-        "final_val_loss": result.val_loss,  # the full validation split: the reported number
-        "best_val_loss": result.best_val_loss,  # the best periodic estimate, as nanoGPT's
-        "best_step": float(result.best_step),
-        "final_train_loss": result.train_loss,
-        "tokens_per_sec": result.tokens_per_sec,
-        "wall_s": result.wall_s,
-        "params_total": float(result.params_total),
-        "params_active": float(result.params_active),
-    }
     try:
-        run.log_metrics(final, step=result.steps)
-        names = ("metrics.json", "sample.txt", "curve.png", "curve.csv")
-        run.log_artifacts([files[n] for n in names])
+        log_results(run, result, files, model_file(ckpt))
     except Exception as err:
         raise store_failed(err, cell) from None
     return result

@@ -1,0 +1,89 @@
+"""The MLflow run of one grid cell: opened (or resumed), its history relogged after a
+resume, and its results logged at the end: final figures, plots, the sample, and the model
+file (``model/model.pt``: weights, config, vocabulary, F-gram table; no optimizer state),
+which ``python -m pipeline.sample --run-id`` samples from on any tracking server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nanomoe.trainer import TrainResult
+from pipeline.layout import Layout
+from pipeline.params import Params
+from pipeline.tracking import Run, close_dead_run, flatten, git_commit
+
+if TYPE_CHECKING:
+    from pipeline.train import Cell
+
+EXPERIMENT = "nanomoe-ablation"
+MODEL_ARTIFACT = "model/model.pt"
+ARTIFACTS = ("metrics.json", "sample.txt", "curve.png", "curve.csv")
+
+
+def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run, dict | None]:
+    """(the cell's MLflow run, the checkpoint it resumes from or None): the interrupted run
+    goes on when the checkpoint fits this cell; else the old run is marked KILLED."""
+    resumed, why = cell.resume.check(fp)
+    old = cell.resume.run_id()
+    if why:
+        where = layout.relative(cell.resume.checkpoint)
+        print(f"{where}: discarded, {why}; {cell.variant} trains from step 0", flush=True)
+    if resumed is None:
+        cell.resume.discard()
+        if old:
+            close_dead_run(old, "its cell started over", status="KILLED")
+    run = Run.reopen(old) if resumed is not None and old else None
+    if run is None:
+        tags = {
+            "kind": "cell",
+            "variant": cell.variant,
+            "git_commit": git_commit(),
+            "data_sha256": params.data.sha256 or "unchecked",
+        }
+        if os.environ.get("DVC_EXP_NAME"):
+            tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+        run = Run.start(EXPERIMENT, cell.variant, tags)
+        run.log_params(
+            {
+                **flatten(cell.config.to_dict(), "model."),
+                **flatten(cell.train_cfg.to_dict(), "train."),
+                **{"rope": cell.rope, "moe": cell.moe, "fgram": cell.fgram, "seed": cell.seed},
+                "n_experts": cell.config.n_experts,
+                "top_k": cell.config.top_k,
+                "fgram_max_n": cell.config.fgram_max_n,
+                "n_fgrams": len(cell.fgrams) if cell.fgrams is not None else 0,
+            }
+        )
+    cell.resume.save_run(run.id)
+    return run, resumed
+
+
+def relog_history(run: Run, history: list[dict]) -> set[int]:
+    """Log the checkpoint's evals the run lacks (a kill can fall between saving one and
+    logging it); return every eval step the run now holds."""
+    logged = run.logged_steps("val_loss")
+    for row in history:
+        if row["step"] not in logged:
+            run.log_metrics({k: row[k] for k in ("train_loss", "val_loss", "lr")}, row["step"])
+            logged.add(row["step"])
+    return logged
+
+
+def log_results(run: Run, result: TrainResult, files: dict[str, Path], model: bytes) -> None:
+    """The run's final figures at the last step, its files, and the model file."""
+    final = {
+        "final_val_loss": result.val_loss,  # the full validation split: the reported number
+        "best_val_loss": result.best_val_loss,  # the best periodic estimate, as nanoGPT's
+        "best_step": float(result.best_step),
+        "final_train_loss": result.train_loss,
+        "tokens_per_sec": result.tokens_per_sec,
+        "wall_s": result.wall_s,
+        "params_total": float(result.params_total),
+        "params_active": float(result.params_active),
+    }
+    run.log_metrics(final, step=result.steps)
+    run.log_artifacts([files[n] for n in ARTIFACTS])
+    run.log_bytes(model, MODEL_ARTIFACT)
