@@ -3,6 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EXTRAS ?=# `make install EXTRAS=gpu` on a GPU machine: NVIDIA's bindings for MLflow's GPU metrics
 
 .PHONY: install repro test lint bench tune gpu-check clean
 
@@ -12,6 +13,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python requirements.txt pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	$(if $(EXTRAS),$(BIN)/pip install --disable-pip-version-check -q -e '.[$(EXTRAS)]')
 	touch $(STAMP)
 
 install: $(STAMP)

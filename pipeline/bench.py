@@ -2,6 +2,7 @@
 
     python -m pipeline.bench [--steps 40] [--full] [--json PATH]
     python -m pipeline.bench --ab [--steps 40]   # MoE dispatch: grouped kernel vs expert loop
+    python -m pipeline.bench --system-metrics    # MLflow's system-metrics monitor: its cost
 
 Config: the defaults of ``GPTConfig``, ``TrainConfig`` and ``MiningConfig`` (nanoGPT's CPU
 reference: 4 layers, 4 heads, 128 dims, block 64, batch 12, lr 1e-3, 100 warmup steps, cosine
@@ -20,6 +21,9 @@ The 2-core machine is shared and noisy: read the ratios to dense, measured in on
 paths (``nanomoe/grouped.py``): the grouped matmul, and the loop over experts that the MoE
 used before it (one GEMM per expert over slices read back to the host). The two alternate in
 rounds of a few steps on the same model, so drift on a shared machine hits both alike.
+
+``--system-metrics`` times the dense training step with and without MLflow's system-metrics
+monitor (sampling every second, 10x its default rate, into a throwaway store), alternating.
 """
 
 from __future__ import annotations
@@ -156,6 +160,48 @@ def ab_dispatch(rope, fgram, train, val, vocab, fgrams, steps: int) -> dict:
             "grouped_over_loop": ms["grouped"] / ms["loop"]}  # fmt: skip
 
 
+def ab_system_metrics(train, val, vocab, steps: int, interval: float = 1.0) -> dict:
+    """Median ms per training step of the dense model with the system-metrics monitor on
+    and off, in alternating blocks of 20 steps (the monitor starts and stops between them)."""
+    from pipeline.tracking import Run, system_metrics  # MLflow: not for gpu_check's imports
+
+    tcfg = TrainConfig(progress=False)
+    set_seed(tcfg.seed)
+    trainer = Trainer(GPT(GPTConfig(vocab_size=vocab)), train, val, tcfg)
+    for i in range(5):
+        trainer.train_step(lr_at(i, tcfg))
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    env = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": str(interval)}
+    with tempfile.TemporaryDirectory() as tmp:
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            run = Run.start("bench", "system-metrics", {})
+            sides = {"on": lambda: system_metrics(run), "off": contextlib.nullcontext}
+            for r in range(max(1, steps // 20)):
+                for name in ("on", "off") if r % 2 == 0 else ("off", "on"):
+                    with sides[name]():
+                        for _ in range(20):
+                            t0 = time.perf_counter()
+                            trainer.train_step(tcfg.learning_rate)
+                            times[name].append(time.perf_counter() - t0)
+            samples = len(
+                run.client.get_metric_history(run.id, "system/cpu_utilization_percentage")
+            )
+        finally:
+            for k, v in old.items():
+                os.environ.pop(k) if v is None else os.environ.update({k: v})
+    ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    return {
+        **{f"{k}_ms": v for k, v in ms.items()},
+        "on_over_off": ms["on"] / ms["off"],
+        "steps_each": len(times["on"]),
+        "samples_logged": samples,
+        "interval_s": interval,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.bench", description=__doc__.split("\n")[0]
@@ -164,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="train 2000 iterations; report val loss")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     ap.add_argument("--ab", action="store_true", help="MoE dispatch: grouped kernel vs loop")
+    ap.add_argument(
+        "--system-metrics", action="store_true", help="MLflow's system-metrics monitor: on vs off"
+    )
     a = ap.parse_args(argv)
     if a.steps < 1:
         ap.error("--steps must be >= 1")
@@ -184,6 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
     if a.ab:
         return print_ab(train, val, vocab, fgrams, a.steps, machine, a.json)
+    if a.system_metrics:
+        r = ab_system_metrics(train, val, vocab, a.steps)
+        print(
+            f"dense step: {r['on_ms']:.1f} ms with the system-metrics monitor sampling every "
+            f"{r['interval_s']:.0f} s ({r['samples_logged']} samples logged), {r['off_ms']:.1f} "
+            f"ms without; on/off {r['on_over_off']:.3f} over {r['steps_each']} steps each"
+        )
+        if a.json:
+            atomic_write_text(a.json, json.dumps({"machine": machine, "system_metrics": r}))
+        return 0
     rows = []
     for rope, moe, fgram in itertools.product((False, True), repeat=3):
         rows.append(bench_variant(rope, moe, fgram, train, val, vocab, fgrams, a.steps, a.full))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,18 @@ def test_no_class_is_defined_inside_a_function(path):
 @pytest.mark.parametrize("path", MODULES, ids=IDS)
 def test_no_module_shadows_the_standard_library(path):
     assert path.stem.startswith("__") or path.stem not in sys.stdlib_module_names
+
+
+def test_every_requirement_is_pinned_the_servers_drivers_included():
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    reqs = [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+    assert all("==" in r for r in reqs), [r for r in reqs if "==" not in r]
+    names = {r.split("==")[0].split("[")[0].lower() for r in reqs}
+    assert {"psycopg", "psycopg-binary", "psutil", "torch"} <= names  # PostgreSQL, system metrics
+
+
+def test_nvidia_bindings_are_an_optional_gpu_extra_not_a_requirement():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    (gpu,) = project["optional-dependencies"]["gpu"]
+    assert gpu.startswith("nvidia-ml-py==")
+    assert "nvidia-ml-py" not in (REPO / "requirements.txt").read_text()
