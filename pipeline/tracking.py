@@ -15,8 +15,6 @@
   MLflow's system-metrics monitor, every 10 s in a background thread
   (``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` changes it, and
   ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false`` turns it off).
-- **The experiment's page.** Experiments are tagged as model training
-  (``mlflow.experimentKind``), so MLflow's UI opens them on their runs, not on GenAI traces.
 """
 
 from __future__ import annotations
@@ -46,7 +44,6 @@ from pipeline.layout import project_root
 
 T = TypeVar("T")
 STATUS = ("FINISHED", "FAILED", "KILLED", "RUNNING")
-KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on runs
 
 
 def store_root() -> Path:
@@ -94,7 +91,7 @@ def experiment_id(client: Client, name: str) -> str:
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             location = (store_root() / "mlartifacts" / name).as_uri()
         try:
-            client.create_experiment(name, artifact_location=location, tags=KIND_TAG)
+            client.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException as err:
             if "already exists" not in str(err).lower():  # else another process won the race
                 raise
