@@ -10,10 +10,17 @@ EXTRAS ?=# `make install EXTRAS=gpu` on a GPU machine: NVIDIA's bindings for MLf
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
+# uv installs the same pins as pip in a tenth of the time (here: 24 s against 200-360 s).
+# It does not read pip's config, so a wheel folder pip is told of (PIP_FIND_LINKS, or
+# find-links in pip.conf: the CPU torch on this machine's disk) is passed on.
+UV := $(BIN)/uv pip install -q --python $(BIN)/python
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PY) -m pip config get global.find-links 2>/dev/null))
+
 $(STAMP): $(BIN)/python requirements.txt pyproject.toml
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
-	$(if $(EXTRAS),$(BIN)/pip install --disable-pip-version-check -q -e '.[$(EXTRAS)]')
+	$(BIN)/pip install --disable-pip-version-check -q uv==0.13.9
+	$(UV) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) -r requirements.txt
+	$(UV) --no-deps -e .
+	$(if $(EXTRAS),$(UV) -e '.[$(EXTRAS)]')
 	touch $(STAMP)
 
 install: $(STAMP)
