@@ -181,7 +181,7 @@ def _git(root: Path, *args: str) -> str:
 
 
 def test_dvc_exp_run_temp_uses_the_experiment_copy_and_logs_to_the_parent_store(repro, tmp_path):
-    """Last in this module: it commits the project and adds runs to its store."""
+    """Late in this module: it commits the project and adds runs to its store."""
     root, first = repro
     assert first.returncode == 0, _tail(first)
     (root / ".gitignore").write_text(GITIGNORE)
@@ -272,3 +272,107 @@ def test_dvc_exp_run_temp_uses_the_experiment_copy_and_logs_to_the_parent_store(
     assert {r.data.params["moe"] for r in new} == {"True"}
     assert {r.info.status for r in new} == {"FINISHED"}
     assert len({r.data.tags["dvc_exp_name"] for r in new}) == 1
+
+
+# --- a teammate: dvc push here, git clone + dvc pull there, and repro trains nothing -----
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    """Every file of the pipeline's data/ and experiments/: DVC's outputs and git's."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for top in ("data", "experiments")
+        for p in sorted((root / top).rglob("*"))
+        if p.is_file()
+    }
+
+
+def _cached_outs(root: Path, rev: str) -> dict[str, str]:
+    """path -> md5 of the outputs in ``rev``'s dvc.lock that DVC caches (git holds the rest)."""
+    lock = yaml.safe_load(_git(root, "show", f"{rev}:dvc.lock"))
+    in_git = set(_git(root, "ls-tree", "-r", "--name-only", rev).split())
+    return {
+        out["path"]: out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+        if out["path"] not in in_git
+    }
+
+
+def test_a_teammate_pulls_from_a_dvc_remote_and_repro_trains_nothing(repro, tmp_path):
+    """Last in this module: it commits the project and gives it a DVC and a Git remote."""
+    root, first = repro
+    assert first.returncode == 0, _tail(first)
+    _git(root, "config", "user.name", "test")
+    _git(root, "config", "user.email", "test@example.com")
+    exps = [  # refs/exps/<sha[:2]>/<sha[2:]>/<name>, not refs/exps/exec/...
+        ref.rsplit("/", 1)[1]
+        for ref in _git(root, "for-each-ref", "--format=%(refname)", "refs/exps").split()
+        if len(ref.split("/")) == 5
+    ]
+    if not exps:  # the exp test did not run first: an experiment of the tree as it is
+        (root / ".gitignore").write_text(GITIGNORE)
+        _git(root, "add", "-A")
+        _git(root, "commit", "-q", "-m", "base")
+        saved = dvc(root, "exp", "save", "-n", "shared")
+        assert saved.returncode == 0, _tail(saved)
+        exps = ["shared"]
+    (exp,) = exps
+    exp_ref = _git(root, "for-each-ref", "--format=%(refname)", f"refs/exps/*/*/{exp}").strip()
+
+    # The team's two shared places: a DVC remote for the cache, a Git remote for the code.
+    remote, origin = tmp_path / "remote", tmp_path / "team.git"
+    _git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
+    _git(root, "remote", "add", "origin", str(origin))
+    added = dvc(root, "remote", "add", "-d", "team", str(remote))
+    assert added.returncode == 0, _tail(added)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "share")  # .dvc/config (the remote) goes with the code
+    _git(root, "push", "-q", "origin", "HEAD:main")
+    pushed = dvc(root, "push")
+    assert pushed.returncode == 0, _tail(pushed)
+
+    # The teammate: clone the code, pull the data and checkpoints, repro.
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(origin), str(clone))
+
+    def dvc2(*args: str) -> subprocess.CompletedProcess:
+        return run_module(clone, "dvc", *args)
+
+    pulled = dvc2("pull")
+    assert pulled.returncode == 0, _tail(pulled)
+    theirs, ours = _outputs(clone), _outputs(root)
+    assert sum(name.endswith("ckpt.pt") for name in theirs) == 8
+    assert sorted(theirs) == sorted(ours)
+    assert [n for n in ours if theirs[n] != ours[n]] == []
+
+    again = dvc2("repro")
+    assert again.returncode == 0, _tail(again)
+    stages = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    assert "Running stage" not in again.stdout, _tail(again)
+    skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", again.stdout)
+    assert sorted(skipped) == sorted(stages), _tail(again)
+    assert _outputs(clone) == ours
+    assert (clone / "dvc.lock").read_bytes() == (root / "dvc.lock").read_bytes()
+    assert not (clone / "mlflow.db").exists(), "a stage ran and logged to MLflow"
+    assert _git(clone, "status", "--porcelain") == ""
+
+    # The experiment: its commit to the Git remote, its cached outputs to the DVC remote.
+    # `dvc exp push/pull` read the DVC remote from the experiment's own commit, which
+    # predates the remote here (they then move no data and still exit 0): the same remote in
+    # each side's .dvc/config.local, which every revision sees, fixes it (what
+    # `dvc remote add --local -d team <url>` writes, without a 2 s dvc start).
+    for side in (root, clone):
+        (side / ".dvc" / "config.local").write_text(
+            f"[core]\n    remote = team\n['remote \"team\"']\n    url = {remote}\n"
+        )
+    exp_pushed = dvc(root, "exp", "push", "origin", exp)
+    assert exp_pushed.returncode == 0, _tail(exp_pushed)
+    exp_pulled = dvc2("exp", "pull", "origin", exp)
+    assert exp_pulled.returncode == 0, _tail(exp_pulled)
+    assert _git(clone, "rev-parse", exp_ref) == _git(root, "rev-parse", exp_ref)
+    cache = clone / ".dvc" / "cache" / "files" / "md5"
+    outs = _cached_outs(clone, exp_ref)
+    assert sum(p.endswith("ckpt.pt") for p in outs) == 8
+    missing = [p for p, md5 in outs.items() if not (cache / md5[:2] / md5[2:]).is_file()]
+    assert not missing, _tail(exp_pushed) + _tail(exp_pulled)
