@@ -117,23 +117,26 @@ def one_job(args: tuple[str, ...]) -> list[str]:
     return [*args, "--jobs", "1"] if "--jobs" not in args else list(args)
 
 
-def tune_cmd(root: Path, *args: str) -> subprocess.CompletedProcess:
+def tune_cmd(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m pipeline.tune args`` in ``root``, with ``env`` added to its environment."""
     return subprocess.run(
         [sys.executable, "-m", "pipeline.tune", *one_job(args)],
         cwd=root,
-        env=env_for(root),
+        env={**env_for(root), **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
     )
 
 
-def start_tune(root: Path, *args: str, log: str = "tune.out") -> subprocess.Popen:
+def start_tune(
+    root: Path, *args: str, log: str = "tune.out", env: dict | None = None
+) -> subprocess.Popen:
     with open(root / log, "w") as out:  # the child keeps its own copy of the file
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline.tune", *one_job(args)],
             cwd=root,
-            env=env_for(root),
+            env={**env_for(root), **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -409,16 +412,6 @@ def test_claims_stop_at_n_trials_and_a_surplus_trial_is_never_run():
     # A worker on another machine created a trial between our count and our ask:
     late = study.ask()
     assert tune_workers.is_surplus(study, late, 2)
-
-
-def test_an_sqlalchemy_url_holds_the_study_with_heartbeats(in_project):
-    url = f"sqlite:///{in_project / 'optuna.db'}"
-    assert tune.main(["--trials", "2", "--storage", url, "--jobs", "1"]) == 0
-    storage = tune_storage.open_storage(url, in_project / "unused.log")
-    assert storage.get_heartbeat_interval() == tune_storage.HEARTBEAT_S
-    study = optuna.load_study(study_name="nanomoe-tune", storage=storage)
-    assert len(finished(study)) == 2 == len(study.trials)
-    assert not (in_project / "experiments" / "tune" / "journal.log").exists()
 
 
 def test_an_enqueued_trial_is_claimed_rather_than_waited_for():

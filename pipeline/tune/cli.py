@@ -2,7 +2,8 @@
 
     python -m pipeline.tune --trials 50              # a study in experiments/tune/journal.log
     python -m pipeline.tune --trials 50              # again, in a second terminal: 2 workers
-    python -m pipeline.tune --trials 200 --storage postgresql://user@host/db   # every machine
+    python -m pipeline.tune --trials 200 --storage postgresql+psycopg://user@host/db  # many hosts
+    NANOMOE_TUNE_STORAGE=postgresql+psycopg://user:pw@host/db python -m pipeline.tune --trials 200
     python -m pipeline.tune --confirm 3              # tuned vs params.yaml, 3 fresh seeds each
     python -m pipeline.tune --report-only            # rebuild the report from the storage
 
@@ -17,7 +18,9 @@ the study goes on.
 where finished means COMPLETE or PRUNED, however many workers, restarts and interruptions
 it takes. Failed trials
 (a crash, Ctrl-C, a killed process) do not count and are run again; a trial left RUNNING by
-a dead process is marked FAIL by the next worker (see workers.py).
+a dead process is marked FAIL by the next worker (see workers.py): at once if the process
+was on the same host (unless tune.reap_local_dead is false), else once its heartbeat has
+stopped for tune.heartbeat_grace seconds (a database storage only).
 
 Writes best.json, trials.csv and plots to experiments/tune/ (to experiments/tune/<study>/
 for a study not named tune.study_name), and logs to MLflow experiment ``nanomoe-tune`` one
@@ -28,15 +31,19 @@ brought up to date first with ``dvc repro mine_fgrams``.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import time
 import warnings
 from pathlib import Path
+from urllib.parse import unquote
 
 from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.stage import StageError, run_stage
 from pipeline.tune.settings import load_tune_settings
+
+STORAGE_ENV = "NANOMOE_TUNE_STORAGE"  # --storage's default: a password stays out of `ps`
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,8 +62,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--study-name", help="default: tune.study_name of params.yaml")
     ap.add_argument(
         "--storage",
-        help="a journal file path, or an SQLAlchemy URL such as postgresql://user@host/db "
-        "(default: experiments/tune/journal.log)",
+        help="a journal file path, or an SQLAlchemy URL such as "
+        "postgresql+psycopg://user@host/db (default: $NANOMOE_TUNE_STORAGE if set, else "
+        "experiments/tune/journal.log; this flag wins over the variable). Give a URL with a "
+        "password through NANOMOE_TUNE_STORAGE, where ps does not show it",
     )
     ap.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     ap.add_argument("--seed", type=int, help="training seed of every trial, and the sampler's")
@@ -77,6 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--report-only", action="store_true", help="only rebuild the report from the storage"
     )
     a = ap.parse_args(argv)
+    if a.storage is None:
+        a.storage = os.environ.get(STORAGE_ENV) or None
     if a.trials is not None and a.trials < 1:
         ap.error("--trials N: N must be >= 1")
     if a.jobs != "auto" and not (a.jobs.isdigit() and int(a.jobs) >= 1):
@@ -92,22 +103,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def helper_args(a: argparse.Namespace, name: str) -> list[str]:
-    """The command line of a helper worker: this study, searching only."""
-    args = ["--trials", str(a.trials), "--study-name", name]
-    for flag, value in (("--storage", a.storage), ("--seed", a.seed), ("--timeout", a.timeout)):
+def is_url(storage: str | None) -> bool:
+    return bool(storage) and "://" in storage
+
+
+def helper_args(a: argparse.Namespace, name: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and extra environment of a helper worker: this study, searching
+    only. A database URL goes through the environment, where ps does not show its password."""
+    args, env = ["--trials", str(a.trials), "--study-name", name], {}
+    if is_url(a.storage):
+        env[STORAGE_ENV] = a.storage
+    elif a.storage is not None:
+        args += ["--storage", a.storage]
+    for flag, value in (("--seed", a.seed), ("--timeout", a.timeout)):
         if value is not None:
             args += [flag, str(value)]
-    return args
+    return args, env
 
 
-def safe_url(url: str | None) -> str:
-    """The storage as it may be printed: a database URL without its password."""
-    if url and "://" in url:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    return url or "experiments/tune/journal.log"
+def safe_url(url: str | None, text: str | None = None) -> str:
+    """The storage as it may be printed: a database URL with its password as ``***``; or,
+    given ``text`` (an error message), that text without the URL's password."""
+    if not is_url(url):
+        return (url or "experiments/tune/journal.log") if text is None else text
+    found = re.match(r"[^:/]*://[^:/@]*:([^@]*)@", url)  # scheme://user:password@
+    if not found or not found[1]:
+        return url if text is None else text
+    if text is None:
+        return f"{url[: found.start(1)]}***{url[found.end(1) :]}"
+    for secret in (found[1], unquote(found[1])):
+        text = text.replace(secret, "***")
+    return text
 
 
 def print_summary(info: dict, out: Path, root: Path) -> None:
@@ -134,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout.load()
     params = load_params(layout.root / "params.yaml")
     settings, ladder = load_tune_settings(params)  # a bad setting fails here, before any trial
+    if a.trials is not None and not settings.reap_local_dead and not is_url(a.storage):
+        raise StageError(
+            "params.yaml: tune.reap_local_dead: false leaves only heartbeats to find dead "
+            "trials, and a journal file has none; use a database --storage, or set it true"
+        )
     if a.trials is not None and a.trials <= settings.finalists:
         raise StageError(
             f"--trials {a.trials}: must be above tune.finalists={settings.finalists}, "
@@ -155,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.tune.jobs import cores, is_helper, resolve_jobs, start_helpers, stop_helpers
     from pipeline.tune.objective import TrialContext
     from pipeline.tune.report import FINISHED, write_report
-    from pipeline.tune.runs import StudyRuns, close_trial_run
+    from pipeline.tune.runs import StudyRuns
     from pipeline.tune.storage import local_lock, open_storage
-    from pipeline.tune.workers import run_worker
+    from pipeline.tune.workers import heartbeat_stopped, run_worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -176,11 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     ensure_upstream(layout, settings)
     meta = load_meta(layout.prepared)  # checked once here: the data and the F-gram table
     load_fgrams(layout.fgrams, vocab_size=meta["vocab_size"], chars=meta["chars"])
+    beat, grace = settings.heartbeat_interval, settings.heartbeat_grace
     try:
-        stale = lambda s, t: close_trial_run(t, "its heartbeat stopped")  # noqa: E731
-        storage = open_storage(a.storage, journal, on_stale=stale)
+        storage = open_storage(a.storage, journal, beat, grace, on_stale=heartbeat_stopped)
     except Exception as err:  # a bad URL, a missing database driver, a refused connection
-        raise StageError(f"--storage {safe_url(a.storage)}: {err}".split("\n")[0]) from None
+        line = f"--storage {safe_url(a.storage)}: {safe_url(a.storage, str(err))}"
+        raise StageError(line.split("\n")[0]) from None
     lock_path = layout.tune_dir / "tune.lock"
     with local_lock(lock_path):  # study, settings and parent run: created once
         if a.trials is None:  # --confirm alone: the study must exist
@@ -222,9 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         lock_path=lock_path,
     )
     if a.trials is not None:
+        beats = f" (heartbeat every {beat}s, failed after {grace}s)" if is_url(a.storage) else ""
         print(
             f"study {name}: {n_trials} finished trials wanted; {ladder.describe()}; "
-            f"storage {safe_url(a.storage)}",
+            f"storage {safe_url(a.storage)}{beats}",
             flush=True,
         )
     jobs = resolve_jobs(a.jobs, params.train.device) if a.trials is not None else 1
@@ -232,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if jobs > 1:
         threads = max(1, cores() // jobs)
         torch.set_num_threads(threads)
-        helpers = start_helpers(helper_args(a, name), jobs - 1, threads)
+        helpers = start_helpers(*helper_args(a, name), jobs - 1, threads)
         print(f"{jobs} workers of {threads} thread(s) each", flush=True)
     start, status = time.perf_counter(), "FAILED"
     try:

@@ -44,9 +44,12 @@ def _die_with_parent() -> None:  # runs in the child, before exec
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies
 
 
-def start_helpers(args: list[str], n: int, threads: int) -> list[subprocess.Popen]:
-    """``n`` helper workers running ``python -m pipeline.tune <args> --jobs 1``."""
-    env = {**os.environ, HELPER_ENV: "1", "OMP_NUM_THREADS": str(threads)}
+def start_helpers(
+    args: list[str], extra_env: dict[str, str], n: int, threads: int
+) -> list[subprocess.Popen]:
+    """``n`` helper workers running ``python -m pipeline.tune <args> --jobs 1``, with
+    ``extra_env`` (a database URL, kept off the command line) in their environment."""
+    env = {**os.environ, **extra_env, HELPER_ENV: "1", "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "pipeline.tune", *args, "--jobs", "1"]
     linux = sys.platform.startswith("linux")
     return [

@@ -57,6 +57,9 @@ class TuneSettings(Config):
     reduction_factor: int = 3  # eta: a rung keeps the best 1/eta of the trials that reach it
     finalists: int = 2  # how many trials train the top rung: the cap on full-budget trials
     eval_iters: int = 5  # batches per rung eval; every trial evals the same fixed batches
+    heartbeat_interval: int = 20  # database storages: seconds between a trial's heartbeats
+    heartbeat_grace: int = 120  # ... and a trial silent this long is failed by another worker
+    reap_local_dead: bool = True  # fail a trial whose process on this host is gone, at once
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -72,6 +75,14 @@ class TuneSettings(Config):
             raise ValueError("finalists: must be an integer >= 1")
         if self.eval_iters < 1:
             raise ValueError("eval_iters: must be an integer >= 1")
+        if self.heartbeat_interval < 1:
+            raise ValueError("heartbeat_interval: must be >= 1 second; e.g. 20")
+        if self.heartbeat_grace <= self.heartbeat_interval:
+            raise ValueError(
+                f"heartbeat_grace: {self.heartbeat_grace}s must exceed tune.heartbeat_interval="
+                f"{self.heartbeat_interval}s, or live trials are failed between two heartbeats; "
+                "raise it (a few intervals, e.g. 6x)"
+            )
         object.__setattr__(self, "space", _check_space_shape(self.space))
 
     def suggest(self, trial) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 - A JournalStorage file (default ``experiments/tune/journal.log``), which the processes of
   one machine share through an flock(2) lock; or any SQLAlchemy URL (``postgresql://...``)
-  for many machines, with Optuna heartbeats so that a dead machine's trials are failed too.
+  for many machines, with Optuna heartbeats (tune.heartbeat_interval, tune.heartbeat_grace)
+  so that a dead machine's trials are failed too.
 - ``local_lock``: an exclusive lock between the processes of this machine, released by the
   kernel if its holder dies.
 """
@@ -12,28 +13,33 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial
 
-HEARTBEAT_S = 20  # RDB storages: a trial's process records a heartbeat this often
-GRACE_S = 120  # ... and a trial silent this long is failed
+RDB_OPEN_TRIES = 5
 
 
 def open_storage(
     url: str | None,
     default_journal: Path,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
     on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> optuna.storages.BaseStorage:
-    """A JournalStorage file for None or a path; an RDBStorage with heartbeats for a URL."""
+    """A JournalStorage file for None or a path; an RDBStorage for a URL, with heartbeats
+    every ``heartbeat_interval`` seconds (tune.heartbeat_interval) when given, and a trial
+    silent ``grace_period`` seconds (tune.heartbeat_grace) failed, then ``on_stale`` called."""
     if url and "://" in url:
-        return optuna.storages.RDBStorage(
+        return _rdb_storage(
             url,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
             heartbeat_stale_trial_callback=on_stale,
         )
     path = Path(url) if url else default_journal
@@ -42,6 +48,20 @@ def open_storage(
 
     backend = JournalFileBackend(str(path), lock_obj=FlockLock(f"{path}.lock"))
     return optuna.storages.JournalStorage(backend)
+
+
+def _rdb_storage(url: str, **kwargs) -> optuna.storages.RDBStorage:
+    """An RDBStorage, retried a few times: workers that start together on a new database
+    race to create its tables, which Optuna does not lock, and all but one fail with an
+    IntegrityError or ProgrammingError (duplicate table or type; seen on PostgreSQL)."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for _ in range(RDB_OPEN_TRIES - 1):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError):
+            time.sleep(0.2 + random.random())  # then the tables exist, or one more race
+    return optuna.storages.RDBStorage(url, **kwargs)
 
 
 class FlockLock:

@@ -5,7 +5,10 @@
   on this host and no longer running is marked FAIL by the next worker that starts or
   claims a trial. The start time guards against a recycled pid; the boot id against a
   reboot. A RUNNING trial with no owner (its process died in the instant between creating
-  it and recording the owner) is failed once it is ``UNOWNED_GRACE_S`` old.
+  it and recording the owner) is failed once it is ``UNOWNED_GRACE_S`` old. With
+  ``tune.reap_local_dead: false`` the process check is off (containers that share a
+  hostname but not their pids): then, as for a worker on another host, only a database
+  storage's heartbeats find the trial (``tune.heartbeat_grace`` after its last one).
 - Finished means COMPLETE or PRUNED (a diverged trial is pruned). FAIL trials (a crash, a
   kill, Ctrl-C) do not count, so a restarted study runs them again.
 - Claiming: under a lock file (one machine), a worker counts finished plus in-flight trials
@@ -95,10 +98,17 @@ def owner_alive(owner: dict) -> bool | None:
     return True
 
 
+def heartbeat_stopped(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's callback for a trial it failed because its heartbeat stopped."""
+    print(f"trial {trial.number:3d} failed: its heartbeat stopped", flush=True)
+    close_trial_run(trial, "its heartbeat stopped")
+
+
 def reap_dead_trials(
-    study: optuna.Study, on_fail: Callable[[FrozenTrial, str], None]
+    study: optuna.Study, on_fail: Callable[[FrozenTrial, str], None], local: bool = True
 ) -> list[FrozenTrial]:
-    """Mark FAIL every RUNNING trial whose process is gone; return them."""
+    """Mark FAIL every RUNNING trial whose heartbeat stopped (a database storage), or, with
+    ``local``, whose process on this host is gone; return the latter."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # heartbeats (RDB); calls its own callback
@@ -107,7 +117,7 @@ def reap_dead_trials(
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("owner")
         if owner:
-            dead = owner_alive(owner) is False
+            dead = local and owner_alive(owner) is False
             why = f"its process {owner['host']}:{owner['pid']} died"
         else:
             age = (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0
@@ -201,7 +211,7 @@ def run_worker(
     waiting = False
     while True:
         with local_lock(ctx.lock_path):
-            for t in reap_dead_trials(study, close_trial_run):
+            for t in reap_dead_trials(study, close_trial_run, ctx.settings.reap_local_dead):
                 print(f"trial {t.number:3d} failed: its process is gone", flush=True)
             if deadline is not None and time.monotonic() > deadline:
                 print("timeout: starting no more trials", flush=True)
