@@ -1,0 +1,263 @@
+"""A team's MLflow tracking server: ``mlflow server`` on a real PostgreSQL backend store, with
+artifacts proxied over HTTP to its own folder, on 127.0.0.1 only.
+
+Two train stages and a two-worker tuning study of a tiny project log to it through
+``MLFLOW_TRACKING_URI=http://127.0.0.1:<port>`` alone, and everything is read back over HTTP:
+runs, params, metrics and their histories, artifacts (downloaded and compared byte for byte
+with the files the stage wrote), and the study's parent/trial nesting. Nothing may land in
+the project's own store (mlflow.db, mlartifacts/).
+
+The server takes about 20 s to start on a 2-core machine (imports and the database
+migrations); the project's data stages run meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from _project import env_for, make_project, run_module
+from optuna.trial import TrialState
+
+from pipeline.tune import storage as tune_storage
+
+START_TIMEOUT_S = 180  # about 20 s idle; generous for a loaded 2-core machine
+CELLS = [("false", "false", "false"), ("true", "true", "true")]  # dense, and rope+moe+fgram
+TRIALS = 3
+ARTIFACTS = ("metrics.json", "sample.txt", "curve.png", "curve.csv")
+OVERRIDES = {
+    "train": {"max_iters": 12, "eval_interval": 6, "warmup_iters": 2, "device": "cpu"},
+    "tune": {
+        "study_name": "nanomoe-tune",
+        "rungs": [6],  # and the top, train.max_iters = 12
+        "reduction_factor": 2,
+        "finalists": 1,
+        "eval_iters": 2,
+        "space": {
+            "n_experts": [2, 4],
+            "fgram_max_n": [2, 4],
+            "top_k": [1, 2],
+            "learning_rate": [0.001, 0.01],
+        },
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TrackingServer:
+    """``mlflow server`` in its own process group and folder; ``ready()`` waits for it."""
+
+    def __init__(self, backend_store: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="mlflow", dir="/tmp"))
+        self.artifacts = self.dir / "artifacts"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = (self.dir / "server.log").open("w")
+        cmd = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri", backend_store,
+            "--artifacts-destination", str(self.artifacts),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--workers", "1",
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        # Not its GenAI job runner: seven more Python processes that tracking does not use.
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.dir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: uvicorn's worker goes with it
+        )  # fmt: skip
+        self.startup_s: float | None = None
+
+    def log(self) -> str:
+        self._log.flush()
+        return (self.dir / "server.log").read_text(errors="replace")[-6000:]
+
+    def ready(self) -> str:
+        """The server's URL, once ``GET /health`` answers OK; fails with its log if it does
+        not within START_TIMEOUT_S or exits."""
+        while self.startup_s is None:
+            if self.proc.poll() is not None:
+                pytest.fail(f"mlflow server exited ({self.proc.returncode}):\n{self.log()}")
+            if time.monotonic() - self.started > START_TIMEOUT_S:
+                pytest.fail(f"mlflow server: no /health after {START_TIMEOUT_S}s:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=5) as answer:
+                    if answer.status == 200:
+                        self.startup_s = time.monotonic() - self.started
+                        break
+            except OSError:  # refused while it starts; URLError is an OSError
+                pass
+            time.sleep(0.25)
+        return self.url
+
+    def stop(self) -> None:
+        try:
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            self._log.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(postgres) -> Iterator[TrackingServer]:
+    """Started, not yet waited for: the project's data stages run while it boots."""
+    server = TrackingServer(postgres.create_database("mlflow"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Logged:
+    root: Path
+    url: str
+    client: mlflow.MlflowClient
+    server: TrackingServer
+
+
+def run_logged(cmds: list[list[str]], root: Path, env: dict) -> None:
+    """Run the commands side by side; each must exit 0."""
+    procs = []
+    for i, cmd in enumerate(cmds):
+        with open(root / f"cmd{i}.log", "w") as out:
+            procs.append(subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=out))
+    for i, (cmd, proc) in enumerate(zip(cmds, procs, strict=True)):
+        assert proc.wait(timeout=300) == 0, f"{cmd}:\n{(root / f'cmd{i}.log').read_text()}"
+
+
+@pytest.fixture(scope="module")
+def logged(server, tmp_path_factory) -> Logged:
+    """A tiny project whose two train stages and a two-worker study log to the server."""
+    root = make_project(tmp_path_factory.mktemp("team"), overrides=OVERRIDES)
+    env = {**env_for(root), "OMP_NUM_THREADS": "1"}
+    for stage in ("pipeline.download", "pipeline.prepare", "pipeline.mine_fgrams"):
+        proc = run_module(root, stage, env=env)
+        assert proc.returncode == 0, proc.stderr
+    env["MLFLOW_TRACKING_URI"] = url = server.ready()
+    py = [sys.executable, "-m"]
+    trains = [
+        [*py, "pipeline.train", "--rope", r, "--moe", m, "--fgram", f, "--seed", "1337"]
+        for r, m, f in CELLS
+    ]
+    run_logged([*trains, [*py, "pipeline.tune", "--trials", str(TRIALS), "--jobs", "2"]], root, env)
+    return Logged(root, url, mlflow.MlflowClient(tracking_uri=url), server)
+
+
+def runs_of(logged: Logged, experiment: str) -> list:
+    exp = logged.client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment} on {logged.url}"
+    return logged.client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def cell_folders(root: Path) -> dict[str, Path]:
+    """{run id: the cell's output folder}, from the run.json each train stage writes."""
+    runs = (root / "experiments" / "ablation").glob("*/run.json")
+    return {json.loads(p.read_text())["run_id"]: p.parent for p in runs}
+
+
+def test_train_runs_land_finished_with_params_and_metrics(logged):
+    runs = runs_of(logged, "nanomoe-ablation")
+    folders = cell_folders(logged.root)
+    assert len(runs) == len(CELLS) and {r.info.run_id for r in runs} == set(folders)
+    for run in runs:
+        assert run.info.status == "FINISHED", run.info
+        params, metrics = run.data.params, run.data.metrics
+        assert params["model.n_layer"] == "1" and params["model.n_embd"] == "16"
+        assert params["train.max_iters"] == "12" and params["seed"] == "1337"
+        local = json.loads((folders[run.info.run_id] / "metrics.json").read_text())
+        assert run.info.run_name == local["variant"] == run.data.tags["variant"]
+        assert params["rope"] == str(local["rope"]) and params["fgram"] == str(local["fgram"])
+        assert metrics["final_val_loss"] == pytest.approx(local["final_val_loss"])
+        assert metrics["best_val_loss"] == pytest.approx(local["best_val_loss"])
+        history = logged.client.get_metric_history(run.info.run_id, "val_loss")
+        rows = (folders[run.info.run_id] / "curve.csv").read_text().splitlines()[1:]
+        assert sorted(m.step for m in history) == [int(row.split(",")[0]) for row in rows]
+
+
+def test_train_artifacts_go_through_the_server_and_download_byte_for_byte(logged, tmp_path):
+    folders = cell_folders(logged.root)
+    for run in runs_of(logged, "nanomoe-ablation"):
+        run_id = run.info.run_id
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
+        listed = {a.path for a in logged.client.list_artifacts(run_id)}
+        assert set(ARTIFACTS) <= listed
+        for name in ARTIFACTS:
+            got = logged.client.download_artifacts(run_id, name, str(tmp_path / run_id))
+            assert Path(got).read_bytes() == (folders[run_id] / name).read_bytes(), name
+        # on the server's side, in its --artifacts-destination
+        stored = list(logged.server.artifacts.rglob(f"{run_id}/artifacts/metrics.json"))
+        assert len(stored) == 1
+
+
+def test_study_has_one_parent_and_a_nested_run_per_finished_trial(logged):
+    runs = runs_of(logged, "nanomoe-tune")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert json.loads(parent.data.params["space.n_experts"]) == [2, 4]
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+
+    journal = logged.root / "experiments" / "tune" / "journal.log"
+    study = optuna.load_study(
+        study_name="nanomoe-tune", storage=tune_storage.open_storage(None, journal)
+    )
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(done) == TRIALS == len(trials)
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in trials) == [t.number for t in done]
+    status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}  # pruned: KILLED
+    for run in trials:
+        trial = study.trials[int(run.data.tags["optuna.trial"])]
+        assert run.info.status == status[trial.state], (run.info, trial.state)
+        history = logged.client.get_metric_history(run.info.run_id, "val_loss")
+        assert {m.step: m.value for m in history} == pytest.approx(trial.intermediate_values)
+        assert run.data.params["n_experts"] == str(trial.params["n_experts"])
+
+
+def test_no_run_is_left_running_and_nothing_lands_in_the_local_store(logged):
+    for name in ("nanomoe-ablation", "nanomoe-tune"):
+        assert {r.info.status for r in runs_of(logged, name)} <= {"FINISHED", "KILLED"}
+    assert not (logged.root / "mlflow.db").exists()
+    assert not (logged.root / "mlartifacts").exists()
+    assert not (logged.root / "mlruns").exists()
+
+
+def test_server_lists_the_experiments_over_its_rest_api(logged):
+    query = f"{logged.url}/ajax-api/2.0/mlflow/experiments/search?max_results=100"
+    with urllib.request.urlopen(query, timeout=30) as answer:
+        names = {e["name"] for e in json.load(answer)["experiments"]}
+    assert {"nanomoe-ablation", "nanomoe-tune"} <= names
