@@ -33,6 +33,9 @@ import pytest
 from _project import env_for, make_project, run_module
 from optuna.trial import TrialState
 
+from nanomoe.checkpoint import load_checkpoint
+from nanomoe.sample import generate_text
+from pipeline.cell_run import MODEL_ARTIFACT
 from pipeline.tune import storage as tune_storage
 
 START_TIMEOUT_S = 180  # about 20 s idle; generous for a loaded 2-core machine
@@ -162,7 +165,7 @@ def run_logged(cmds: list[list[str]], root: Path, env: dict) -> None:
 def logged(server, tmp_path_factory) -> Logged:
     """A tiny project whose two train stages and a two-worker study log to the server."""
     root = make_project(tmp_path_factory.mktemp("team"), overrides=OVERRIDES)
-    env = {**env_for(root), "OMP_NUM_THREADS": "1"}
+    env = {**env_for(root), "OMP_NUM_THREADS": "1", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
     for stage in ("pipeline.download", "pipeline.prepare", "pipeline.mine_fgrams"):
         proc = run_module(root, stage, env=env)
         assert proc.returncode == 0, proc.stderr
@@ -213,7 +216,7 @@ def test_train_artifacts_go_through_the_server_and_download_byte_for_byte(logged
         run_id = run.info.run_id
         assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
         listed = {a.path for a in logged.client.list_artifacts(run_id)}
-        assert set(ARTIFACTS) <= listed
+        assert set(ARTIFACTS) <= listed and MODEL_ARTIFACT.split("/")[0] in listed
         for name in ARTIFACTS:
             got = logged.client.download_artifacts(run_id, name, str(tmp_path / run_id))
             assert Path(got).read_bytes() == (folders[run_id] / name).read_bytes(), name
@@ -261,3 +264,26 @@ def test_server_lists_the_experiments_over_its_rest_api(logged):
     with urllib.request.urlopen(query, timeout=30) as answer:
         names = {e["name"] for e in json.load(answer)["experiments"]}
     assert {"nanomoe-ablation", "nanomoe-tune"} <= names
+
+
+def test_a_teammate_samples_from_a_run_id_over_http(logged):
+    """``pipeline.sample --run-id`` on another machine: only MLFLOW_TRACKING_URI is shared.
+    The F-gram cell's model file comes over HTTP and samples exactly as the local ckpt.pt."""
+    folders = cell_folders(logged.root)
+    (run_id,) = [i for i, f in folders.items() if "fgram-true" in f.name]
+    elsewhere = {**env_for(logged.root), "MLFLOW_TRACKING_URI": logged.url}
+    args = ["--run-id", run_id, "--prompt", "the", "--tokens", "20", "--seed", "5"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.sample", *args],
+        cwd=logged.root.parent,  # not the project: nothing local to fall back on
+        env=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ckpt = load_checkpoint(folders[run_id] / "ckpt.pt")
+    assert ckpt["fgram_ids"]  # an F-gram variant: its table travels with the model
+    assert proc.stdout.rstrip("\n") == generate_text(ckpt, "the", 20, seed=5)
+    run = logged.client.get_run(run_id)
+    assert "system/cpu_utilization_percentage" in run.data.metrics  # system metrics too
