@@ -217,6 +217,8 @@ def test_the_storage_flag_wins_over_the_env_var_and_help_names_it(monkeypatch, c
         ["--trials", "3", "--study-name", "s", "--storage", "j.log"],
         {},
     )
+    assert tune.safe_url(url) == "postgresql+psycopg://postgres:***@db.example/tune"
+    assert tune.safe_url(url, f"refused {PASSWORD}") == "refused ***"  # an error message
     with pytest.raises(SystemExit):
         tune.parse_args(["--help"])
     assert "$NANOMOE_TUNE_STORAGE" in capsys.readouterr().out
