@@ -162,7 +162,8 @@ def ab_dispatch(rope, fgram, train, val, vocab, fgrams, steps: int) -> dict:
 
 def ab_system_metrics(train, val, vocab, steps: int, interval: float = 1.0) -> dict:
     """Median ms per training step of the dense model with the system-metrics monitor on
-    and off, in alternating blocks of 20 steps (the monitor starts and stops between them)."""
+    and off, in alternating blocks of 100 steps; a block with the monitor starts timing once
+    the monitor has taken its first sample (a run starts it once, not every 100 steps)."""
     from pipeline.tracking import Run, system_metrics  # MLflow: not for gpu_check's imports
 
     tcfg = TrainConfig(progress=False)
@@ -179,16 +180,15 @@ def ab_system_metrics(train, val, vocab, steps: int, interval: float = 1.0) -> d
         try:
             run = Run.start("bench", "system-metrics", {})
             sides = {"on": lambda: system_metrics(run), "off": contextlib.nullcontext}
-            for r in range(max(1, steps // 20)):
+            for r in range(max(1, steps // 100)):
                 for name in ("on", "off") if r % 2 == 0 else ("off", "on"):
                     with sides[name]():
-                        for _ in range(20):
+                        time.sleep(1.5 * interval)
+                        for _ in range(100):
                             t0 = time.perf_counter()
                             trainer.train_step(tcfg.learning_rate)
                             times[name].append(time.perf_counter() - t0)
-            samples = len(
-                run.client.get_metric_history(run.id, "system/cpu_utilization_percentage")
-            )
+            history = run.client.get_metric_history(run.id, "system/cpu_utilization_percentage")
         finally:
             for k, v in old.items():
                 os.environ.pop(k) if v is None else os.environ.update({k: v})
@@ -197,7 +197,7 @@ def ab_system_metrics(train, val, vocab, steps: int, interval: float = 1.0) -> d
         **{f"{k}_ms": v for k, v in ms.items()},
         "on_over_off": ms["on"] / ms["off"],
         "steps_each": len(times["on"]),
-        "samples_logged": samples,
+        "samples_logged": len(history),
         "interval_s": interval,
     }
 
