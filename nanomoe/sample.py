@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -123,20 +124,28 @@ def print_sample(model: GPT, tok: CharTokenizer, a: argparse.Namespace, s: Sampl
     return 0
 
 
+def sample_command(
+    p: argparse.ArgumentParser, argv: list[str] | None, locate: Callable[[argparse.Namespace], str]
+) -> int:
+    """A sampling command: ``p`` (with its option naming the model) plus the sampling options;
+    the checkpoint file is ``locate(args)``. A bad input: one line, exit 2."""
+    add_sampling_options(p)
+    a = p.parse_args(argv)
+    s = sampling_config(p, a)
+    try:
+        model, tok = read_checkpoint(locate(a))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return print_sample(model, tok, a, s)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m nanomoe.sample", description=__doc__.split("\n")[0])
     p.add_argument(
         "--checkpoint", required=True, help="a ckpt.pt written by training, or a run's model.pt"
     )
-    add_sampling_options(p)
-    a = p.parse_args(argv)
-    s = sampling_config(p, a)
-    try:
-        model, tok = read_checkpoint(a.checkpoint)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return print_sample(model, tok, a, s)
+    return sample_command(p, argv, lambda a: a.checkpoint)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 from nanomoe.config import InputError
-from nanomoe.sample import add_sampling_options, print_sample, read_checkpoint, sampling_config
+from nanomoe.sample import sample_command
 from pipeline.cell_run import MODEL_ARTIFACT
 from pipeline.tracking import fetch_artifact
 
@@ -40,16 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--run-id", required=True, help="the MLflow run of a finished ablation cell")
-    add_sampling_options(p)
-    a = p.parse_args(argv)
-    s = sampling_config(p, a)
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            model, tok = read_checkpoint(fetch_model(a.run_id, tmp))
-        except InputError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    return print_sample(model, tok, a, s)
+        return sample_command(p, argv, lambda a: fetch_model(a.run_id, tmp))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from nanomoe.checkpoint import load_checkpoint
 from nanomoe.sample import generate_text
 from pipeline.cell_run import MODEL_ARTIFACT
 from pipeline.tune import storage as tune_storage
+from tests.test_tune import TUNE
 
 START_TIMEOUT_S = 180  # about 20 s idle; generous for a loaded 2-core machine
 CELLS = [("false", "false", "false"), ("true", "true", "true")]  # dense, and rope+moe+fgram
@@ -44,19 +45,7 @@ TRIALS = 3
 ARTIFACTS = ("metrics.json", "sample.txt", "curve.png", "curve.csv")
 OVERRIDES = {
     "train": {"max_iters": 12, "eval_interval": 6, "warmup_iters": 2, "device": "cpu"},
-    "tune": {
-        "study_name": "nanomoe-tune",
-        "rungs": [6],  # and the top, train.max_iters = 12
-        "reduction_factor": 2,
-        "finalists": 1,
-        "eval_iters": 2,
-        "space": {
-            "n_experts": [2, 4],
-            "fgram_max_n": [2, 4],
-            "top_k": [1, 2],
-            "learning_rate": [0.001, 0.01],
-        },
-    },
+    "tune": {**TUNE, "rungs": [6]},  # and the top, train.max_iters = 12
 }
 
 

@@ -558,6 +558,19 @@ def test_tiny_study_sends_exactly_the_finalists_to_the_top_rung(tmp_path):
 SPACE = TUNE["space"]
 
 
+def assert_refused_in_one_line(root, monkeypatch, capsys, tune_overrides, key) -> None:
+    """``--trials 2`` with these ``tune:`` settings exits 2 with one line naming ``key``,
+    before any storage or trial exists."""
+    make_project(root, tune_overrides, data=False)
+    monkeypatch.setattr(sys, "argv", ["pipeline.tune", "--trials", "2"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_run(tune.main)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: params.yaml: {key}")
+    assert not (root / "experiments" / "tune").exists()  # no storage, no trial
+
+
 @pytest.mark.parametrize(
     ("tune_overrides", "key"),
     [
@@ -595,14 +608,7 @@ SPACE = TUNE["space"]
 def test_invalid_search_space_fails_at_once_naming_the_key(
     in_project, monkeypatch, capsys, tune_overrides, key
 ):
-    make_project(in_project, tune_overrides, data=False)
-    monkeypatch.setattr(sys, "argv", ["pipeline.tune", "--trials", "2"])
-    with pytest.raises(SystemExit) as exit_info:
-        cli_run(tune.main)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: params.yaml: {key}")
-    assert not (in_project / "experiments" / "tune").exists()  # no storage, no trial
+    assert_refused_in_one_line(in_project, monkeypatch, capsys, tune_overrides, key)
     assert not (in_project / "mlflow.db").exists()
 
 

@@ -24,6 +24,7 @@ from pipeline.stage import run_stage as cli_run
 from pipeline.tune import cli as tune
 from pipeline.tune import storage as tune_storage
 from tests.test_tune import (
+    assert_refused_in_one_line,
     finished,
     in_project,  # noqa: F401  (a fixture)
     make_project,
@@ -242,11 +243,4 @@ def test_bad_heartbeat_settings_fail_at_once_in_one_line_naming_the_key(
     tune_overrides,
     key,
 ):
-    make_project(in_project, tune_overrides, data=False)
-    monkeypatch.setattr(sys, "argv", ["pipeline.tune", "--trials", "2"])
-    with pytest.raises(SystemExit) as exit_info:
-        cli_run(tune.main)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: params.yaml: {key}: ")
-    assert not (in_project / "experiments" / "tune").exists()
+    assert_refused_in_one_line(in_project, monkeypatch, capsys, tune_overrides, f"{key}: ")
