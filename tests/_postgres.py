@@ -89,15 +89,20 @@ class Postgres:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def no_server() -> None:
+    """No server binary: the test fails under CI (``CI=true``), else skips, saying why."""
+    why = f"no PostgreSQL server binary (initdb, pg_ctl) on PATH, in $PG_BIN or {PG_BIN_GLOB}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{why}; CI must run the PostgreSQL tests: install postgresql")
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A PostgreSQL server for this test session (one per xdist worker)."""
     bindir = server_bin()
     if bindir is None:
-        why = f"no PostgreSQL server binary (initdb, pg_ctl) on PATH, in $PG_BIN or {PG_BIN_GLOB}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{why}; CI must run the PostgreSQL tests: install postgresql")
-        pytest.skip(why)
+        no_server()
     server = Postgres(bindir).start()
     try:
         yield server
