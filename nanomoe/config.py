@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from nanomoe.switches import levels_of, variant_name
+
 
 def _require(ok: bool, field: str, rule: str) -> None:
     if not ok:
@@ -143,17 +145,7 @@ class GPTConfig(Config):
     @property
     def variant(self) -> str:
         """Readable name of the ablation cell, e.g. ``rope+moe-fgram``."""
-        return variant_name(self.rope, self.moe, self.fgram)
-
-
-def variant_name(rope: bool, moe: bool, fgram: bool) -> str:
-    """``rope+moe-fgram``: ``+`` marks a switch on, ``-`` off. The position scheme leads,
-    spelled ``rope`` or ``abspos`` (learned absolute positions), so no name starts with a dash."""
-    return (
-        ("rope" if rope else "abspos")
-        + ("+moe" if moe else "-moe")
-        + ("+fgram" if fgram else "-fgram")
-    )
+        return variant_name(levels_of(self))
 
 
 @dataclass

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nanomoe.trainer import TrainResult
+from pipeline.cell import Cell
 from pipeline.layout import Layout
 from pipeline.params import Params
 from pipeline.tracking import Run, close_dead_run, flatten, git_commit
-
-if TYPE_CHECKING:
-    from pipeline.train import Cell
 
 EXPERIMENT = "nanomoe-ablation"
 MODEL_ARTIFACT = "model/model.pt"
@@ -50,7 +47,8 @@ def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run,
             {
                 **flatten(cell.config.to_dict(), "model."),
                 **flatten(cell.train_cfg.to_dict(), "train."),
-                **{"rope": cell.rope, "moe": cell.moe, "fgram": cell.fgram, "seed": cell.seed},
+                **cell.levels,
+                "seed": cell.seed,
                 "n_experts": cell.config.n_experts,
                 "top_k": cell.config.top_k,
                 "fgram_max_n": cell.config.fgram_max_n,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from nanomoe.switches import SWITCHES, Levels, variant_name
 from pipeline.stage import StageError
 
 CODE_DIRS = ("nanomoe", "pipeline")
@@ -113,22 +114,27 @@ class Layout:
     def fgram_metrics(self) -> Path:
         return self.only("mine_fgrams", "metrics")
 
-    def train_stage(self, moe: bool, fgram: bool) -> str:
-        """The train stage whose matrix holds the cells with these switches."""
+    def train_stage(self, levels: Levels) -> str:
+        """The train stage whose matrix holds the cells at these switch ``levels``."""
         for name, spec in self.stages.items():
             matrix = spec.get("matrix", {})
-            if matrix.get("moe") == [moe] and matrix.get("fgram") == [fgram]:
+            if all(
+                any(v == level and type(v) is type(level) for v in matrix.get(s.name, []))
+                for s in SWITCHES
+            ):
                 return name
-        raise StageError(f"dvc.yaml: no train stage has moe: [{moe}] and fgram: [{fgram}]")
+        raise StageError(
+            f"dvc.yaml: no train stage holds {variant_name(levels)}; run python -m pipeline.grid "
+            "to write the train stages from params.yaml's grid:"
+        )
 
-    def run_files(self, rope: bool, moe: bool, fgram: bool, seed: int) -> dict[str, Path]:
+    def run_files(self, levels: Levels, seed: int) -> dict[str, Path]:
         """The files one train cell writes, by name (metrics.json, ckpt.pt, ...)."""
-        cell = {"rope": rope, "moe": moe, "fgram": fgram, "seed": seed}
-        return self.outs(self.train_stage(moe, fgram), **cell)
+        return self.outs(self.train_stage(levels), **levels, seed=seed)
 
-    def resume_files(self, rope: bool, moe: bool, fgram: bool, seed: int) -> tuple[Path, Path]:
+    def resume_files(self, levels: Levels, seed: int) -> tuple[Path, Path]:
         """(the cell's in-progress checkpoint, the file naming its MLflow run)."""
-        name = self.run_files(rope, moe, fgram, seed)["metrics.json"].parent.name
+        name = self.run_files(levels, seed)["metrics.json"].parent.name
         return self.root / RESUME_DIR / f"{name}.pt", self.root / RESUME_DIR / f"{name}.json"
 
     @property

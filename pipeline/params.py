@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from nanomoe.config import Config, GPTConfig, MiningConfig, SampleConfig, TrainConfig, display_path
+from nanomoe.switches import BY_NAME, SWITCHES, Levels, config_fields, full
 from pipeline.layout import project_root
 from pipeline.stage import ParamsError
 
@@ -75,7 +76,7 @@ KEYS: dict[type, dict[str, str]] = {
     TrainConfig: _section_keys("train", TrainConfig, skip=("seed",)),  # seed: the matrix's
     SampleParams: _section_keys("sample", SampleParams),
 }
-SECTIONS = ("data", "fgram", "model", "moe", "train", "seeds", "sample", "tune")
+SECTIONS = ("data", "fgram", "model", "moe", "train", "grid", "seeds", "sample", "tune")
 
 
 def build(cls: type[C], keys: Mapping[str, str], raw: Mapping[str, Any], **fixed: Any) -> C:
@@ -142,21 +143,20 @@ class Params:
     model: GPTConfig  # every switch on, so every rule was checked; vocab_size a placeholder
     train: TrainConfig
     sample: SampleParams
+    grid: dict[str, list]  # every switch -> the levels the ablation trains, low first
     seeds: list[int]
     _raw: dict = field(repr=False)  # for ``read`` only: sections other modules own
 
     def model_config(
         self,
         vocab_size: int,
-        rope: bool,
-        moe: bool,
-        fgram: bool,
+        levels: Levels,
         overrides: Mapping[str, Any] | None = None,
         keys: Mapping[str, str] | None = None,
     ) -> GPTConfig:
-        """One cell's GPTConfig; ``overrides`` (what a tuner varies) are named in errors by
-        ``keys`` (field -> its params.yaml key)."""
-        cell = {"vocab_size": vocab_size, "rope": rope, "moe": moe, "fgram": fgram}
+        """One cell's GPTConfig: its switches' ``levels`` win over ``model:``; ``overrides``
+        (what a tuner varies) are named in errors by ``keys`` (field -> its params.yaml key)."""
+        cell = {"vocab_size": vocab_size, **config_fields(levels)}
         where = {"vocab_size": "meta.json vocab_size", **KEYS[GPTConfig], **(keys or {})}
         return checked(lambda: self.model.replace(**cell, **(overrides or {})), where)
 
@@ -191,6 +191,39 @@ ParamsLoader.add_implicit_resolver(
 )
 
 
+def read_grid(grid: Any) -> dict[str, list]:
+    """``grid:``, checked: each key a switch of ``nanomoe/switches.py``, each value a list of
+    its levels. A switch left out is held at its low level; no ``grid:`` at all trains every
+    switch at both levels."""
+    if grid is None:
+        return {s.name: list(s.levels) for s in SWITCHES}
+    if not isinstance(grid, dict):
+        raise ParamsError(
+            "params.yaml: grid: must map each switch to its levels, e.g. rope: [false, true]"
+        )
+    for name, values in grid.items():
+        switch = BY_NAME.get(name)
+        if switch is None:
+            raise ParamsError(
+                f"params.yaml: grid.{name}: unknown switch; switches are "
+                f"{', '.join(BY_NAME)} (nanomoe/switches.py)"
+            )
+        spelled = " and ".join(switch.spell(v) for v in switch.levels)
+        if not isinstance(values, list) or not values:
+            raise ParamsError(
+                f"params.yaml: grid.{name}: must be a non-empty list of its levels ({spelled})"
+            )
+        for v in values:
+            if not any(v == level and type(v) is type(level) for level in switch.levels):
+                raise ParamsError(
+                    f"params.yaml: grid.{name}: {v!r} is not a level of {name}; "
+                    f"its levels are {spelled}"
+                )
+        if len(values) != len(set(values)):
+            raise ParamsError(f"params.yaml: grid.{name}: has repeated levels {values!r}")
+    return {s.name: [v for v in s.levels if v in grid.get(s.name, [s.low])] for s in SWITCHES}
+
+
 def load_params(path: str | os.PathLike | None = None) -> Params:
     """Read and check params.yaml (default: the project root's); a bad value raises a
     ParamsError naming its key, before any stage does work."""
@@ -222,13 +255,14 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
     if len(set(seeds)) != len(seeds):
         raise ParamsError("params.yaml: seeds: has repeated values")
 
-    all_on = {"vocab_size": 2, "rope": True, "moe": True, "fgram": True}
+    all_on = {"vocab_size": 2, **config_fields(full())}
     params = Params(
         data=build(DataParams, KEYS[DataParams], raw),
         mining=build(MiningConfig, KEYS[MiningConfig], raw),
         model=build(GPTConfig, KEYS[GPTConfig], raw, **all_on),
         train=build(TrainConfig, KEYS[TrainConfig], raw, seed=seeds[0]),
         sample=build(SampleParams, KEYS[SampleParams], raw),
+        grid=read_grid(raw.get("grid")),
         seeds=seeds,
         _raw=raw,
     )

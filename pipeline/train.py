@@ -1,4 +1,5 @@
-"""Stage ``train``: one cell of the RoPE x MoE x F-gram grid, for one seed.
+"""Stage ``train``: one cell of the grid (a level of every switch in nanomoe/switches.py), for
+one seed.
 
     python -m pipeline.train --rope true --moe false --fgram true --seed 1337
 
@@ -14,111 +15,34 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from nanomoe import distributed
 from nanomoe.atomic import atomic_write_bytes, atomic_write_text
 from nanomoe.checkpoint import load_checkpoint, model_file
-from nanomoe.config import GPTConfig, TrainConfig, variant_name
-from nanomoe.data import load_meta, load_split
-from nanomoe.device import resolve_device
-from nanomoe.fgram import Fgram, load_fgrams
 from nanomoe.model import GPT
 from nanomoe.sample import generate_text
+from nanomoe.switches import SWITCHES
 from nanomoe.trainer import Trainer, TrainResult, set_seed
+from pipeline.cell import Cell, prepare_cell
 from pipeline.cell_run import EXPERIMENT, log_results, open_run, relog_history
 from pipeline.launch import from_main, launch_cell
 from pipeline.layout import Layout
 from pipeline.params import Params, load_params
 from pipeline.plots import curve_csv, plot_curve
-from pipeline.resume import ResumePoint, fingerprint
-from pipeline.stage import ParamsError, StageError, run_stage
+from pipeline.resume import fingerprint
+from pipeline.stage import StageError, run_stage
 from pipeline.tracking import Run, tracked, tracking_uri
 
 RawHelp = argparse.RawDescriptionHelpFormatter
-DATA_FILES = ("train.bin", "val.bin", "meta.json")
-
-
-BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False,
-         "no": False, "off": False}  # fmt: skip
-
-
-def parse_bool(text: str) -> bool:
-    if text.strip().lower() not in BOOLS:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return BOOLS[text.strip().lower()]
-
-
-@dataclass
-class Cell:
-    """One cell of the grid, with everything checked before it trains."""
-
-    rope: bool
-    moe: bool
-    fgram: bool
-    seed: int
-    chars: list[str]
-    config: GPTConfig
-    train_cfg: TrainConfig
-    fgrams: list[Fgram] | None
-    train: np.ndarray
-    val: np.ndarray
-    files: dict[str, Path]  # the cell's outs in dvc.yaml, by file name
-    inputs: list[Path]  # the files it trains on: prepared data, F-gram table
-    resume: ResumePoint
-
-    @property
-    def variant(self) -> str:
-        return variant_name(self.rope, self.moe, self.fgram)
-
-
-def prepare_cell(params: Params, layout: Layout, rope: bool, moe: bool, fgram: bool, seed: int):
-    """Everything that can fail before training: config, data, F-grams, prompt, device."""
-    prepared = layout.require(layout.prepared)
-    train_cfg = params.train_config(seed)
-    try:
-        resolve_device(train_cfg.device)
-    except ValueError as err:
-        raise ParamsError(f"params.yaml: train.{err}") from None
-    meta = load_meta(prepared)
-    config = params.model_config(meta["vocab_size"], rope=rope, moe=moe, fgram=fgram)
-    fgrams = None
-    if fgram:
-        fgrams = load_fgrams(
-            layout.require(layout.fgrams),
-            max_n=config.fgram_max_n,
-            vocab_size=meta["vocab_size"],
-            chars=meta["chars"],
-        )
-    unknown = sorted(set(params.sample.prompt or "") - set(meta["chars"]))
-    if unknown:
-        raise StageError(
-            f"params.yaml: sample.prompt: has characters not in the corpus: {''.join(unknown)!r}"
-        )
-    return Cell(
-        rope, moe, fgram, seed,
-        chars=meta["chars"],
-        config=config,
-        train_cfg=train_cfg,
-        fgrams=fgrams,
-        train=load_split(prepared, "train"),
-        val=load_split(prepared, "val"),
-        files=layout.run_files(rope, moe, fgram, seed),
-        inputs=[prepared / n for n in DATA_FILES] + ([layout.fgrams] if fgram else []),
-        resume=ResumePoint(*layout.resume_files(rope, moe, fgram, seed)),
-    )  # fmt: skip
 
 
 def cell_metrics(cell: Cell, result: TrainResult) -> dict:
     """metrics.json: what the report reads and DVC shows."""
     metrics = {
         "variant": cell.variant,
-        "rope": cell.rope,
-        "moe": cell.moe,
-        "fgram": cell.fgram,
+        **cell.levels,
         "seed": cell.seed,
         "final_val_loss": result.val_loss,  # the full validation split after the last step
         "best_val_loss": result.best_val_loss,  # the lowest periodic estimate (eval batches)
@@ -189,21 +113,31 @@ def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: d
     return result
 
 
+def level_parser(switch):
+    """argparse's ``type`` for ``switch``'s flag: its level, or a usage error."""
+
+    def parse(text: str):
+        try:
+            return switch.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.train", description=__doc__, formatter_class=RawHelp
     )
-    ap.add_argument(
-        "--rope", type=parse_bool, required=True, help="true: RoPE; false: learned positions"
-    )
-    ap.add_argument("--moe", type=parse_bool, required=True, help="true: top-k MoE feed-forward")
-    ap.add_argument("--fgram", type=parse_bool, required=True, help="true: mined F-gram embeddings")
+    for s in SWITCHES:  # the registry's switches, each a required flag: --rope true ...
+        levels = " or ".join(s.spell(v) for v in s.levels)
+        ap.add_argument(f"--{s.name}", type=level_parser(s), required=True, help=levels)
     ap.add_argument("--seed", type=int, required=True, help="training seed")
     a = ap.parse_args(argv)
 
     layout = Layout.load()
     params = load_params(layout.root / "params.yaml")
-    cell = prepare_cell(params, layout, a.rope, a.moe, a.fgram, a.seed)
+    cell = prepare_cell(params, layout, {s.name: getattr(a, s.name) for s in SWITCHES}, a.seed)
     launch = launch_cell(cell.train_cfg, argv)  # torchrun ranks, or NANOMOE_NPROC's relaunch
     fp = fingerprint(cell.config, cell.train_cfg, cell.inputs)
     try:

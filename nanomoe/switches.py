@@ -1,0 +1,118 @@
+"""The ablation's switches, declared once: what each one is called, which ``GPTConfig`` fields
+it sets, how variant names spell it, and what a cell needs when it is on.
+
+Everything that handles a cell (the train stage, dvc.yaml's train stages, MLflow, the report,
+the tuner, the benches) iterates ``SWITCHES``; nothing names the switches one by one. A cell
+is a mapping ``{switch name: level}`` (``Levels``) plus a seed.
+
+Adding a switch: its model code, its ``GPTConfig`` field, an entry here, and its levels under
+``grid:`` in params.yaml (then ``python -m pipeline.grid`` writes dvc.yaml's train stages).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Levels = Mapping[str, Any]  # one cell's level of every switch, by switch name
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One factor of the ablation with two levels: ``low`` (coded -1, the baseline) and
+    ``high`` (coded +1)."""
+
+    name: str  # the grid: key, the train command's flag, the metrics.json column
+    labels: tuple[str, str]  # how a variant name spells the low and the high level
+    low: Any = False
+    high: Any = True
+    fields: tuple[str, ...] = ()  # the GPTConfig fields it sets to its level; () = (name,)
+    data: tuple[str, ...] = ()  # files (from the project root) a cell needs at the high level
+    params: tuple[str, ...] = ()  # params.yaml keys a cell depends on at the high level
+
+    @property
+    def levels(self) -> tuple[Any, Any]:
+        return (self.low, self.high)
+
+    def config(self, level: Any) -> dict[str, Any]:
+        """The GPTConfig fields this switch sets at ``level``."""
+        return {f: level for f in self.fields or (self.name,)}
+
+    def label(self, level: Any) -> str:
+        return self.labels[self.levels.index(level)]
+
+    def spell(self, level: Any) -> str:
+        """``level`` as a command line, a folder name and DVC's ``${item.<name>}`` write it:
+        booleans in lower case."""
+        return str(level).lower() if isinstance(level, bool) else str(level)
+
+    def parse(self, text: str) -> Any:
+        """The level spelled ``text`` (``true``, ``false``, ...); ValueError if none."""
+        word = text.strip().lower()
+        if all(isinstance(v, bool) for v in self.levels):
+            word = {"1": "true", "yes": "true", "on": "true"}.get(word, word)
+            word = {"0": "false", "no": "false", "off": "false"}.get(word, word)
+        for level in self.levels:
+            if self.spell(level) == word:
+                return level
+        raise ValueError(f"expected {' or '.join(self.spell(v) for v in self.levels)}, got {text!r}")
+
+
+SWITCHES: tuple[Switch, ...] = (
+    # RoPE on q and k; off means learned absolute position embeddings (nanoGPT).
+    Switch("rope", labels=("abspos", "rope")),
+    # Top-k routed mixture of experts in place of every block's MLP.
+    Switch("moe", labels=("-moe", "+moe"), params=("moe",)),
+    # Mined n-grams, contextualized and folded into the token embedding.
+    Switch(
+        "fgram",
+        labels=("-fgram", "+fgram"),
+        data=("data/fgrams.json",),
+        params=("fgram.max_n", "fgram.n_head"),
+    ),
+)
+BY_NAME: dict[str, Switch] = {s.name: s for s in SWITCHES}
+
+
+def baseline() -> dict[str, Any]:
+    """Every switch at its low level: nanoGPT's model."""
+    return {s.name: s.low for s in SWITCHES}
+
+
+def full() -> dict[str, Any]:
+    """Every switch at its high level: the model the tuner tunes."""
+    return {s.name: s.high for s in SWITCHES}
+
+
+def variant_name(levels: Levels) -> str:
+    """``rope+moe-fgram``: each switch's label in registry order. The first switch's labels
+    are words (``rope``/``abspos``), the others' ``+name``/``-name``, so no name starts with
+    a dash. A switch ``levels`` leaves out is at its low level."""
+    return "".join(s.label(levels.get(s.name, s.low)) for s in SWITCHES)
+
+
+def config_fields(levels: Levels) -> dict[str, Any]:
+    """The GPTConfig fields that ``levels`` set (a switch left out: its low level)."""
+    out: dict[str, Any] = {}
+    for s in SWITCHES:
+        out.update(s.config(levels.get(s.name, s.low)))
+    return out
+
+
+def levels_of(config: Any) -> dict[str, Any]:
+    """The levels a GPTConfig (or any object with the switches' fields) was built with."""
+    return {s.name: getattr(config, (s.fields or (s.name,))[0]) for s in SWITCHES}
+
+
+def cells(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every cell of ``grid`` (switch name -> its levels; a switch left out: its low level),
+    in registry order with the low level first."""
+    axes = [[v for v in s.levels if v in grid.get(s.name, [s.low])] for s in SWITCHES]
+    return [dict(zip(BY_NAME, point, strict=True)) for point in itertools.product(*axes)]
+
+
+def varying(grid: Mapping[str, Sequence[Any]]) -> list[Switch]:
+    """The switches that ``grid`` gives both levels: the factors of its design."""
+    return [s for s in SWITCHES if len(set(grid.get(s.name, ()))) == 2]

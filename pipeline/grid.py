@@ -1,0 +1,130 @@
+"""Write dvc.yaml's train stages from ``grid:`` in params.yaml and the switch registry.
+
+    python -m pipeline.grid            # rewrite the train stages in dvc.yaml
+    python -m pipeline.grid --check    # exit 2 when dvc.yaml's train stages are stale
+
+Each cell depends on exactly what it uses, so the grid is split into one train stage per
+combination of levels of the switches that need data or settings at their high level (F-grams
+need data/fgrams.json and fgram.*, MoE needs moe.*); each stage is a DVC matrix over the other
+switches and the seeds. Stage names (``train_moe@true-true-false-1337``) and cell folders
+(``rope-true_moe-true_fgram-false_seed-1337``) spell every switch, in registry order.
+
+The values are written out rather than read by DVC from ``${grid...}``: DVC would name the
+stages ``train@False-...`` (orphaning dvc.lock), make no stage for an empty list, and cannot
+intersect a stage's own level with the grid's. ``grid`` is no params dep of the train stages,
+so editing it retrains no unchanged cell; ``seeds`` stays ``${seeds}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+from nanomoe.atomic import atomic_write_text
+from nanomoe.switches import SWITCHES, Switch
+from pipeline.layout import project_root
+from pipeline.params import load_params
+from pipeline.stage import StageError, run_stage
+
+BEGIN = "  # --- train stages: written by `python -m pipeline.grid`; do not edit by hand ---"
+END = "  # --- end of the train stages written by `python -m pipeline.grid` ---"
+# The code every train stage runs (tests/test_stage_deps.py holds it to the imports).
+CODE = [
+    "nanomoe",
+    "pipeline/train.py",
+    "pipeline/cell.py",
+    "pipeline/cell_run.py",
+    "pipeline/__init__.py",
+    "pipeline/launch.py",
+    "pipeline/stage.py",
+    "pipeline/layout.py",
+    "pipeline/params.py",
+    "pipeline/plots.py",
+    "pipeline/tracking.py",
+    "pipeline/resume.py",
+]
+PARAMS = ["model", "train", "sample"]  # every cell's; each switch adds its own at its high level
+FOLDER = "experiments/ablation/{}_seed-${{item.seed}}"
+
+
+def _splits(switch: Switch) -> bool:
+    """Whether the switch's high level needs its own stages (it has data or settings)."""
+    return bool(switch.data or switch.params)
+
+
+def _yaml(level: object) -> str:
+    return str(level).lower() if isinstance(level, bool) else str(level)
+
+
+def train_stages(grid: dict[str, list]) -> str:
+    """The text of every train stage of ``grid`` (switch -> its levels, low first)."""
+    split = [s for s in SWITCHES if _splits(s)]
+    folder = FOLDER.format("_".join(f"{s.name}-${{item.{s.name}}}" for s in SWITCHES))
+    flags = " ".join(f"--{s.name} ${{item.{s.name}}}" for s in SWITCHES)
+    lines = [BEGIN]
+    for fixed in itertools.product(*(grid[s.name] for s in split)):
+        at = dict(zip((s.name for s in split), fixed, strict=True))
+        high = [s for s in split if at[s.name] == s.high]
+        name = "train" + "".join(f"_{s.name}" for s in high)
+        deps = ["data/prepared", *(p for s in high for p in s.data), *CODE]
+        params = [*PARAMS, *(p for s in high for p in s.params)]
+        on = f"{', '.join(s.name for s in high)} on" if high else "switches with data or settings off"
+        lines += ["", f"  {name}:  # {on}", "    matrix:"]
+        for s in SWITCHES:
+            levels = [at[s.name]] if s.name in at else grid[s.name]
+            lines.append(f"      {s.name}: [{', '.join(_yaml(v) for v in levels)}]")
+        lines += ["      seed: ${seeds}", "    cmd: >-", f"      python -m pipeline.train {flags}"]
+        lines += ["      --seed ${item.seed}", "    deps:", *(f"      - {d}" for d in deps)]
+        lines += ["    params:", *(f"      - {p}" for p in params), "    outs:"]
+        lines += [f"      - {folder}/ckpt.pt"]
+        for out in ("sample.txt", "curve.png", "run.json"):
+            lines += [f"      - {folder}/{out}:", "          cache: false"]
+        lines += ["    metrics:", f"      - {folder}/metrics.json:", "          cache: false"]
+        lines += ["    plots:", f"      - {folder}/curve.csv:", "          cache: false"]
+        lines += ["          x: step", "          y: val_loss"]
+    return "\n".join([*lines, "", END])
+
+
+def rewrite(text: str, grid: dict[str, list]) -> str:
+    """``text`` (dvc.yaml) with its train stages, between the markers, written for ``grid``."""
+    if text.count(BEGIN) != 1 or text.count(END) != 1:
+        raise StageError(
+            "dvc.yaml: needs one pair of the markers that enclose the train stages "
+            f"({BEGIN.strip()!r} ... {END.strip()!r}); restore them from git"
+        )
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    return head + train_stages(grid) + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.grid",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--check", action="store_true", help="only check; exit 2 when stale")
+    a = ap.parse_args(argv)
+    root = project_root()
+    grid = load_params(root / "params.yaml").grid
+    path = root / "dvc.yaml"
+    text = path.read_text(encoding="utf-8")
+    new = rewrite(text, grid)
+    n_cells = 1
+    for levels in grid.values():
+        n_cells *= len(levels)
+    if new == text:
+        print(f"dvc.yaml: train stages up to date ({n_cells} cells per seed)")
+        return 0
+    if a.check:
+        raise StageError(
+            "dvc.yaml: its train stages are not the ones params.yaml's grid: makes; "
+            "run python -m pipeline.grid"
+        )
+    atomic_write_text(path, new)
+    print(f"dvc.yaml: train stages written for {n_cells} cells per seed")
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)
