@@ -57,7 +57,9 @@ class Switch:
         for level in self.levels:
             if self.spell(level) == word:
                 return level
-        raise ValueError(f"expected {' or '.join(self.spell(v) for v in self.levels)}, got {text!r}")
+        raise ValueError(
+            f"expected {' or '.join(self.spell(v) for v in self.levels)}, got {text!r}"
+        )
 
 
 SWITCHES: tuple[Switch, ...] = (

@@ -49,12 +49,7 @@ class Cell:
 
 def switch_inputs(layout: Layout, levels: Levels) -> list[Path]:
     """The files the switches at ``levels`` need (the registry's ``data``)."""
-    return [
-        layout.root / path
-        for s in SWITCHES
-        if levels[s.name] == s.high
-        for path in s.data
-    ]
+    return [layout.root / path for s in SWITCHES if levels[s.name] == s.high for path in s.data]
 
 
 def prepare_cell(params: Params, layout: Layout, levels: Levels, seed: int) -> Cell:

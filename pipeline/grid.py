@@ -68,7 +68,11 @@ def train_stages(grid: dict[str, list]) -> str:
         name = "train" + "".join(f"_{s.name}" for s in high)
         deps = ["data/prepared", *(p for s in high for p in s.data), *CODE]
         params = [*PARAMS, *(p for s in high for p in s.params)]
-        on = f"{', '.join(s.name for s in high)} on" if high else "switches with data or settings off"
+        on = (
+            f"{', '.join(s.name for s in high)} on"
+            if high
+            else "switches with data or settings off"
+        )
         lines += ["", f"  {name}:  # {on}", "    matrix:"]
         for s in SWITCHES:
             levels = [at[s.name]] if s.name in at else grid[s.name]

@@ -41,6 +41,11 @@ def _dvc_value(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _holds(values: list, level: object) -> bool:
+    """Whether a matrix's ``values`` hold ``level`` (``True`` is not ``1``)."""
+    return any(v == level and type(v) is type(level) for v in values)
+
+
 def _path(entry: str | dict) -> str:
     return entry if isinstance(entry, str) else next(iter(entry))
 
@@ -118,10 +123,7 @@ class Layout:
         """The train stage whose matrix holds the cells at these switch ``levels``."""
         for name, spec in self.stages.items():
             matrix = spec.get("matrix", {})
-            if all(
-                any(v == level and type(v) is type(level) for v in matrix.get(s.name, []))
-                for s in SWITCHES
-            ):
+            if all(_holds(matrix.get(s.name, []), levels[s.name]) for s in SWITCHES):
                 return name
         raise StageError(
             f"dvc.yaml: no train stage holds {variant_name(levels)}; run python -m pipeline.grid "
