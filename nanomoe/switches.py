@@ -88,6 +88,11 @@ def full() -> dict[str, Any]:
     return {s.name: s.high for s in SWITCHES}
 
 
+def full_grid() -> dict[str, list]:
+    """Every switch at both levels: the full 2^k design."""
+    return {s.name: list(s.levels) for s in SWITCHES}
+
+
 def variant_name(levels: Levels) -> str:
     """``rope+moe-fgram``: each switch's label in registry order. The first switch's labels
     are words (``rope``/``abspos``), the others' ``+name``/``-name``, so no name starts with

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from nanomoe.config import Config, GPTConfig, MiningConfig, SampleConfig, TrainConfig, display_path
-from nanomoe.switches import BY_NAME, SWITCHES, Levels, config_fields, full
+from nanomoe.switches import BY_NAME, SWITCHES, Levels, config_fields, full, full_grid
 from pipeline.layout import project_root
 from pipeline.stage import ParamsError
 
@@ -196,7 +196,7 @@ def read_grid(grid: Any) -> dict[str, list]:
     its levels. A switch left out is held at its low level; no ``grid:`` at all trains every
     switch at both levels."""
     if grid is None:
-        return {s.name: list(s.levels) for s in SWITCHES}
+        return full_grid()
     if not isinstance(grid, dict):
         raise ParamsError(
             "params.yaml: grid: must map each switch to its levels, e.g. rope: [false, true]"

@@ -6,17 +6,17 @@ Everything is built here from a fixed seed; nothing is read from disk or the net
 
 from __future__ import annotations
 
-import itertools
 import os
 
 import numpy as np
 import pytest
 import torch
 
-from nanomoe.config import GPTConfig, variant_name
+from nanomoe.config import GPTConfig
 from nanomoe.data import CharTokenizer
 from nanomoe.fgram import mine_fgrams
 from nanomoe.model import GPT
+from nanomoe.switches import Levels, cells, config_fields, full_grid, variant_name
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one pytest worker per core (pytest-xdist): each worker, and every
@@ -26,8 +26,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-# (rope, moe, fgram): all eight cells of the ablation.
-ALL_VARIANTS = list(itertools.product((False, True), repeat=3))
+# Every cell of the registry's full grid: {switch: level} for all eight variants.
+ALL_VARIANTS = cells(full_grid())
 
 TINY_WORDS = [
     "the",
@@ -58,9 +58,9 @@ def torch_single_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(params=ALL_VARIANTS, ids=[variant_name(*v) for v in ALL_VARIANTS])
-def variant_flags(request) -> tuple[bool, bool, bool]:
-    """Parametrizes a test over all 8 (rope, moe, fgram) variants."""
+@pytest.fixture(params=ALL_VARIANTS, ids=[variant_name(v) for v in ALL_VARIANTS])
+def variant(request) -> dict:
+    """Parametrizes a test over every variant: the levels of the switches of one cell."""
     return request.param
 
 
@@ -99,9 +99,10 @@ def tiny_fgrams(tiny_splits, tiny_tokenizer):
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_tokenizer):
-    """Factory: ``tiny_config(rope, moe, fgram, **overrides)`` -> a tiny GPTConfig."""
+    """Factory: ``tiny_config(levels, **overrides)`` -> a tiny GPTConfig; ``levels`` maps
+    switches to their level (a switch left out is off)."""
 
-    def make(rope: bool = False, moe: bool = False, fgram: bool = False, **overrides):
+    def make(levels: Levels | None = None, **overrides):
         kwargs = dict(
             vocab_size=tiny_tokenizer.vocab_size,
             block_size=16,
@@ -111,9 +112,7 @@ def tiny_config(tiny_tokenizer):
             n_experts=4,
             top_k=2,
             fgram_max_n=4,
-            rope=rope,
-            moe=moe,
-            fgram=fgram,
+            **config_fields(levels or {}),
         )
         kwargs.update(overrides)
         return GPTConfig(**kwargs)
@@ -123,11 +122,11 @@ def tiny_config(tiny_tokenizer):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_config, tiny_fgrams):
-    """Factory: ``tiny_model(rope, moe, fgram, seed=0, **overrides)`` -> a tiny GPT whose
-    weights depend only on ``seed``."""
+    """Factory: ``tiny_model(levels, seed=0, **overrides)`` -> a tiny GPT whose weights
+    depend only on ``seed``."""
 
-    def make(rope: bool = False, moe: bool = False, fgram: bool = False, seed: int = 0, **kw):
-        config = tiny_config(rope, moe, fgram, **kw)
+    def make(levels: Levels | None = None, seed: int = 0, **kw):
+        config = tiny_config(levels, **kw)
         torch.manual_seed(seed)
         return GPT(config, fgrams=tiny_fgrams if config.fgram else None)
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 from dataclasses import dataclass, field
 
 import pytest
 
-from nanomoe.config import Config, GPTConfig, MiningConfig, TrainConfig, variant_name
+from nanomoe.config import Config, GPTConfig, MiningConfig, TrainConfig
 from nanomoe.model import GPT
+from nanomoe.switches import cells, config_fields, full_grid, levels_of, variant_name
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -77,9 +77,9 @@ def test_moe_rules_apply_only_with_moe_on():
 
 
 def test_valid_configs_build_for_every_variant():
-    for rope, moe, fgram in itertools.product((False, True), repeat=3):
-        c = GPTConfig(rope=rope, moe=moe, fgram=fgram, n_experts=4, top_k=2, fgram_max_n=4)
-        assert (c.rope, c.moe, c.fgram) == (rope, moe, fgram)
+    for levels in cells(full_grid()):
+        c = GPTConfig(**config_fields(levels), n_experts=4, top_k=2, fgram_max_n=4)
+        assert levels_of(c) == levels
     for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
         assert TrainConfig(device=device).device == device
 
@@ -113,7 +113,7 @@ def test_gpt_with_fgram_on_and_no_fgrams_raises():
 
 
 def test_variant_names_are_distinct_and_never_start_with_a_dash():
-    names = {variant_name(*flags) for flags in itertools.product((False, True), repeat=3)}
+    names = {variant_name(levels) for levels in cells(full_grid())}
     assert len(names) == 8
     assert not any(n.startswith("-") for n in names)
     assert GPTConfig(rope=True, moe=True, top_k=1).variant == "rope+moe-fgram"

@@ -3,7 +3,6 @@ the cells from the files the train stages wrote."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -12,14 +11,15 @@ import pytest
 import yaml
 from _project import make_project
 
-from nanomoe.config import GPTConfig, InputError, MiningConfig, TrainConfig, variant_name
+from nanomoe.config import GPTConfig, InputError, MiningConfig, TrainConfig
+from nanomoe.switches import BY_NAME, cells, config_fields, full, full_grid, variant_name
 from pipeline import download, prepare, report, tracking
 from pipeline.layout import Layout, project_root
 from pipeline.params import KEYS, load_params
 from pipeline.stage import ParamsError, StageError
 
 REPO = Path(__file__).resolve().parents[1]
-CELLS = list(itertools.product((False, True), repeat=3))
+CELLS = cells(full_grid())
 
 
 @pytest.fixture
@@ -45,21 +45,26 @@ def test_a_path_changed_in_dvc_yaml_moves_what_the_stages_write_and_read(project
 
 def test_a_cells_files_are_the_outs_of_its_train_stage():
     layout = Layout.load(REPO)
-    files = layout.run_files(rope=True, moe=False, fgram=True, seed=7)
+    levels = {"rope": True, "moe": False, "fgram": True}
+    files = layout.run_files(levels, seed=7)
     cell = REPO / "experiments/ablation/rope-true_moe-false_fgram-true_seed-7"
-    assert files == {n: cell / n for n in ("ckpt.pt", "sample.txt", "curve.png", "run.json",
-                                           "metrics.json", "curve.csv")}  # fmt: skip
-    assert layout.train_stage(moe=False, fgram=True) == "train_fgram"
+    names = ("ckpt.pt", "sample.txt", "curve.png", "run.json", "metrics.json", "curve.csv")
+    assert files == {n: cell / n for n in names}
+    assert layout.train_stage(levels) == "train_fgram"
 
 
-@pytest.mark.parametrize(("rope", "moe", "fgram"), CELLS)
-def test_every_stage_declares_the_upstream_files_it_reads(rope, moe, fgram):
+@pytest.mark.parametrize("levels", CELLS, ids=[variant_name(c) for c in CELLS])
+def test_every_stage_declares_the_upstream_files_it_reads(levels):
+    """Kills: a switch's data (the registry's ``data``) left out of its cells' deps, or
+    given to cells that do not use it."""
     layout = Layout.load(REPO)
     assert layout.raw in layout.data_deps("prepare")
     assert layout.prepared in layout.data_deps("mine_fgrams")
-    train = layout.data_deps(layout.train_stage(moe, fgram))
-    assert layout.prepared in train and (layout.fgrams in train) == fgram
-    cell = layout.run_files(rope, moe, fgram, seed=1)["metrics.json"].parent
+    train = layout.data_deps(layout.train_stage(levels))
+    needed = {REPO / p for name, level in levels.items() if level for p in BY_NAME[name].data}
+    assert set(train) == {layout.prepared, *needed}
+    assert (layout.fgrams in train) == levels["fgram"]
+    cell = layout.run_files(levels, seed=1)["metrics.json"].parent
     assert cell.parent == layout.ablation  # the report reads where every cell writes
 
 
@@ -83,7 +88,7 @@ def test_project_files_follow_the_working_directory_and_only_the_store_follows_d
 
 
 def test_every_config_field_has_exactly_one_params_key():
-    set_by_stage = {"vocab_size", "rope", "moe", "fgram"}
+    set_by_stage = {"vocab_size", *config_fields(full())}
     assert set(KEYS[GPTConfig]) == {f.name for f in fields(GPTConfig)} - set_by_stage
     assert set(KEYS[TrainConfig]) == {f.name for f in fields(TrainConfig)} - {"seed"}
     assert set(KEYS[MiningConfig]) == {f.name for f in fields(MiningConfig)}
@@ -93,7 +98,7 @@ def test_every_config_field_has_exactly_one_params_key():
 
 def test_shipped_params_are_the_reference_config_the_dataclasses_default_to():
     p = load_params(REPO / "params.yaml")
-    assert p.model == GPTConfig(vocab_size=2, rope=True, moe=True, fgram=True)
+    assert p.model == GPTConfig(vocab_size=2, **config_fields(full()))
     assert p.train == TrainConfig() and p.mining == MiningConfig()
 
 
@@ -112,11 +117,12 @@ def test_a_key_left_out_takes_the_default_and_an_unknown_section_is_refused(proj
 # --- the report finds the cells on disk -----------------------------------------------------
 
 
-def write_cell(layout: Layout, rope: bool, moe: bool, fgram: bool, seed: int) -> None:
-    files = layout.run_files(rope, moe, fgram, seed)
-    loss = 2.0 - 0.1 * rope - 0.05 * moe - 0.02 * fgram + 0.001 * seed
+def write_cell(layout: Layout, levels: dict, seed: int) -> None:
+    files = layout.run_files(levels, seed)
+    loss = 2.0 - 0.1 * levels["rope"] - 0.05 * levels["moe"] - 0.02 * levels["fgram"]
+    loss += 0.001 * seed
     metrics = {
-        "variant": variant_name(rope, moe, fgram), "rope": rope, "moe": moe, "fgram": fgram,
+        "variant": variant_name(levels), **levels,
         "seed": seed, "final_val_loss": loss, "best_val_loss": loss - 0.01, "best_step": 10,
         "train_loss": loss - 0.1, "tokens_per_sec": 1000.0, "wall_s": 1.0, "steps": 10,
         "tokens": 640, "flops_per_token": 1e6, "params_total": 100, "params_active": 90,
@@ -131,8 +137,8 @@ def write_cell(layout: Layout, rope: bool, moe: bool, fgram: bool, seed: int) ->
 def test_report_takes_the_seeds_of_params_and_says_in_one_line_what_it_ignores(project, capsys):
     layout = Layout.load()
     for cell in CELLS:
-        write_cell(layout, *cell, seed=1337)
-        write_cell(layout, *cell, seed=99)  # an earlier run's seed, still on disk
+        write_cell(layout, cell, seed=1337)
+        write_cell(layout, cell, seed=99)  # an earlier run's seed, still on disk
     assert report.main([]) == 0
     out = capsys.readouterr().out
     ignored = [line for line in out.splitlines() if "ignoring" in line]
@@ -144,7 +150,7 @@ def test_report_takes_the_seeds_of_params_and_says_in_one_line_what_it_ignores(p
 def test_report_fails_in_one_line_naming_a_missing_cell(project):
     layout = Layout.load()
     for cell in CELLS[:-1]:
-        write_cell(layout, *cell, seed=1337)
+        write_cell(layout, cell, seed=1337)
     with pytest.raises(StageError) as err:
         report.main([])
     assert "\n" not in str(err.value) and "rope+moe+fgram seed 1337" in str(err.value)
@@ -154,8 +160,8 @@ def test_report_fails_in_one_line_naming_a_missing_cell(project):
 def test_report_fails_in_one_line_naming_a_cell_without_run_json(project):
     layout = Layout.load()
     for cell in CELLS:
-        write_cell(layout, *cell, seed=1337)
-    gone = layout.run_files(*CELLS[0], seed=1337)["run.json"]
+        write_cell(layout, cell, seed=1337)
+    gone = layout.run_files(CELLS[0], seed=1337)["run.json"]
     gone.unlink()
     with pytest.raises(InputError) as err:
         report.main([])

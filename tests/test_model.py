@@ -23,13 +23,12 @@ def randomize_fgram_path(model) -> None:
         torch.nn.init.normal_(model.fgram_ctx.out.weight, std=0.5)
 
 
-def test_future_tokens_never_change_earlier_logits(tiny_model, tiny_splits, variant_flags):
-    rope, moe, fgram = variant_flags
-    model = tiny_model(rope, moe, fgram, seed=3).eval()
+def test_future_tokens_never_change_earlier_logits(tiny_model, tiny_splits, variant):
+    model = tiny_model(variant, seed=3).eval()
     randomize_fgram_path(model)
     train, _ = tiny_splits
     idx = window(train, 0, 3, 16)
-    if fgram:
+    if model.config.fgram:
         assert (model.fgram_match(idx) > 0).any()  # the F-gram path is exercised
     gen = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
@@ -45,16 +44,15 @@ def test_future_tokens_never_change_earlier_logits(tiny_model, tiny_splits, vari
                 assert not torch.allclose(logits[:, t + 1 :], base[:, t + 1 :], atol=1e-5)
 
 
-def test_every_variant_overfits_one_batch(tiny_model, tiny_splits, variant_flags):
-    rope, moe, fgram = variant_flags
-    model = tiny_model(rope, moe, fgram, seed=0)
+def test_every_variant_overfits_one_batch(tiny_model, tiny_splits, variant):
+    model = tiny_model(variant, seed=0)
     train, _ = tiny_splits
     x, y = window(train, 100, 4, 16), window(train, 101, 4, 16)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(150):
         _, loss = model(x, y)
-        objective = loss + model.aux_loss if moe else loss
+        objective = loss + model.aux_loss if model.config.moe else loss
         opt.zero_grad(set_to_none=True)
         objective.backward()
         opt.step()
@@ -65,8 +63,8 @@ def test_every_variant_overfits_one_batch(tiny_model, tiny_splits, variant_flags
     assert losses[-1] < 0.5
 
 
-def test_logits_shape_and_optional_loss(tiny_model, tiny_splits, variant_flags):
-    model = tiny_model(*variant_flags).eval()
+def test_logits_shape_and_optional_loss(tiny_model, tiny_splits, variant):
+    model = tiny_model(variant).eval()
     idx = window(tiny_splits[0], 0, 2, 11)  # shorter than block_size
     logits, loss = model(idx)
     assert logits.shape == (2, 11, model.config.vocab_size)
@@ -123,9 +121,9 @@ def test_token_embedding_is_tied_to_the_output_head(tiny_model):
     assert model.wte.weight is model.lm_head.weight
 
 
-def test_same_seed_builds_the_same_weights(tiny_model, variant_flags):
-    a, b = tiny_model(*variant_flags, seed=5), tiny_model(*variant_flags, seed=5)
-    c = tiny_model(*variant_flags, seed=6)
+def test_same_seed_builds_the_same_weights(tiny_model, variant):
+    a, b = tiny_model(variant, seed=5), tiny_model(variant, seed=5)
+    c = tiny_model(variant, seed=6)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -125,6 +126,26 @@ def test_changing_fgram_params_touches_only_fgram_cells(repro):
         "train_moe_fgram@true-true-true-1337",
         "train_moe_fgram@false-true-true-1337",
     }, status.stdout
+
+
+def test_holding_a_factor_retrains_no_cell_and_reports_the_smaller_design(repro, tmp_path):
+    """``grid.rope: [true]`` then ``python -m pipeline.grid``: ``dvc repro`` trains nothing
+    (grid is no dep of a cell) and the report analyses the 2^2 design of moe and fgram.
+    Kills: grid made a params dep of the train stages, or the report still analysing rope."""
+    root = tmp_path / "held"
+    shutil.copytree(repro[0], root, symlinks=True)
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    params["grid"]["rope"] = [True]
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    assert run_module(root, "pipeline.grid").returncode == 0
+    again = dvc(root, "repro")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Running stage 'train" not in again.stdout
+    assert "Running stage 'report'" in again.stdout
+    summary = json.loads((root / "experiments" / "summary.json").read_text())
+    assert summary["factors"] == ["moe", "fgram"]
+    assert sorted(summary["effects"]) == ["fgram (main)", "moe (main)", "moe x fgram"]
+    assert len(pd.read_csv(root / "experiments" / "ablation.csv")) == 4
 
 
 def test_sample_cli_continues_a_pipeline_checkpoint(repro):

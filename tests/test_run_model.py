@@ -14,13 +14,14 @@ from _project import make_project
 
 from nanomoe.checkpoint import load_checkpoint
 from nanomoe.sample import generate_text
+from nanomoe.switches import full
 from pipeline import download, mine_fgrams, prepare, train
 from pipeline import sample as run_sample
 from pipeline.cell_run import EXPERIMENT, MODEL_ARTIFACT
 from pipeline.layout import Layout
 from pipeline.tracking import Run, system_metrics
 
-CELL = {"rope": True, "moe": True, "fgram": True, "seed": 1337}  # every feature: F-grams too
+LEVELS, SEED = full(), 1337  # every switch on: F-grams too
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,9 @@ def trained(tmp_path_factory):
         mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
         for stage in (download, prepare, mine_fgrams):
             assert stage.main([]) == 0
-        args = [f"--{k}={str(v).lower()}" for k, v in CELL.items()]
-        assert train.main(args) == 0
-    files = Layout.load(root).run_files(*(CELL[k] for k in ("rope", "moe", "fgram", "seed")))
+        args = [f"--{k}={str(v).lower()}" for k, v in LEVELS.items()]
+        assert train.main([*args, f"--seed={SEED}"]) == 0
+    files = Layout.load(root).run_files(LEVELS, SEED)
     folder = files["ckpt.pt"].parent
     (run,) = client(root).search_runs(
         [client(root).get_experiment_by_name(EXPERIMENT).experiment_id]

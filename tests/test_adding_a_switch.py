@@ -1,0 +1,107 @@
+"""The README's recipe for a new switch, followed in a throwaway project: a registry entry for an
+existing boolean config field (``bias``), its levels under ``grid:``, ``python -m pipeline.grid``.
+Then DVC lists 16 cells, a 2x2 subset trains, and a 16-cell table is judged by Lenth with
+m = 15. The model code and the config field already exist, so this touches two files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from _project import make_project, run_module
+from scipy import stats
+
+NEW_SWITCH = '    Switch("bias", labels=("-bias", "+bias")),\n'
+
+
+def set_grid(root, grid: dict) -> None:
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params["grid"] = grid
+    path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    out = run_module(root, "pipeline.grid")
+    assert out.returncode == 0, out.stderr
+
+
+def write_cell(root, levels: dict, seed: int, loss: float) -> None:
+    """A finished cell's files, as the train stage writes them, without training it."""
+    name = "_".join(f"{k}-{str(v).lower()}" for k, v in levels.items()) + f"_seed-{seed}"
+    folder = root / "experiments" / "ablation" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    label = "".join(
+        ("rope" if v else "abspos") if k == "rope" else f"{'+' if v else '-'}{k}"
+        for k, v in levels.items()
+    )
+    metrics = {
+        "variant": label, **levels, "seed": seed, "final_val_loss": loss,
+        "best_val_loss": loss, "best_step": 12, "train_loss": loss, "tokens_per_sec": 1.0,
+        "wall_s": 1.0, "steps": 12, "tokens": 768, "flops_per_token": 1.0,
+        "params_total": 10, "params_active": 10,
+    }  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "run.json").write_text(json.dumps({"run_id": "0" * 32, "experiment": "x"}))
+    (folder / "curve.csv").write_text(f"step,train_loss,val_loss,lr\n0,4,4,0\n12,{loss},{loss},0\n")
+    (folder / "sample.txt").write_text("sample")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """The recipe: a registry entry and a grid: key, then python -m pipeline.grid."""
+    root = make_project(tmp_path_factory.mktemp("fourth"))
+    registry = root / "nanomoe" / "switches.py"
+    text = registry.read_text(encoding="utf-8")
+    assert text.count("\n)\nBY_NAME") == 1
+    registry.write_text(text.replace("\n)\nBY_NAME", f"\n{NEW_SWITCH})\nBY_NAME"))
+    full = {"rope": [False, True], "moe": [False, True], "fgram": [False, True]}
+    set_grid(root, {**full, "bias": [False, True]})
+    assert run_module(root, "dvc", "init", "--no-scm", "-q").returncode == 0
+    return root
+
+
+def test_dvc_lists_sixteen_cells_named_in_registry_order(project):
+    listed = run_module(project, "dvc", "stage", "list", "--name-only")
+    assert listed.returncode == 0, listed.stderr
+    trains = [n for n in listed.stdout.split() if n.startswith("train")]
+    assert len(trains) == 16
+    assert "train_moe_fgram@true-true-true-true-1337" in trains  # rope, moe, fgram, bias, seed
+
+
+def test_a_two_by_two_subset_trains_and_the_grid_wins_over_model_bias(project):
+    """rope x bias, moe and fgram held off: four tiny cells through ``dvc repro``.
+    ``model.bias`` is false in params.yaml; the bias cells still have bias, because a
+    switch's level in the cell wins over the ``model:`` section."""
+    set_grid(project, {"rope": [False, True], "moe": [False], "fgram": [False], "bias": [False, True]})
+    out = run_module(project, "dvc", "repro")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("Running stage 'train") == 4
+    cells = sorted((project / "experiments" / "ablation").glob("*/metrics.json"))
+    metrics = [json.loads(p.read_text()) for p in cells]
+    assert {m["variant"] for m in metrics} == {
+        "abspos-moe-fgram-bias", "abspos-moe-fgram+bias", "rope-moe-fgram-bias",
+        "rope-moe-fgram+bias",
+    }  # fmt: skip
+    with_bias = {m["bias"]: m["params_total"] for m in metrics if not m["rope"]}
+    assert with_bias[True] > with_bias[False]  # the biases are there: the grid won
+    summary = json.loads((project / "experiments" / "summary.json").read_text())
+    assert sorted(summary["effects"]) == ["bias (main)", "rope (main)", "rope x bias"]
+    assert summary["method"] == "none"  # one seed, m = 3: no verdict rather than a guess
+
+
+def test_a_sixteen_cell_table_has_fifteen_contrasts_judged_by_lenth_with_m_15(project):
+    grid = {"rope": [False, True], "moe": [False, True], "fgram": [False, True]}
+    set_grid(project, {**grid, "bias": [False, True]})
+    for i, (rope, moe, fgram, bias) in enumerate(
+        (r, m, f, b) for r in (0, 1) for m in (0, 1) for f in (0, 1) for b in (0, 1)
+    ):
+        levels = {"rope": bool(rope), "moe": bool(moe), "fgram": bool(fgram), "bias": bool(bias)}
+        loss = 2.0 - 0.2 * rope - 0.1 * bias + 0.001 * ((i * 7) % 5)
+        write_cell(project, levels, 1337, loss)
+    out = run_module(project, "pipeline.report")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((project / "experiments" / "summary.json").read_text())
+    assert len(summary["effects"]) == 15 and "rope x moe x fgram x bias" in summary["effects"]
+    assert summary["method"] == "lenth"
+    lenth = summary["lenth"]
+    assert lenth["me"] / lenth["pse"] == pytest.approx(stats.t.ppf(0.975, 15 / 3))
+    assert summary["effects"]["rope (main)"]["distinguishable"]

@@ -1,0 +1,120 @@
+"""``grid:`` in params.yaml chooses the factors, and ``python -m pipeline.grid`` writes dvc.yaml's
+train stages from it and the switch registry: one stage per combination of the switches that
+need data or settings, names and folders as DVC has always spelled them."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from _project import REPO, make_project, run_module
+
+from pipeline.grid import rewrite, train_stages
+from pipeline.params import load_params, read_grid
+from pipeline.stage import ParamsError
+
+LOCKED = yaml.safe_load((REPO / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+
+
+def stages_of(grid: dict) -> dict:
+    """The train stages ``train_stages`` writes for ``grid``, parsed."""
+    return yaml.safe_load("stages:\n" + train_stages(grid))["stages"]
+
+
+def cells_of(stages: dict) -> set[tuple]:
+    """Every (rope, moe, fgram) the stages' matrices hold."""
+    return {
+        (r, m, f)
+        for spec in stages.values()
+        for r in spec["matrix"]["rope"]
+        for m in spec["matrix"]["moe"]
+        for f in spec["matrix"]["fgram"]
+    }
+
+
+def test_the_committed_dvc_yaml_is_what_pipeline_grid_writes_from_params_yaml():
+    """Kills: a hand edit of a train stage, a registry or generator change without
+    re-running ``python -m pipeline.grid``, or a grid edit left unwritten."""
+    text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    assert rewrite(text, load_params(REPO / "params.yaml").grid) == text
+
+
+def test_every_locked_train_stage_keeps_its_name_and_cell_folder():
+    """dvc.lock's entries stay valid: DVC names the generated stages and folders as before.
+    Kills: a matrix key order other than the registry's, seeds moved out of the matrix, or
+    the folder pattern respelled."""
+    seeds = tuple(f"-{seed}" for seed in load_params(REPO / "params.yaml").seeds)
+    locked = {name for name in LOCKED if name.startswith("train") and name.endswith(seeds)}
+    listed = run_module(REPO, "dvc", "stage", "list", "--name-only")
+    assert listed.returncode == 0, listed.stderr
+    trains = {name for name in listed.stdout.split() if name.startswith("train")}
+    assert trains == locked and len(locked) == 8 * len(seeds)
+    assert "train_moe_fgram@true-true-true-1337" in trains
+    for name in locked:
+        rope, moe, fgram, seed = name.split("@")[1].split("-")
+        folder = f"experiments/ablation/rope-{rope}_moe-{moe}_fgram-{fgram}_seed-{seed}"
+        assert all(o["path"].startswith(folder + "/") for o in LOCKED[name]["outs"])
+
+
+def test_each_cell_depends_only_on_the_data_and_settings_its_switches_use():
+    """Kills: F-gram data or fgram.* given to cells without F-grams, moe.* to dense cells,
+    or grid: made a params dep of the train stages (editing it would retrain every cell)."""
+    for spec in stages_of(read_grid(None)).values():
+        fgram, moe = spec["matrix"]["fgram"] == [True], spec["matrix"]["moe"] == [True]
+        assert ("data/fgrams.json" in spec["deps"]) == fgram
+        assert ({"fgram.max_n", "fgram.n_head"} <= set(spec["params"])) == fgram
+        assert ("moe" in spec["params"]) == moe
+        assert "grid" not in spec["params"] and "seeds" not in spec["params"]
+        assert spec["matrix"]["seed"] == "${seeds}"
+
+
+def test_holding_a_factor_at_one_level_writes_only_its_cells():
+    """``grid.rope: [true]`` gives a 2^2 ablation: four cells per seed, all with RoPE; a
+    held switch that needs data writes no stage for its other level. Kills: the grid's
+    levels ignored, or a stage written for a level the grid leaves out."""
+    held = stages_of(read_grid({"rope": [True], "moe": [False, True], "fgram": [False, True]}))
+    assert cells_of(held) == {(True, m, f) for m in (False, True) for f in (False, True)}
+    no_fgram = stages_of(read_grid({"fgram": [False], "moe": [True, False]}))
+    assert set(no_fgram) == {"train", "train_moe"}
+    assert cells_of(no_fgram) == {(False, False, False), (False, True, False)}
+
+
+@pytest.mark.parametrize(
+    ("grid", "key"),
+    [
+        ({"qknorm": [False, True]}, "grid.qknorm: unknown switch"),
+        ({"rope": ["maybe"]}, "grid.rope: 'maybe' is not a level of rope"),
+        ({"rope": [1]}, "grid.rope: 1 is not a level of rope"),
+        ({"moe": []}, "grid.moe: must be a non-empty list"),
+        ({"moe": [True, True]}, "grid.moe: has repeated levels"),
+        ([True], "grid: must map each switch"),
+    ],
+)
+def test_a_bad_grid_is_one_line_naming_its_key(grid, key):
+    """Kills: an unknown switch or level passed on to DVC, whose own error names no key."""
+    with pytest.raises(ParamsError, match=f"^params.yaml: {key}"):
+        read_grid(grid)
+
+
+def test_pipeline_grid_refuses_a_bad_grid_in_one_line_and_leaves_dvc_yaml_alone(tmp_path):
+    root = make_project(tmp_path, overrides={"grid": {"rope": [False, True], "swiglu": [True]}})
+    before = (root / "dvc.yaml").read_text(encoding="utf-8")
+    out = run_module(root, "pipeline.grid")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: params.yaml: grid.swiglu: unknown switch; switches are rope, moe, fgram "
+        "(nanomoe/switches.py)"
+    ]
+    assert (root / "dvc.yaml").read_text(encoding="utf-8") == before
+
+
+def test_pipeline_grid_rewrites_the_train_stages_and_check_finds_them_stale(tmp_path):
+    root = make_project(tmp_path, overrides={"grid": {"rope": [True], "moe": [False]}})
+    stale = run_module(root, "pipeline.grid", "--check")
+    assert stale.returncode == 2 and "run python -m pipeline.grid" in stale.stderr
+    assert run_module(root, "pipeline.grid").returncode == 0
+    assert run_module(root, "pipeline.grid", "--check").returncode == 0
+    stages = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    trains = {name: s for name, s in stages.items() if name.startswith("train")}
+    assert set(trains) == {"train", "train_fgram"}
+    assert cells_of(trains) == {(True, False, False), (True, False, True)}
+    assert {"download", "prepare", "mine_fgrams", "report"} <= set(stages)

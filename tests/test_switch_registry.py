@@ -1,0 +1,102 @@
+"""The switches are declared once (nanomoe/switches.py): no code threads them by hand, no module
+imports its way round in a circle, and the registry agrees with the config and the model."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from _project import REPO
+
+from nanomoe.config import GPTConfig
+from nanomoe.switches import SWITCHES, cells, full_grid, variant_name
+
+MODULES = sorted(p for pkg in ("nanomoe", "pipeline") for p in (REPO / pkg).rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The project modules ``path`` imports anywhere (``TYPE_CHECKING`` blocks included)."""
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    return {m for m in found if m in known and m != me}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every module that can reach itself, with the path back (depth-first search)."""
+    out = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    out.append([*path, start])
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    return out
+
+
+def test_no_import_cycle_in_the_library_or_the_pipeline():
+    """Kills: pipeline/cell_run.py importing ``Cell`` from pipeline/train.py again (even under
+    ``TYPE_CHECKING``), or any other circle."""
+    known = {module_name(p) for p in MODULES}
+    graph = {module_name(p): imports_of(p, known) for p in MODULES}
+    assert graph["pipeline.train"] and "pipeline.cell" in graph["pipeline.cell_run"]
+    assert cycles(graph) == []
+
+
+def test_cycles_finds_a_circle_through_several_modules():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})[0] == ["a", "b", "c", "a"]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(REPO)) for p in MODULES])
+def test_no_function_takes_the_switches_as_separate_parameters(path):
+    """A new switch must not mean a new parameter everywhere: code takes a cell's levels.
+    Kills: a ``def f(rope, moe, fgram)`` back in any module."""
+    names = {s.name for s in SWITCHES}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            args = {a.arg for a in node.args.args + node.args.kwonlyargs}
+            assert not names <= args, f"{path.name}:{node.lineno} {node.name}"
+
+
+def test_every_switch_sets_gptconfig_fields_and_builds_a_valid_config_at_each_level():
+    """Kills: a registry entry naming a field GPTConfig does not have."""
+    fields = set(GPTConfig.__dataclass_fields__)
+    for s in SWITCHES:
+        for level in s.levels:
+            assert set(s.config(level)) <= fields, s.name
+    for levels in cells(full_grid()):
+        assert GPTConfig(**{k: v for s in SWITCHES for k, v in s.config(levels[s.name]).items()})
+
+
+def test_variant_names_keep_their_spelling():
+    """Old results still read: the labels are the ones every committed cell carries."""
+    assert variant_name({"rope": True, "moe": True, "fgram": False}) == "rope+moe-fgram"
+    assert variant_name({"rope": False, "moe": False, "fgram": True}) == "abspos-moe+fgram"
+    assert variant_name({}) == "abspos-moe-fgram"
+
+
+def test_a_switch_parses_its_levels_as_the_train_command_spells_them():
+    rope = SWITCHES[0]
+    assert [rope.parse(t) for t in ("true", "False", "on", "0")] == [True, False, True, False]
+    with pytest.raises(ValueError, match="expected false or true, got 'maybe'"):
+        rope.parse("maybe")
