@@ -71,7 +71,9 @@ def test_a_two_by_two_subset_trains_and_the_grid_wins_over_model_bias(project):
     """rope x bias, moe and fgram held off: four tiny cells through ``dvc repro``.
     ``model.bias`` is false in params.yaml; the bias cells still have bias, because a
     switch's level in the cell wins over the ``model:`` section."""
-    set_grid(project, {"rope": [False, True], "moe": [False], "fgram": [False], "bias": [False, True]})
+    set_grid(
+        project, {"rope": [False, True], "moe": [False], "fgram": [False], "bias": [False, True]}
+    )
     out = run_module(project, "dvc", "repro")
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("Running stage 'train") == 4
