@@ -112,11 +112,16 @@ def test_a_key_left_out_takes_the_default_and_an_unknown_section_is_refused(proj
 # --- the report finds the cells on disk -----------------------------------------------------
 
 
+def as_levels(rope: bool, moe: bool, fgram: bool) -> dict[str, bool]:
+    return {"rope": rope, "moe": moe, "fgram": fgram}
+
+
 def write_cell(layout: Layout, rope: bool, moe: bool, fgram: bool, seed: int) -> None:
-    files = layout.run_files(rope, moe, fgram, seed)
+    levels = as_levels(rope, moe, fgram)
+    files = layout.run_files(levels, seed)
     loss = 2.0 - 0.1 * rope - 0.05 * moe - 0.02 * fgram + 0.001 * seed
     metrics = {
-        "variant": variant_name(rope, moe, fgram), "rope": rope, "moe": moe, "fgram": fgram,
+        "variant": variant_name(levels), **levels,
         "seed": seed, "final_val_loss": loss, "best_val_loss": loss - 0.01, "best_step": 10,
         "train_loss": loss - 0.1, "tokens_per_sec": 1000.0, "wall_s": 1.0, "steps": 10,
         "tokens": 640, "flops_per_token": 1e6, "params_total": 100, "params_active": 90,
@@ -155,7 +160,7 @@ def test_report_fails_in_one_line_naming_a_cell_without_run_json(project):
     layout = Layout.load()
     for cell in CELLS:
         write_cell(layout, *cell, seed=1337)
-    gone = layout.run_files(*CELLS[0], seed=1337)["run.json"]
+    gone = layout.run_files(as_levels(*CELLS[0]), seed=1337)["run.json"]
     gone.unlink()
     with pytest.raises(InputError) as err:
         report.main([])
