@@ -2,44 +2,52 @@
 samples, and one MLflow summary run for the whole ablation.
 
 Reads the metrics.json, curve.csv, sample.txt and run.json that the train stages wrote under
-experiments/ablation/ (every variant x every seed of params.yaml; a cell is known by the
-switches and seed in its metrics.json) and writes experiments/ablation.csv, report.md,
-ablation.png, compute.png and summary.json (the DVC metrics).
+experiments/ablation/ (every cell of params.yaml's ``grid:`` x every seed; a cell is known by
+the switch levels and seed in its metrics.json) and writes experiments/ablation.csv,
+report.md, ablation.png, compute.png and summary.json (the DVC metrics).
 
 Every comparison uses the final validation loss (the full split after the last step). The
-effects are the 7 contrasts of the 2^3 factorial; with one seed they are judged by Lenth's
-pseudo standard error, with more by t-intervals over seeds; a variant is called best only
-when it is separated from the runner-up (see ``pipeline/stats.py``).
+effects are the 2^k - 1 contrasts of the k switches the grid gives both levels. With two or
+more seeds they are judged by t-intervals over seeds; with one seed by Lenth's pseudo
+standard error, which needs at least 7 effects (k >= 3). With fewer, or with no factor, the
+report says there is no verdict rather than guess. A variant is called best only when it is
+separated from the runner-up (see ``pipeline/stats.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import itertools
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from nanomoe.atomic import atomic_write_text
-from nanomoe.config import display_path, read_json, variant_name
+from nanomoe.config import display_path, read_json
+from nanomoe.switches import BY_NAME, SWITCHES, Levels, Switch, cells, variant_name
 from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.plots import plot_ablation, plot_compute
 from pipeline.stage import StageError, run_stage
-from pipeline.stats import Lenth, Ranking, factorial_effects, lenth, rank, t_interval
+from pipeline.stats import Analysis, Ranking, analyse
 from pipeline.summary import log_summary_run, summary
 
-SWITCHES = ("rope", "moe", "fgram")
-COLUMNS = [
-    "variant", "rope", "moe", "fgram", "seed", "final_val_loss", "best_val_loss", "best_step",
-    "train_loss", "tokens_per_sec", "wall_s", "steps", "tokens", "flops_per_token",
-    "params_total", "params_active",
+Grid = Mapping[str, Sequence[Any]]  # params.yaml's grid: every switch -> its levels, low first
+FIGURES = [
+    "final_val_loss", "best_val_loss", "best_step", "train_loss", "tokens_per_sec", "wall_s",
+    "steps", "tokens", "flops_per_token", "params_total", "params_active",
 ]  # fmt: skip
+COLUMNS = ["variant", *BY_NAME, "seed", *FIGURES]
 RERUN = "re-run its train stage (dvc repro)"
+
+
+def is_level(switch: Switch, value: Any) -> bool:
+    """Whether ``value`` is one of ``switch``'s levels, type included (``True`` is not ``1``)."""
+    return any(value == v and type(value) is type(v) for v in switch.levels)
 
 
 def read_metrics(path: Path) -> dict:
@@ -49,10 +57,14 @@ def read_metrics(path: Path) -> dict:
     missing = [c for c in COLUMNS if not isinstance(m, dict) or c not in m]
     if missing:
         raise StageError(f"{display_path(path)}: {missing[0]}: is missing; {RERUN}")
-    bad = [s for s in SWITCHES if not isinstance(m[s], bool)]
-    if bad or not isinstance(m["seed"], int) or isinstance(m["seed"], bool):
-        field = bad[0] if bad else "seed"
-        raise StageError(f"{display_path(path)}: {field}: {m[field]!r} is not valid; {RERUN}")
+    for s in SWITCHES:
+        if not is_level(s, m[s.name]):
+            raise StageError(
+                f"{display_path(path)}: {s.name}: {m[s.name]!r} is not one of its levels "
+                f"({' or '.join(s.spell(v) for v in s.levels)}); {RERUN}"
+            )
+    if not isinstance(m["seed"], int) or isinstance(m["seed"], bool):
+        raise StageError(f"{display_path(path)}: seed: {m['seed']!r} is not valid; {RERUN}")
     return {**m, "_dir": path.parent}
 
 
@@ -66,30 +78,52 @@ def read_curve(path: Path) -> pd.DataFrame:
     return curve
 
 
-def collect(ablation: Path, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]:
-    """Rows of every (variant, seed of params.yaml) from the cells' metrics.json files under
-    ``ablation``, plus their eval curves and samples keyed by variant."""
-    found: dict[tuple[bool, bool, bool, int], dict] = {}
+def levels_of_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The switch levels of a metrics.json (or a table row): its cell without the seed."""
+    return {s.name: row[s.name] for s in SWITCHES}
+
+
+def cell_key(levels: Levels, seed: int) -> tuple:
+    return (*levels_of_row(levels).values(), seed)
+
+
+def ignored_note(ignored: list[dict], grid: Grid, seeds: list[int]) -> str:
+    """One line saying which runs on disk the report leaves out, and why."""
+    in_grid = cells(grid)
+    variants = sorted({variant_name(m) for m in ignored if levels_of_row(m) not in in_grid})
+    other_seeds = sorted({m["seed"] for m in ignored} - set(seeds))
+    why = [f"variants {variants}"] * bool(variants) + [f"seeds {other_seeds}"] * bool(other_seeds)
+    return (
+        f"ignoring {len(ignored)} run(s) on disk outside params.yaml's grid and seeds "
+        f"({', '.join(why)})"
+    )
+
+
+def collect(ablation: Path, grid: Grid, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]:
+    """Rows of every cell of ``grid`` x every seed of params.yaml from the cells'
+    metrics.json files under ``ablation``, plus their eval curves and samples keyed by
+    variant. Runs of other levels or seeds (an earlier grid's) are left out, saying so."""
+    found: dict[tuple, dict] = {}
     for path in sorted(ablation.glob("*/metrics.json")):
         m = read_metrics(path)
-        found[(m["rope"], m["moe"], m["fgram"], m["seed"])] = m
-    extra = sorted({seed for *_, seed in found} - set(seeds))
-    if extra:
-        print(f"ignoring runs of seeds {extra} on disk: not in params.yaml seeds {seeds}")
+        found[cell_key(m, m["seed"])] = m
+    wanted = {cell_key(c, seed): (c, seed) for c in cells(grid) for seed in seeds}
+    ignored = [m for key, m in found.items() if key not in wanted]
+    if ignored:
+        print(ignored_note(ignored, grid, seeds))
     rows, curves, samples, missing = [], {}, {}, []
-    for rope, moe, fgram in itertools.product((False, True), repeat=3):
-        for seed in seeds:
-            m = found.get((rope, moe, fgram, seed))
-            if m is None:
-                missing.append(f"{variant_name(rope, moe, fgram)} seed {seed}")
-                continue
-            d = m.pop("_dir")
-            run = read_json(d / "run.json", RERUN)
-            if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
-                raise StageError(f"{display_path(d / 'run.json')}: names no run_id; {RERUN}")
-            rows.append({**{c: m[c] for c in COLUMNS}, **run})
-            curves.setdefault(m["variant"], []).append(read_curve(d / "curve.csv"))
-            samples.setdefault(m["variant"], (d / "sample.txt").read_text(encoding="utf-8"))
+    for key, (cell, seed) in wanted.items():
+        m = found.get(key)
+        if m is None:
+            missing.append(f"{variant_name(cell)} seed {seed}")
+            continue
+        d = m.pop("_dir")
+        run = read_json(d / "run.json", RERUN)
+        if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
+            raise StageError(f"{display_path(d / 'run.json')}: names no run_id; {RERUN}")
+        rows.append({**{c: m[c] for c in COLUMNS}, **run})
+        curves.setdefault(m["variant"], []).append(read_curve(d / "curve.csv"))
+        samples.setdefault(m["variant"], (d / "sample.txt").read_text(encoding="utf-8"))
     if missing:
         raise StageError(
             f"{ablation.name}/: no metrics.json for {len(missing)} cell(s), e.g. {missing[0]}; "
@@ -98,56 +132,16 @@ def collect(ablation: Path, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]
     return pd.DataFrame(rows, columns=[*COLUMNS, "run_id", "experiment"]), curves, samples
 
 
-@dataclass
-class Analysis:
-    n_seeds: int
-    effects: pd.DataFrame  # effect, delta, margin, distinguishable
-    ranking: Ranking
-    lenth: Lenth | None  # one seed only
-
-    @property
-    def method(self) -> str:
-        if self.lenth is None:
-            return (
-                f"{self.n_seeds} seeds: each effect is computed per seed, ± is its 95% "
-                f"t-interval over seeds (t with {self.n_seeds - 1} df); variants are compared "
-                "paired by seed, a gap is real when its 95% paired interval excludes zero"
-            )
-        lt = self.lenth
-        return (
-            f"one seed: Lenth's method for unreplicated factorials (Lenth 1989). Pseudo "
-            f"standard error PSE = {lt.pse:.4f} from the {len(self.effects)} effects; 95% "
-            f"margin ME = t(0.975, m/3 = {lt.df:.2f}) x PSE = {lt.me:.4f} (simultaneous over "
-            f"all effects: SME = {lt.sme:.4f}); a single run's noise is estimated as "
-            f"sqrt(2) x PSE = {lt.run_noise():.4f}, so two runs differ beyond noise by more "
-            f"than {lt.difference_margin():.4f}"
-        )
-
-
-def analyse(df: pd.DataFrame) -> Analysis:
-    """Effects with their margins, and the ranking of the variants, on final_val_loss."""
-    seeds = sorted(df.seed.unique())
-    per_seed = pd.DataFrame(
-        [factorial_effects(df[df.seed == s], SWITCHES, "final_val_loss") for s in seeds]
-    )
-    losses = df.pivot(index="variant", columns="seed", values="final_val_loss")
-    if len(seeds) == 1:
-        lt = lenth(per_seed.iloc[0].to_list())
-        rows = [(name, d, lt.me) for name, d in per_seed.iloc[0].items()]
-        ranking = rank(losses, lt.difference_margin())
-    else:
-        lt = None
-        rows = [(name, *t_interval(per_seed[name].to_list())) for name in per_seed.columns]
-        ranking = rank(losses)
-    eff = pd.DataFrame(rows, columns=["effect", "delta", "margin"])
-    eff["distinguishable"] = eff.delta.abs() > eff.margin
-    return Analysis(len(seeds), eff, ranking, lt)
+def shown(switch: Switch, level: Any) -> str:
+    """A level as the variant table shows it: on/off for a boolean switch."""
+    if all(isinstance(v, bool) for v in switch.levels):
+        return "on" if level else "off"
+    return switch.spell(level)
 
 
 def variant_table(df: pd.DataFrame, ranking: Ranking) -> pd.DataFrame:
-    g = df.groupby("variant")
-    t = g.agg(
-        rope=("rope", "first"), moe=("moe", "first"), fgram=("fgram", "first"),
+    t = df.groupby("variant").agg(
+        **{s.name: (s.name, "first") for s in SWITCHES},
         final_val_loss=("final_val_loss", "mean"), final_std=("final_val_loss", "std"),
         best_val_loss=("best_val_loss", "mean"), best_step=("best_step", "median"),
         train_loss=("train_loss", "mean"), tokens_per_sec=("tokens_per_sec", "mean"),
@@ -162,6 +156,13 @@ def _pm(mean: float, spread: float) -> str:
 
 def verdict(a: Analysis) -> str:
     r = a.ranking
+    if not a.judged:
+        if not a.factors:
+            return "**No verdict**: the grid varies no switch: one variant, nothing to compare."
+        return (
+            "**No verdict**: one seed gives too few effects to estimate the noise (see Method); "
+            f"`{r.order[0]}` has the lowest final val loss, but no gap is judged against noise."
+        )
     if r.best is not None:
         gap, margin = r.gaps[r.order[1]]
         return (
@@ -175,13 +176,36 @@ def verdict(a: Analysis) -> str:
     )
 
 
+def effects_lines(a: Analysis) -> list[str]:
+    """The effects section of report.md."""
+    if not a.factors:
+        return ["No effects: the grid gives no switch both levels."]
+    margin = "(t-interval over seeds)." if a.n_seeds > 1 else "(Lenth's ME)."
+    lines = [
+        "Main effect: mean loss at the switch's high level minus its low level, over the "
+        "other factors. Interaction A x B: half the change in A's effect when B goes high; "
+        "A x B x C: the same for the A x B interaction when C goes high. "
+        + (f"± is the 95% margin {margin}" if a.judged else "No margin: no verdict."),
+        "",
+        "| effect | Δ val loss | distinguishable from noise |",
+        "|---|---|---|",
+    ]
+    for r in a.effects.itertuples():
+        judged = ("yes" if r.distinguishable else "no") if a.judged else "no verdict"
+        lines.append(f"| {r.effect} | {_pm(r.delta, r.margin)} | {judged} |")
+    return lines
+
+
 def render_markdown(df: pd.DataFrame, table: pd.DataFrame, a: Analysis, samples: dict) -> str:
     steps, tokens = int(df.steps.iloc[0]), int(df.tokens.iloc[0])
+    held = [f"{s.name} {shown(s, df[s.name].iloc[0])}" for s in SWITCHES if s.name not in a.factors]
     lines = [
         "# NanoMoE ablation report",
         "",
         f"{len(table)} variants x {a.n_seeds} seed(s), {steps:,} steps and {tokens:,} tokens "
-        "each. **Every comparison uses the final val loss**: the mean cross-entropy (nats per "
+        f"each; factors: {', '.join(a.factors) or 'none'}"
+        + (f"; held fixed: {', '.join(held)}" if held else "")
+        + ". **Every comparison uses the final val loss**: the mean cross-entropy (nats per "
         "character) over the whole validation split after the last step, with no auxiliary "
         "loss in it. *Best val loss* is the lowest periodic estimate during training (the "
         "fixed eval batches), the number nanoGPT reports, with its step.",
@@ -192,38 +216,23 @@ def render_markdown(df: pd.DataFrame, table: pd.DataFrame, a: Analysis, samples:
         "",
         "## Variants, sorted by final validation loss",
         "",
-        "| variant | rope | moe | fgram | final val loss"
+        f"| variant | {' | '.join(BY_NAME)} | final val loss"
         + (" (mean ± std)" if a.n_seeds > 1 else "")
         + " | gap to lowest (± 95% margin) | best val loss (step) | train loss | tokens/s "
         "| params total | params active |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---" * (len(SWITCHES) + 8) + "|",
     ]
-    for r in table.itertuples():
-        gap = a.ranking.gaps.get(r.variant)
-        tied = " (tied)" if r.variant in a.ranking.tied[1:] else ""
+    for r in table.to_dict("records"):
+        gap = a.ranking.gaps.get(r["variant"])
+        tied = " (tied)" if a.judged and r["variant"] in a.ranking.tied[1:] else ""
+        levels = " | ".join(shown(s, r[s.name]) for s in SWITCHES)
         lines.append(
-            f"| `{r.variant}` | {'on' if r.rope else 'off'} | {'on' if r.moe else 'off'} | "
-            f"{'on' if r.fgram else 'off'} | {_pm(r.final_val_loss, r.final_std)} | "
+            f"| `{r['variant']}` | {levels} | {_pm(r['final_val_loss'], r['final_std'])} | "
             f"{'lowest' if gap is None else _pm(*gap) + tied} | "
-            f"{r.best_val_loss:.4f} ({r.best_step:,.0f}) | {r.train_loss:.4f} | "
-            f"{r.tokens_per_sec:,.0f} | {r.params_total:,} | {r.params_active:,} |"
+            f"{r['best_val_loss']:.4f} ({r['best_step']:,.0f}) | {r['train_loss']:.4f} | "
+            f"{r['tokens_per_sec']:,.0f} | {r['params_total']:,} | {r['params_active']:,} |"
         )
-    lines += [
-        "",
-        "## Effects on final validation loss (negative = better)",
-        "",
-        "Main effect: mean loss with the switch on minus off, over the other switches. "
-        "Interaction A x B: half the change in A's effect when B is turned on; A x B x C: "
-        "the same for the A x B interaction when C is turned on. ± is the 95% margin "
-        + ("(Lenth's ME)." if a.lenth else "(t-interval over seeds)."),
-        "",
-        "| effect | Δ val loss | distinguishable from noise |",
-        "|---|---|---|",
-    ]
-    for r in a.effects.itertuples():
-        lines.append(
-            f"| {r.effect} | {_pm(r.delta, r.margin)} | {'yes' if r.distinguishable else 'no'} |"
-        )
+    lines += ["", "## Effects on final validation loss (negative = better)", "", *effects_lines(a)]
     lines += ["", "## Samples, one per variant", "", "| variant | sample |", "|---|---|"]
     for variant in table.variant:
         text = samples[variant][:240].replace("|", "\\|").replace("\n", " ↵ ")
@@ -239,23 +248,23 @@ def main(argv: list[str] | None = None) -> int:
     ).parse_args(argv)
     layout = Layout.load()
     params = load_params(layout.root / "params.yaml")
-    df, curves, samples = collect(layout.require(layout.ablation), params.seeds)
-    a = analyse(df)
+    df, curves, samples = collect(layout.require(layout.ablation), params.grid, params.seeds)
+    a = analyse(df, params.grid)
     table = variant_table(df, a.ranking)
     out = layout.outs("report")
     buf = io.StringIO()
-    df.drop(columns="run_id").sort_values(["rope", "moe", "fgram", "seed"]).to_csv(buf, index=False)
+    df.drop(columns="run_id").sort_values([*BY_NAME, "seed"]).to_csv(buf, index=False)
     atomic_write_text(out["ablation.csv"], buf.getvalue())
     atomic_write_text(out["report.md"], render_markdown(df, table, a, samples))
     lowest = float(table.final_val_loss.min())
     plot_ablation(curves, a.ranking.order, lowest, out["ablation.png"])
     per_step = (df.tokens / df.steps * df.flops_per_token).groupby(df.variant).first()
     plot_compute(curves, per_step.to_dict(), a.ranking.order, lowest, out["compute.png"])
-    summ = summary(df, a.effects, a.ranking, a.lenth)
+    summ = summary(df, a, params.grid)
     atomic_write_text(out["summary.json"], json.dumps(summ, indent=2))
     print(table[["variant", "final_val_loss", "final_std", "best_val_loss"]].to_string(index=False))
     for r in a.effects.itertuples():
-        mark = "distinguishable" if r.distinguishable else "within noise"
+        mark = ("distinguishable" if r.distinguishable else "within noise") if a.judged else ""
         print(f"{r.effect:24s} {_pm(r.delta, r.margin):>18s}  {mark}")
     print(verdict(a).replace("**", "").replace("`", ""))
     names = ("report.md", "ablation.png", "compute.png", "ablation.csv", "summary.json")

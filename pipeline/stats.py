@@ -1,6 +1,6 @@
 """Statistics of a two-level factorial ablation: effects, their noise, and who is best.
 
-- **Effects.** Each switch is coded -1 (off) / +1 (on); the effect of a contrast (a main
+- **Effects.** Each factor is coded -1 (low) / +1 (high); the effect of a contrast (a main
   effect, or the product of several switches' codes for an interaction) is the mean response
   where the contrast is +1 minus the mean where it is -1. A 2^3 design has 7 contrasts.
 - **One replicate (one seed): Lenth's method.** Lenth, R. V. (1989), "Quick and easy
@@ -12,6 +12,9 @@
   |c_i| > ME.
 - **Seeds: t-intervals.** Each effect is computed per seed; its 95% interval is the mean
   +- t(0.975, n-1) x sd / sqrt(n). Variants are compared paired by seed.
+- **Too little to judge: no verdict.** Lenth's PSE is a median of the smaller effects, and
+  his Table 1 starts at m = 7 (a 2^3 design): with one seed and fewer than 3 varying switches
+  there is no noise estimate, so no effect gets a margin and no variant is called best.
 - **Best.** A variant is called best only when it is separated from the runner-up: with
   seeds, the runner-up's paired difference has an interval above zero; with one seed, the
   difference of two runs exceeds t(0.975, m/3) x sqrt(2) x sigma, where a single run's
@@ -26,14 +29,20 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from nanomoe.switches import varying
+
 LEVEL = 0.95
+# Lenth's PSE is a median of the smaller effects; his Table 1 starts at m = 7 (a 2^3 design).
+# With fewer effects that median rests on one or two numbers: no estimate of the noise.
+LENTH_MIN_EFFECTS = 7
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -114,8 +123,9 @@ class Ranking:
 
     @property
     def best(self) -> str | None:
-        """The lowest variant when it is separated from every other, else None."""
-        return self.order[0] if len(self.tied) == 1 else None
+        """The lowest variant when it is separated from every other, else None (also when it
+        is the only one: best is a comparison)."""
+        return self.order[0] if len(self.tied) == 1 < len(self.order) else None
 
 
 def rank(losses: pd.DataFrame, margin_one_seed: float | None = None) -> Ranking:
@@ -135,3 +145,92 @@ def rank(losses: pd.DataFrame, margin_one_seed: float | None = None) -> Ranking:
         if not gap - half > 0:  # NaN margins never separate
             tied.append(variant)
     return Ranking(order, tied, gaps)
+
+
+@dataclass
+class Analysis:
+    """The ablation judged on final_val_loss: its effects with their margins, the ranking
+    of its variants, and the method in words for the report."""
+
+    n_seeds: int
+    factors: list[str]  # the switches the grid gives both levels: the design's factors
+    effects: pd.DataFrame  # effect, delta, margin (NaN: no verdict), distinguishable
+    ranking: Ranking
+    lenth: Lenth | None  # one seed with enough effects only
+
+    @property
+    def judged(self) -> bool:
+        """Whether there is a noise estimate to judge by: at least one factor, and two or
+        more seeds or enough effects for Lenth's method."""
+        return bool(self.factors) and (self.n_seeds >= 2 or self.lenth is not None)
+
+    @property
+    def kind(self) -> str:
+        """The method in one word or three, as summary.json and MLflow record it."""
+        if not self.judged:
+            return "none"
+        return "lenth" if self.lenth else "t-interval over seeds"
+
+    @property
+    def why_no_verdict(self) -> str:
+        if not self.factors:
+            return "the grid gives no switch both levels: one variant, no effect to judge"
+        return (
+            f"one seed and {len(self.factors)} varying switch(es) give {len(self.effects)} "
+            f"effect(s); Lenth's method needs at least {LENTH_MIN_EFFECTS} (3 varying "
+            "switches) to estimate the noise from the effects themselves"
+        )
+
+    @property
+    def method(self) -> str:
+        if not self.factors:
+            return f"no verdict: {self.why_no_verdict}; give a switch both levels under grid:"
+        if not self.judged:
+            return (
+                f"no verdict: {self.why_no_verdict}, so the effects carry no margin, none is "
+                "called distinguishable and no variant is called best; list two or more "
+                "seeds under seeds: in params.yaml to judge them by t-intervals over seeds"
+            )
+        if self.lenth is None:
+            return (
+                f"{self.n_seeds} seeds: each effect is computed per seed, ± is its 95% "
+                f"t-interval over seeds (t with {self.n_seeds - 1} df); variants are compared "
+                "paired by seed, a gap is real when its 95% paired interval excludes zero"
+            )
+        lt = self.lenth
+        return (
+            f"one seed: Lenth's method for unreplicated factorials (Lenth 1989). Pseudo "
+            f"standard error PSE = {lt.pse:.4f} from the {len(self.effects)} effects; 95% "
+            f"margin ME = t(0.975, m/3 = {lt.df:.2f}) x PSE = {lt.me:.4f} (simultaneous over "
+            f"all effects: SME = {lt.sme:.4f}); a single run's noise is estimated as "
+            f"sqrt(2) x PSE = {lt.run_noise():.4f}, so two runs differ beyond noise by more "
+            f"than {lt.difference_margin():.4f}"
+        )
+
+
+def analyse(df: pd.DataFrame, grid: Mapping[str, Sequence[Any]]) -> Analysis:
+    """Effects of the grid's factors (the switches it gives both levels, each coded +1 at
+    its high level) with their margins, and the ranking of the variants, on final_val_loss:
+    ``df`` has one row per cell and seed (variant, the switches, seed, final_val_loss)."""
+    factors = [s.name for s in varying(grid)]
+    coded = df.assign(**{s.name: df[s.name] == s.high for s in varying(grid)})
+    seeds = sorted(df.seed.unique())
+    per_seed = pd.DataFrame(
+        [factorial_effects(coded[coded.seed == s], factors, "final_val_loss") for s in seeds]
+    )
+    losses = df.pivot(index="variant", columns="seed", values="final_val_loss")
+    lt = None
+    if len(seeds) >= 2:
+        rows = [(name, *t_interval(per_seed[name].to_list())) for name in per_seed.columns]
+        ranking = rank(losses)
+    elif len(per_seed.columns) >= LENTH_MIN_EFFECTS:
+        lt = lenth(per_seed.iloc[0].to_list())
+        rows = [(name, d, lt.me) for name, d in per_seed.iloc[0].items()]
+        ranking = rank(losses, lt.difference_margin())
+    else:  # no noise estimate: no margin, so nothing is distinguishable and all are tied
+        rows = [(name, d, math.nan) for name, d in per_seed.iloc[0].items()]
+        ranking = rank(losses, math.nan)
+    eff = pd.DataFrame(rows, columns=["effect", "delta", "margin"])
+    eff = eff.astype({"delta": float, "margin": float})
+    eff["distinguishable"] = eff.delta.abs() > eff.margin
+    return Analysis(len(seeds), factors, eff, ranking, lt)

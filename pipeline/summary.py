@@ -8,39 +8,52 @@ by effect. Cell run ids live here and in run.json, never in metrics.json.
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from nanomoe.config import variant_name
+from nanomoe.switches import BY_NAME, baseline, config_fields, variant_name
 from pipeline.params import Params
-from pipeline.stats import Lenth, Ranking
+from pipeline.stats import Analysis
 from pipeline.tracking import Run, flatten, git_commit, tracked
 
 
-def summary(df: pd.DataFrame, effects: pd.DataFrame, ranking: Ranking, lt: Lenth | None) -> dict:
-    """summary.json, the DVC metrics: the verdict and every effect with its margin."""
+def baseline_variant(grid: Mapping[str, Sequence[Any]]) -> str:
+    """The grid's all-low cell (each switch at the lowest level the grid trains): the model
+    every effect starts from, nanoGPT's when the grid gives every switch both levels."""
+    return variant_name({name: levels[0] for name, levels in grid.items()})
+
+
+def summary(df: pd.DataFrame, a: Analysis, grid: Mapping[str, Sequence[Any]]) -> dict:
+    """summary.json, the DVC metrics: the verdict and every effect with its margin.
+    ``dense_final_val_loss`` is the baseline variant's (the grid's all-low cell)."""
     losses = df.groupby("variant").final_val_loss.mean()
+    ranking, base = a.ranking, baseline_variant(grid)
     out = {
-        "method": "lenth" if lt else "t-interval over seeds",
+        "method": a.kind,  # "none": too little to judge, see report.md
         "n_seeds": int(df.seed.nunique()),
-        "best_variant": ranking.best,  # null when tied
+        "factors": a.factors,
+        "best_variant": ranking.best,  # null when tied or no verdict
         "lowest_variant": ranking.order[0],
         "tied_with_lowest": ranking.tied,
         "lowest_final_val_loss": float(losses[ranking.order[0]]),
-        "dense_final_val_loss": float(losses[variant_name(False, False, False)]),
+        "baseline_variant": base,
+        "dense_final_val_loss": float(losses[base]),
         "effects": {
             r.effect: {
                 "delta": float(r.delta),
-                "margin": float(r.margin),
+                "margin": None if math.isnan(r.margin) else float(r.margin),  # NaN: not JSON
                 "distinguishable": bool(r.distinguishable),
             }
-            for r in effects.itertuples()
+            for r in a.effects.itertuples()
         },
     }
-    if lt:
-        out["lenth"] = {"pse": lt.pse, "me": lt.me, "sme": lt.sme}
+    if a.lenth:
+        out["lenth"] = {"pse": a.lenth.pse, "me": a.lenth.me, "sme": a.lenth.sme}
     return out
 
 
@@ -48,13 +61,16 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
     """One MLflow run for the whole ablation (tag kind=ablation, beside the kind=cell runs):
     each effect and its margin as metrics, the report and plots as artifacts, the cells' run
     ids as a tag and in cells.json. Returns its run id."""
+    no_best = "no verdict" if summ["method"] == "none" else "tied"
     tags = {"kind": "ablation", "git_commit": git_commit(), "n_seeds": summ["n_seeds"],
-            "method": summ["method"], "best_variant": summ["best_variant"] or "tied",
+            "method": summ["method"], "best_variant": summ["best_variant"] or no_best,
             "cell_run_ids": ",".join(df.run_id.dropna())}  # fmt: skip
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-    grid = ("vocab_size", "rope", "moe", "fgram")
-    model = {k: v for k, v in params.model.to_dict().items() if k not in grid}
+    per_cell = {"vocab_size", *config_fields(baseline())}  # set by the data and the cell
+    model = {k: v for k, v in params.model.to_dict().items() if k not in per_cell}
+    grid = {f"grid.{name}": "[" + ", ".join(BY_NAME[name].spell(v) for v in levels) + "]"
+            for name, levels in params.grid.items()}  # fmt: skip
     train = {k: v for k, v in params.train.to_dict().items() if k != "seed"}
     metrics = {"lowest_final_val_loss": summ["lowest_final_val_loss"],
                "dense_final_val_loss": summ["dense_final_val_loss"]}  # fmt: skip
@@ -62,12 +78,13 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
         key = name.replace(" (main)", "").replace(" ", "_")
         metrics.update({f"effect.{key}": e["delta"], f"margin.{key}": e["margin"],
                         f"distinguishable.{key}": float(e["distinguishable"])})  # fmt: skip
+    metrics = {k: v for k, v in metrics.items() if v is not None}  # no verdict: no margins
     for key, value in summ.get("lenth", {}).items():
         metrics[f"lenth_{key}"] = value
     cells = {f"{r.variant} seed {r.seed}": r.run_id for r in df.itertuples()}
     run = Run.start(df.experiment.iloc[0], f"ablation, {summ['n_seeds']} seed(s)", tags)
     with tracked(run):
-        run.log_params({"seeds": params.seeds, **flatten(model, "model."),
+        run.log_params({"seeds": params.seeds, **grid, **flatten(model, "model."),
                         **flatten(train, "train.")})  # fmt: skip
         run.log_metrics(metrics, step=0)
         run.log_artifacts(files)

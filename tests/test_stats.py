@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from pipeline.report import analyse
-from pipeline.stats import factorial_effects, lenth, rank, t_interval
+from nanomoe.switches import SWITCHES
+from pipeline.stats import analyse, factorial_effects, lenth, rank, t_interval
 
 # Montgomery, Design and Analysis of Experiments (8th ed.), Example 6.2: the filtration rate
 # of a chemical product, a single replicate of a 2^4 design (factors A-D). Table 6.10's
@@ -103,12 +103,13 @@ def grid(loss_of, seeds=(1,)) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+FULL_GRID = {s.name: list(s.levels) for s in SWITCHES}  # every switch at both levels: 2^3
 NOISE = [0.003, -0.002, 0.001, -0.004, 0.002, 0.0, -0.001, 0.004]  # one per cell
 
 
 def test_one_seed_report_judges_by_lenth_and_calls_a_close_pair_tied():
     df = grid(lambda r, m, f, s: 2.0 - 0.17 * r - 0.03 * m + NOISE[4 * r + 2 * m + f])
-    a = analyse(df)
+    a = analyse(df, FULL_GRID)
     assert a.lenth is not None and len(a.effects) == 7
     judged = a.effects.set_index("effect").distinguishable.to_dict()
     assert judged["rope (main)"] and not judged["rope x moe x fgram"]
@@ -123,7 +124,7 @@ def test_one_seed_report_judges_by_lenth_and_calls_a_close_pair_tied():
 
 def test_one_seed_report_calls_a_variant_best_when_it_clears_the_margin():
     df = grid(lambda r, m, f, s: 2.0 - 0.17 * r - 0.03 * m + 0.08 * f + NOISE[4 * r + 2 * m + f])
-    a = analyse(df)
+    a = analyse(df, FULL_GRID)
     gap, margin = a.ranking.gaps["100"]  # the runner-up, about 0.03 behind
     assert a.ranking.order[:2] == ["110", "100"] and gap > margin
     assert a.ranking.best == "110" and a.ranking.tied == ["110"]
@@ -132,10 +133,50 @@ def test_one_seed_report_calls_a_variant_best_when_it_clears_the_margin():
 def test_three_seed_report_uses_t_intervals_over_seeds():
     rng = np.random.default_rng(0)
     df = grid(lambda r, m, f, s: 2.0 - 0.1 * r + rng.normal(0, 0.01), seeds=(1, 2, 3))
-    a = analyse(df)
+    a = analyse(df, FULL_GRID)
     assert a.lenth is None and "t-interval" in a.method
     per_seed = [factorial_effects(df[df.seed == s], ("rope", "moe", "fgram"), "final_val_loss")
                 for s in (1, 2, 3)]  # fmt: skip
     rope = a.effects.set_index("effect").loc["rope (main)"]
     expected = t_interval([e["rope (main)"] for e in per_seed])
     assert (rope.delta, rope.margin) == pytest.approx(expected)
+
+
+def from_effects(effects: dict[str, float]) -> pd.DataFrame:
+    """One seed of the 2^3 design whose effects are exactly ``effects`` (the rest zero):
+    y = 2 + the sum of each contrast's effect / 2 x its sign in the cell."""
+
+    def loss_of(r, m, f, s):
+        code = {"rope": 2 * r - 1, "moe": 2 * m - 1, "fgram": 2 * f - 1}
+        return 2.0 + sum(
+            e / 2 * math.prod(code[n] for n in c.split(" x ")) for c, e in effects.items()
+        )
+
+    return grid(loss_of)
+
+
+def test_one_seed_calls_an_effect_between_me_and_sme_distinguishable():
+    """Kills: the Lenth rule judging effects by the simultaneous margin SME instead of ME.
+    Six effects of +-0.01 give PSE = 0.015, ME = 0.056 and SME = 0.135; rope's 0.1 lies
+    between them, so it is distinguishable by ME and would not be by SME."""
+    small = {"moe": 0.01, "fgram": -0.01, "rope x moe": 0.01, "rope x fgram": -0.01,
+             "moe x fgram": 0.01, "rope x moe x fgram": -0.01}  # fmt: skip
+    a = analyse(from_effects({"rope": 0.1, **small}), FULL_GRID)
+    assert a.lenth.pse == pytest.approx(0.015) and a.lenth.me < 0.1 < a.lenth.sme
+    judged = a.effects.set_index("effect").distinguishable
+    assert judged[judged].index.to_list() == ["rope (main)"]
+
+
+def test_one_seed_calls_an_effect_equal_to_me_not_distinguishable():
+    """Kills: the Lenth rule using ``>=`` for ``>``. With six effects exactly 0, the median
+    |effect| is 0, so PSE = ME = 0: a zero effect equals ME and must stay within noise."""
+    a = analyse(from_effects({"rope": 0.125}), FULL_GRID)  # 2.125: exact in binary
+    assert a.lenth.me == 0.0 and (a.effects.delta[1:] == 0.0).all()
+    judged = a.effects.set_index("effect").distinguishable
+    assert judged[judged].index.to_list() == ["rope (main)"]
+
+
+def test_a_lone_variant_is_not_called_best():
+    """Best is a comparison: one variant (a grid that varies no switch) has nothing to beat."""
+    assert rank(losses({"A": [1.0]}), margin_one_seed=0.1).best is None
+    assert rank(losses({"A": [1.0, 1.1]})).best is None
