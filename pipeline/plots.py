@@ -62,12 +62,18 @@ def _mean_curve(curves: list) -> tuple[list, list]:
     return mean.step.to_list(), mean.val_loss.to_list()
 
 
+def _style(i: int) -> str:
+    """The line style of the i-th variant: a new one each time matplotlib's 10 colours wrap,
+    so the 16 variants of a 2^4 grid stay distinct."""
+    return ("-", "--", ":", "-.")[(i // 10) % 4]
+
+
 def plot_ablation(curves: dict, order: list[str], lowest: float, path: Path) -> None:
     """Every variant's mean val-loss curve against the step, legend in rank order."""
     fig, ax = new_figure(8, 5)
-    for variant in order:
+    for i, variant in enumerate(order):
         steps, loss = _mean_curve(curves[variant])
-        ax.plot(steps, loss, label=variant, linestyle="-" if "+moe" in variant else "--")
+        ax.plot(steps, loss, label=variant, linestyle=_style(i))
     ax.set(xlabel="step", ylabel="val loss (nats/char)", title="NanoMoE ablation: validation loss")
     ax.set_ylim(lowest - 0.1, lowest + 1.2)
     ax.grid(alpha=0.3)
@@ -79,10 +85,10 @@ def plot_compute(curves: dict, flops_per_step: dict, order: list[str], lowest: f
     """Mean val loss against training compute (FLOPs = step x tokens/step x FLOPs/token),
     not wall clock: cells run at different times on a machine whose speed drifts."""
     fig, ax = new_figure(8, 5)
-    for variant in order:
+    for i, variant in enumerate(order):
         steps, loss = _mean_curve(curves[variant])
         flops = [s * flops_per_step[variant] / 1e12 for s in steps]
-        ax.plot(flops, loss, label=variant, linestyle="-" if "+moe" in variant else "--")
+        ax.plot(flops, loss, label=variant, linestyle=_style(i))
     ax.set(
         xlabel="training compute (TFLOP: 6 x active params + attention, per token)",
         ylabel="val loss (nats/char)",

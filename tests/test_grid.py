@@ -118,3 +118,18 @@ def test_pipeline_grid_rewrites_the_train_stages_and_check_finds_them_stale(tmp_
     assert set(trains) == {"train", "train_fgram"}
     assert cells_of(trains) == {(True, False, False), (True, False, True)}
     assert {"download", "prepare", "mine_fgrams", "report"} <= set(stages)
+
+
+def test_the_report_of_a_grid_dvc_yaml_was_not_written_for_names_pipeline_grid(tmp_path):
+    """A grid edited without ``python -m pipeline.grid``: the report says to run it, rather
+    than asking for cells no stage trains. Kills: the report's stage check removed."""
+    root = make_project(tmp_path)
+    (root / "experiments" / "ablation").mkdir(parents=True)
+    text = (root / "dvc.yaml").read_text(encoding="utf-8")
+    (root / "dvc.yaml").write_text(rewrite(text, read_grid({"rope": [True]})), encoding="utf-8")
+    out = run_module(root, "pipeline.report")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: dvc.yaml: no train stage holds abspos-moe-fgram; run python -m pipeline.grid "
+        "to write the train stages from params.yaml's grid:"
+    ]
