@@ -23,6 +23,7 @@ from nanomoe.model import GPT
 from nanomoe.moe import MoEStats
 from nanomoe.trainer import Callback, NonFiniteLossError, Trainer, set_seed
 from pipeline.params import Params
+from pipeline.run_callback import MLflowCallback
 from pipeline.tune.ladder import Ladder
 from pipeline.tune.runs import StudyRuns
 from pipeline.tune.settings import TuneSettings
@@ -80,7 +81,7 @@ def objective(trial: optuna.Trial, chosen: dict[str, Any], run, ctx: TrialContex
     budget = {**ctx.ladder.budget(), "progress": False}
     model, train_cfg = full_model(ctx, chosen, ctx.seed, budget)
     run.log_params({"n_fgrams": len(model.fgram_ids)})
-    callbacks = [run.callback(), PruneOnEval(trial, ctx.ladder.last_lower)]
+    callbacks = [MLflowCallback(run), PruneOnEval(trial, ctx.ladder.last_lower)]
     trainer = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=callbacks)
     try:
         return trainer.fit().val_loss
