@@ -21,6 +21,7 @@ from nanomoe.config import TrainConfig
 from nanomoe.fgram import load_fgrams
 from nanomoe.model import GPT
 from nanomoe.moe import MoEStats
+from nanomoe.switches import full
 from nanomoe.trainer import Callback, NonFiniteLossError, Trainer, set_seed
 from pipeline.params import Params
 from pipeline.run_callback import MLflowCallback
@@ -69,7 +70,7 @@ def full_model(
     """The full model (RoPE, MoE, F-grams) at one point of the space, seeded, and its
     TrainConfig: params.yaml's, with ``train`` and the point's overrides."""
     model_kw, train_kw = ctx.settings.overrides(chosen)
-    config = ctx.params.model_config(ctx.vocab_size, True, True, True, overrides=model_kw)
+    config = ctx.params.model_config(ctx.vocab_size, full(), overrides=model_kw)
     train_cfg = ctx.params.train_config(seed, overrides={**train, **train_kw})
     fgrams = load_fgrams(ctx.fgrams_path, max_n=config.fgram_max_n)
     set_seed(seed)
