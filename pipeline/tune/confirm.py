@@ -107,17 +107,27 @@ def summarize(study: optuna.Study) -> dict | None:
         values = [loss[arm, s] for s in paired]
         mean, half = t_interval(values)
         cost = {k: runs[arm].get(k) for k in ("params_active", "flops_per_token")}
-        arms[arm] = {"params": runs[arm]["params"], **cost, "losses": values, "mean": mean,
-                     "ci95": half}  # fmt: skip
+        arms[arm] = {
+            "params": runs[arm]["params"],
+            **cost,
+            "losses": values,
+            "mean": mean,
+            "ci95": half,
+        }
     diffs = [loss["tuned", s] - loss["default", s] for s in paired]
     mean, half = t_interval(diffs)
     return {
         "metric": "final full-split val loss at train.max_iters (nats/char)",
         "seeds": paired,
         "arms": arms,
-        "difference": {"of": "tuned - default, paired by seed", "per_seed": diffs,
-                       "mean": mean, "ci95": half, "verdict": verdict(mean, half)},
-    }  # fmt: skip
+        "difference": {
+            "of": "tuned - default, paired by seed",
+            "per_seed": diffs,
+            "mean": mean,
+            "ci95": half,
+            "verdict": verdict(mean, half),
+        },
+    }
 
 
 def verdict(mean: float, half: float) -> str:

@@ -49,10 +49,14 @@ def rung_counts(trials: list[FrozenTrial], ladder: Ladder) -> list[dict]:
     """How many trials each rung judged (the top: finalists that finished it)."""
     done = [t for t in trials if t.state in FINISHED]
     return [
-        {"steps": r, "trials": sum(r in ladder.reached(t) for t in done if r == ladder.top
-                                   or not is_finalist(t))}
+        {
+            "steps": r,
+            "trials": sum(
+                r in ladder.reached(t) for t in done if r == ladder.top or not is_finalist(t)
+            ),
+        }
         for r in ladder.rungs
-    ]  # fmt: skip
+    ]
 
 
 def pruning_saving(trials: list[FrozenTrial]) -> tuple[float, int, int]:
