@@ -55,9 +55,11 @@ def full_split_loss(
         with autocast():
             logits, _ = forward(x)
         total[0] += F.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), y.reshape(-1), ignore_index=-1,
+            logits.float().view(-1, logits.size(-1)),
+            y.reshape(-1),
+            ignore_index=-1,
             reduction="sum",
-        )  # fmt: skip
+        )
         total[1] += (y != -1).sum()
     total = distributed.global_sum(total)
     return (total[0] / total[1]).item()

@@ -2,8 +2,9 @@
 
 AdamW with decoupled weight decay on matrices only, linear warmup then cosine decay to
 ``min_lr``, gradient clipping, periodic eval on fixed batches, a final eval over the whole
-validation split, atomic checkpoints and exact resume. Metrics leave through ``Callback``s,
-so MLflow and Optuna plug in from outside without this module knowing them.
+validation split, atomic checkpoints and exact resume (what a checkpoint holds: in
+``checkpoint.py``). Metrics leave through ``Callback``s, so MLflow and Optuna plug in from
+outside without this module knowing them.
 
 Determinism: the data order comes from a generator seeded with ``seed``; dropout draws from
 the global torch RNG, seeded here too; both states are saved in every checkpoint, and eval
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nanomoe import distributed
-from nanomoe.atomic import atomic_torch_save
-from nanomoe.checkpoint import load_checkpoint
+from nanomoe.checkpoint import resume_training, save_training
 from nanomoe.config import TrainConfig
 from nanomoe.data import get_batch
 from nanomoe.device import autocast_for, resolve_device, resolve_dtype
@@ -142,52 +142,21 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------------------
 
-    def autocast(self):
-        return autocast_for(self.device, self.dtype)
-
     def save_checkpoint(self, path: Path | None = None) -> None:
+        """A checkpoint of the run so far at ``path`` (default: ``checkpoint_path``); rank 0
+        only, and nothing without a path. Its contents: ``checkpoint.save_training``."""
         path = path or self.checkpoint_path
-        if path is None or not self.is_main:
-            return
-        m = self.model
-        atomic_torch_save(
-            {
-                "model": m.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "model_config": m.config.to_dict(),
-                "train_config": self.cfg.to_dict(),
-                "fgram_ids": m.fgram_ids,
-                "step": self.step,
-                "history": self.history,
-                "rng_torch": torch.get_rng_state(),
-                "rng_data": self.data_gen.get_state(),
-                "train_time": self.train_time,
-                "tokens": self.tokens,
-                "wall_s": self.wall_s,
-                "routing": self.routing.state_dict(),
-                "interval_moe": asdict(self.interval_moe) if self.interval_moe else None,
-                **self.checkpoint_extra,
-            },
-            path,
-        )
+        if path is not None and self.is_main:
+            save_training(self, path)
 
     def resume(self, path: str | Path) -> None:
-        ckpt = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.step = int(ckpt["step"])
-        self.history = list(ckpt["history"])
-        torch.set_rng_state(ckpt["rng_torch"].cpu())  # rank 0's; the others draw anew:
-        if distributed.rank():  # a checkpoint holds one stream, and M ranks may resume it
-            torch.manual_seed(self.cfg.seed + 1_000_003 * distributed.rank() + self.step)
-        self.data_gen.set_state(ckpt["rng_data"].cpu())
-        self.train_time, self.tokens, self.wall_s = (
-            ckpt[k] for k in ("train_time", "tokens", "wall_s")
-        )
-        self.routing.load_state_dict(ckpt["routing"], self.device)
-        self.interval_moe = MoEStats(**ckpt["interval_moe"]) if ckpt["interval_moe"] else None
+        """Continue the run saved at ``path``: ``checkpoint.resume_training``."""
+        resume_training(self, path)
 
     # --- evaluation ------------------------------------------------------------------------
+
+    def autocast(self):
+        return autocast_for(self.device, self.dtype)
 
     def estimate_loss(self) -> dict[str, float]:
         self.model.eval()
@@ -260,8 +229,13 @@ class Trainer:
         if self.step == 0 and not self.history:  # a step-0 checkpoint already has it
             self._eval(lr_at(0, cfg), 0.0)
         quiet = not (cfg.progress and self.is_main)
-        bar = tqdm(total=cfg.max_iters, initial=self.step, disable=quiet,
-                   desc=self.model.config.variant, dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            total=cfg.max_iters,
+            initial=self.step,
+            disable=quiet,
+            desc=self.model.config.variant,
+            dynamic_ncols=True,
+        )
         while self.step < cfg.max_iters:
             t0 = time.perf_counter()
             lr = lr_at(self.step, cfg)

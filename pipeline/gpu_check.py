@@ -4,7 +4,7 @@
     make gpu-check            # = python3 -m pipeline.gpu_check
     python -m pipeline.gpu_check [--train-steps 300] [--bench-steps 30] [--out PATH]
 
-Runs as it stands on a bare CUDA machine: it imports torch, numpy, PyYAML and tqdm only (no
+Runs as it stands on a bare CUDA machine: it imports torch, numpy and tqdm only (no PyYAML,
 MLflow, DVC or Optuna; no ``make install``), and reads ``data/prepared`` when it is there
 (else synthetic tokens). nanoGPT's shakespeare_char GPU config: 6 layers, 6 heads, 384
 dims, block 256, batch 64, lr 1e-3, warmup 100, cosine to 1e-4, beta2 0.99 (dropout 0 here,
@@ -18,7 +18,6 @@ finish within about 7 minutes on one H100/H200-class GPU. Without CUDA it fails 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import platform
 import statistics
@@ -31,26 +30,28 @@ from nanomoe.atomic import atomic_write_text
 from nanomoe.config import GPTConfig, MiningConfig, TrainConfig
 from nanomoe.fgram import mine_fgrams
 from nanomoe.model import GPT
+from nanomoe.switches import SWITCHES, Levels, baseline, cells, config_fields, full
 from nanomoe.trainer import Trainer, set_seed
-from pipeline.bench import load_tokens, matmul_peak_gflops, sync
+from pipeline.bench.measure import load_tokens, matmul_peak_gflops, sync
 from pipeline.stage import StageError, run_stage
 
 GPU_MODEL = dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0)
 TINY_MODEL = dict(block_size=16, n_layer=1, n_head=2, n_embd=32, dropout=0.0)  # CPU tests
+BENCHED = (baseline(), full())  # the dense model and the full one
+EVERY_CELL = {s.name: s.levels for s in SWITCHES}  # the grid that trains every variant
 
 
-def make_trainer(flags, data, fgrams, model_kw, tcfg) -> Trainer:
+def make_trainer(levels: Levels, data, fgrams, model_kw, tcfg) -> Trainer:
     train, val, vocab = data
     set_seed(tcfg.seed)
-    rope, moe, fgram = flags
-    cfg = GPTConfig(vocab_size=vocab, rope=rope, moe=moe, fgram=fgram, **model_kw)
-    return Trainer(GPT(cfg, fgrams=fgrams if fgram else None), train, val, tcfg)
+    cfg = GPTConfig(vocab_size=vocab, **config_fields(levels), **model_kw)
+    return Trainer(GPT(cfg, fgrams=fgrams if cfg.fgram else None), train, val, tcfg)
 
 
-def bench(flags, data, fgrams, model_kw, tcfg, steps: int, device) -> dict:
+def bench(levels: Levels, data, fgrams, model_kw, tcfg, steps: int, device) -> dict:
     """ms per training step after warm-up (the first steps include compiling)."""
     t0 = time.perf_counter()
-    trainer = make_trainer(flags, data, fgrams, model_kw, tcfg)
+    trainer = make_trainer(levels, data, fgrams, model_kw, tcfg)
     for _ in range(3):
         trainer.train_step(tcfg.learning_rate)
     sync(device)
@@ -73,8 +74,8 @@ def bench(flags, data, fgrams, model_kw, tcfg, steps: int, device) -> dict:
     }
 
 
-def train_briefly(flags, data, fgrams, model_kw, tcfg) -> dict:
-    trainer = make_trainer(flags, data, fgrams, model_kw, tcfg)
+def train_briefly(levels: Levels, data, fgrams, model_kw, tcfg) -> dict:
+    trainer = make_trainer(levels, data, fgrams, model_kw, tcfg)
     res = trainer.fit()
     return {
         "variant": trainer.model.config.variant,
@@ -125,32 +126,47 @@ def main(argv: list[str] | None = None) -> int:
     data = (train, val, vocab)
     model_kw = TINY_MODEL if a.tiny else GPU_MODEL
     base = TrainConfig(
-        batch_size=4 if a.tiny else 64, beta2=0.99, device=a.device, dtype="bf16",
-        eval_interval=max(1, a.train_steps), eval_iters=2 if a.tiny else 20,
-        max_iters=a.train_steps, progress=not a.tiny,
-    )  # fmt: skip
+        batch_size=4 if a.tiny else 64,
+        beta2=0.99,
+        device=a.device,
+        dtype="bf16",
+        eval_interval=max(1, a.train_steps),
+        eval_iters=2 if a.tiny else 20,
+        max_iters=a.train_steps,
+        progress=not a.tiny,
+    )
 
     rows = []
-    for flags in ((False, False, False), (True, True, True)):
+    for levels in BENCHED:
         for compiled in (False, True):
-            row = bench(flags, data, fgrams, model_kw, base.replace(compile=compiled),
-                        a.bench_steps, device)  # fmt: skip
+            tcfg = base.replace(compile=compiled)
+            row = bench(levels, data, fgrams, model_kw, tcfg, a.bench_steps, device)
             row["mfu"] = row["flops_per_token"] * row["tokens_per_sec"] / (peak * 1e12)
             rows.append(row)
             mode = "compiled" if compiled else "eager"
-            print(f"bench {row['variant']:<16} {mode:<8} {row['ms_per_step']:7.2f} ms/step "
-                  f"{row['tokens_per_sec']:>11,.0f} tok/s MFU {row['mfu']:.1%} "
-                  f"(warm-up {row['warmup_s']:.0f} s)", flush=True)  # fmt: skip
-    cells = []
-    for flags in itertools.product((False, True), repeat=3):
-        cell = train_briefly(flags, data, fgrams, model_kw, base)
-        cells.append(cell)
-        print(f"train {cell['variant']:<16} {cell['steps']} steps: val "
-              f"{cell['first_val_loss']:.3f} -> {cell['final_val_loss']:.4f}, "
-              f"{cell['tokens_per_sec']:,.0f} tok/s", flush=True)  # fmt: skip
+            print(
+                f"bench {row['variant']:<16} {mode:<8} {row['ms_per_step']:7.2f} ms/step "
+                f"{row['tokens_per_sec']:>11,.0f} tok/s MFU {row['mfu']:.1%} "
+                f"(warm-up {row['warmup_s']:.0f} s)",
+                flush=True,
+            )
+    trained = []
+    for levels in cells(EVERY_CELL):
+        cell = train_briefly(levels, data, fgrams, model_kw, base)
+        trained.append(cell)
+        print(
+            f"train {cell['variant']:<16} {cell['steps']} steps: val "
+            f"{cell['first_val_loss']:.3f} -> {cell['final_val_loss']:.4f}, "
+            f"{cell['tokens_per_sec']:,.0f} tok/s",
+            flush=True,
+        )
     machine["wall_s"] = round(time.perf_counter() - started, 1)
-    figures = {"machine": machine, "config": {**model_kw, "batch_size": base.batch_size},
-               "bench": rows, "train": cells}  # fmt: skip
+    figures = {
+        "machine": machine,
+        "config": {**model_kw, "batch_size": base.batch_size},
+        "bench": rows,
+        "train": trained,
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out, json.dumps(figures, indent=2))
     print(f"{a.out}: written ({machine['wall_s']:.0f} s)")

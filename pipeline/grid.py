@@ -41,6 +41,7 @@ CODE = [
     "pipeline/params.py",
     "pipeline/plots.py",
     "pipeline/tracking.py",
+    "pipeline/run_callback.py",
     "pipeline/resume.py",
 ]
 PARAMS = ["model", "train", "sample"]  # every cell's; each switch adds its own at its high level

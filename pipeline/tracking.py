@@ -15,6 +15,9 @@
   MLflow's system-metrics monitor, every 10 s in a background thread
   (``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` changes it, and
   ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false`` turns it off).
+
+The trainer's callback, which logs through ``Run``, lives in ``run_callback.py``: this module
+imports no torch, so the report stage, which only reads runs and logs a summary, stays light.
 """
 
 from __future__ import annotations
@@ -38,8 +41,6 @@ from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking.context import registry as context_registry
 
-from nanomoe.moe import MoEStats
-from nanomoe.trainer import Callback
 from pipeline.layout import project_root
 
 T = TypeVar("T")
@@ -213,9 +214,6 @@ class Run:
     def delete(self) -> None:
         self.client.delete_run(self.id)
 
-    def callback(self, skip: set[int] | None = None) -> MLflowCallback:
-        return MLflowCallback(self, skip)
-
 
 @contextlib.contextmanager
 def tracked(run: Run) -> Iterator[Run]:
@@ -260,22 +258,3 @@ def close_dead_run(run_id: str | None, why: str, status: str = "FAILED") -> None
         run.end(status)
     except mlflow.exceptions.MlflowException as err:
         print(f"warning: could not close MLflow run {run_id}: {err}", file=sys.stderr)
-
-
-class MLflowCallback(Callback):
-    """Logs every eval's metrics, and the MoE routing statistics, at its step; skips the
-    steps in ``skip`` (logged before a resume). If the store fails, training goes on: the
-    first error is kept in ``error`` and nothing more is logged."""
-
-    def __init__(self, run: Run, skip: set[int] | None = None) -> None:
-        self.run, self.skip = run, skip or set()
-        self.error: Exception | None = None
-
-    def on_eval(self, step: int, metrics: dict[str, float], moe: MoEStats | None) -> None:
-        if self.error is not None or step in self.skip:
-            return
-        try:
-            self.run.log_metrics({**metrics, **(moe.as_metrics() if moe else {})}, step)
-        except Exception as err:  # the store went away: keep training, report at the end
-            self.error = err
-            print(f"warning: MLflow store {tracking_uri()}: {err}".split("\n")[0], file=sys.stderr)

@@ -32,6 +32,7 @@ from pipeline.layout import Layout
 from pipeline.params import Params, load_params
 from pipeline.plots import curve_csv, plot_curve
 from pipeline.resume import fingerprint
+from pipeline.run_callback import MLflowCallback
 from pipeline.stage import StageError, run_stage
 from pipeline.tracking import Run, tracked, tracking_uri
 
@@ -90,7 +91,7 @@ def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: d
     """Train (or go on training), sample and write the cell's files; log them to ``run``."""
     files, checkpoint = cell.files, cell.resume.checkpoint
     skip = relog_history(run, resumed["history"]) if resumed is not None else None
-    callback = run.callback(skip=skip)
+    callback = MLflowCallback(run, skip=skip)
     result = fit_cell(cell, [callback], resumed is not None, fp)
 
     atomic_write_bytes(files["ckpt.pt"], checkpoint.read_bytes())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,17 @@ def test_no_stage_declares_code_it_does_not_import(name):
         f"stage {name} declares {', '.join(unused)} as deps but never imports them, "
         "so it re-runs when they change"
     )
+
+
+def test_the_report_stage_loads_neither_torch_nor_the_trainer():
+    """The report reads metrics.json files and logs a summary run: it has no use for the
+    model, and a trainer edit must not re-run it (nor torch's import cost it)."""
+    assert "nanomoe/trainer.py" not in stage_closure(REPO, STAGES["report"])
+    code = (
+        "import sys, pipeline.report; print(sorted({'torch', 'nanomoe.trainer'} & {*sys.modules}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 def _write(root: Path, files: dict[str, str]) -> None:

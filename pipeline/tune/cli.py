@@ -33,15 +33,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
 from pipeline.layout import Layout
-from pipeline.params import load_params
+from pipeline.params import Params, load_params
 from pipeline.stage import StageError, run_stage
-from pipeline.tune.settings import load_tune_settings
+from pipeline.tune.ladder import Ladder
+from pipeline.tune.settings import TuneSettings, load_tune_settings
 
 STORAGE_ENV = "NANOMOE_TUNE_STORAGE"  # --storage's default: a password stays out of `ps`
 
@@ -136,27 +136,49 @@ def safe_url(url: str | None, text: str | None = None) -> str:
     return text
 
 
-def print_summary(info: dict, out: Path, root: Path) -> None:
-    t = info["trials"]
-    print(
-        f"study {info['study']}: {info['finished']} finished ({t['complete']} complete, "
-        f"{t['pruned']} pruned), {t['fail']} failed"
-    )
-    if info["best_value"] is not None:
-        params = " ".join(f"{k}={v}" for k, v in info["best_params"].items())
-        print(f"best val_loss {info['best_value']:.4f} (trial {info['best_trial']}): {params}")
-    rungs = ", ".join(f"{r['steps']}: {r['trials']}" for r in info["rungs"])
-    print(f"trials judged at each rung (steps: trials): {rungs}")
-    print(
-        f"the ladder saved {info['pruning_saving']:.1%} of training steps: "
-        f"{info['steps_trained']:,} steps trained of {info['steps_without_pruning']:,} "
-        "had every finished trial trained to the top rung"
-    )
-    print(f"report -> {out.relative_to(root) if out.is_relative_to(root) else out}/")
+@dataclass(frozen=True)
+class Command:
+    """What this command works on, resolved once from its arguments and params.yaml."""
+
+    args: argparse.Namespace
+    layout: Layout
+    params: Params
+    settings: TuneSettings
+    ladder: Ladder
+    name: str  # the study's
+    seed: int  # every trial's training seed, and the sampler's
+
+    @property
+    def out(self) -> Path:
+        """The report's folder: a study not named tune.study_name reports in its own."""
+        tune_dir = self.layout.tune_dir
+        return tune_dir if self.name == self.settings.study_name else tune_dir / self.name
+
+    @property
+    def journal(self) -> Path:
+        return self.layout.tune_dir / "journal.log"
+
+    @property
+    def where(self) -> str:
+        """The storage as it may be printed."""
+        return safe_url(self.args.storage)
+
+    @property
+    def on_database(self) -> bool:
+        return is_url(self.args.storage)
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error message) without the storage's password."""
+        return safe_url(self.args.storage, text)
+
+    def helper(self) -> tuple[list[str], dict[str, str]]:
+        """A helper worker's command line and environment: ``helper_args``."""
+        return helper_args(self.args, self.name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
+def resolve(a: argparse.Namespace) -> Command:
+    """params.yaml and its tune: settings, checked against the arguments before any heavy
+    import or trial."""
     layout = Layout.load()
     params = load_params(layout.root / "params.yaml")
     settings, ladder = load_tune_settings(params)  # a bad setting fails here, before any trial
@@ -172,122 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     name = a.study_name or settings.study_name
     seed = params.seeds[0] if a.seed is None else a.seed
-    out = layout.tune_dir if name == settings.study_name else layout.tune_dir / name
-    journal = layout.tune_dir / "journal.log"
+    return Command(a, layout, params, settings, ladder, name, seed)
 
-    # The heavy imports wait until --help and the params checks have passed.
-    import optuna
-    import torch
 
-    from nanomoe.data import load_meta, load_split
-    from nanomoe.fgram import load_fgrams
-    from pipeline.tune.confirm import confirm
-    from pipeline.tune.inputs import ensure_upstream, fingerprint
-    from pipeline.tune.jobs import cores, is_helper, resolve_jobs, start_helpers, stop_helpers
-    from pipeline.tune.objective import TrialContext
-    from pipeline.tune.report import FINISHED, write_report
-    from pipeline.tune.runs import StudyRuns
-    from pipeline.tune.storage import local_lock, open_storage
-    from pipeline.tune.workers import heartbeat_stopped, run_worker
+def main(argv: list[str] | None = None) -> int:
+    cmd = resolve(parse_args(argv))
+    # The heavy imports (Optuna, torch, MLflow) wait until --help and the checks have passed.
+    from pipeline.tune import session
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage")  # we beat, not optimize()
-
-    if a.report_only:
-        if not a.storage and not journal.exists():
-            raise StageError(f"{layout.relative(journal)}: not found; run a study first")
-        try:
-            study = optuna.load_study(study_name=name, storage=open_storage(a.storage, journal))
-        except KeyError:
-            raise StageError(f"no study named {name!r} in {safe_url(a.storage)}") from None
-        print_summary(write_report(study, out), out, layout.root)
-        return 0
-
-    ensure_upstream(layout, settings)
-    meta = load_meta(layout.prepared)  # checked once here: the data and the F-gram table
-    load_fgrams(layout.fgrams, vocab_size=meta["vocab_size"], chars=meta["chars"])
-    beat, grace = settings.heartbeat_interval, settings.heartbeat_grace
-    try:
-        storage = open_storage(a.storage, journal, beat, grace, on_stale=heartbeat_stopped)
-    except Exception as err:  # a bad URL, a missing database driver, a refused connection
-        line = f"--storage {safe_url(a.storage)}: {safe_url(a.storage, str(err))}"
-        raise StageError(line.split("\n")[0]) from None
-    lock_path = layout.tune_dir / "tune.lock"
-    with local_lock(lock_path):  # study, settings and parent run: created once
-        if a.trials is None:  # --confirm alone: the study must exist
-            try:
-                study = optuna.load_study(study_name=name, storage=storage, pruner=ladder.pruner())
-            except KeyError:
-                raise StageError(
-                    f"no study named {name!r} in {safe_url(a.storage)}; run --trials N first"
-                ) from None
-        else:
-            study = optuna.create_study(
-                storage=storage,
-                study_name=name,
-                direction="minimize",
-                load_if_exists=True,
-                pruner=ladder.pruner(),
-            )
-        fp = fingerprint(params, settings, ladder, seed)
-        if "settings" not in study.user_attrs:
-            study.set_user_attr("settings", fp)
-        elif study.user_attrs["settings"] != fp:
-            differ = sorted(k for k in fp if study.user_attrs["settings"].get(k) != fp[k])
-            raise StageError(
-                f"study {name!r} was run with other settings ({', '.join(differ)} differ "
-                "from params.yaml/--seed); use a new --study-name, or restore them"
-            )
-        n_trials = a.trials or len(study.get_trials(deepcopy=False, states=FINISHED))
-        runs = StudyRuns.attach(study, ladder, seed, n_trials, safe_url(a.storage))
-    ctx = TrialContext(
-        params=params,
-        settings=settings,
-        ladder=ladder,
-        seed=seed,
-        vocab_size=meta["vocab_size"],
-        train=load_split(layout.prepared, "train"),
-        val=load_split(layout.prepared, "val"),
-        fgrams_path=layout.fgrams,
-        runs=runs,
-        lock_path=lock_path,
-    )
-    if a.trials is not None:
-        beats = f" (heartbeat every {beat}s, failed after {grace}s)" if is_url(a.storage) else ""
-        print(
-            f"study {name}: {n_trials} finished trials wanted; {ladder.describe()}; "
-            f"storage {safe_url(a.storage)}{beats}",
-            flush=True,
-        )
-    jobs = resolve_jobs(a.jobs, params.train.device) if a.trials is not None else 1
-    helpers = []
-    if jobs > 1:
-        threads = max(1, cores() // jobs)
-        torch.set_num_threads(threads)
-        helpers = start_helpers(*helper_args(a, name), jobs - 1, threads)
-        print(f"{jobs} workers of {threads} thread(s) each", flush=True)
-    start, status = time.perf_counter(), "FAILED"
-    try:
-        if a.trials is not None:
-            run_worker(study, storage, ctx, a.trials, a.timeout)
-            if any(stop_helpers(helpers, wait=True)):
-                raise StageError("a helper worker failed (see above); rerun to finish the study")
-        if a.confirm is not None:
-            torch.set_num_threads(cores())
-            confirm(study, ctx, a.confirm, layout.tune_dir / f"{name}.confirm.lock")
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        stop_helpers(helpers, wait=False)
-        if not is_helper():  # a helper leaves the report to the command that started it
-            info = write_report(study, out)
-            runs.finish(info, out, status)
-            print_summary(info, out, layout.root)
-            print(f"wall time {time.perf_counter() - start:.0f}s", flush=True)
-    return 0
+    return session.run(cmd)
 
 
 if __name__ == "__main__":

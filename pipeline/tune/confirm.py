@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 
 from nanomoe.trainer import Trainer
+from pipeline.run_callback import MLflowCallback
 from pipeline.stage import StageError
 from pipeline.stats import t_interval
 from pipeline.tracking import close_dead_run, tracked
@@ -52,7 +53,7 @@ def arm_settings(study: optuna.Study, ctx: TrialContext) -> dict[str, dict[str, 
 def train_arm(ctx: TrialContext, run, chosen: dict[str, Any], seed: int) -> dict:
     """The full model at ``chosen``, trained exactly as an ablation cell is."""
     model, train_cfg = full_model(ctx, chosen, seed, {})
-    result = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=[run.callback()]).fit()
+    result = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=[MLflowCallback(run)]).fit()
     final = {"final_val_loss": result.val_loss, "best_val_loss": result.best_val_loss}
     run.log_metrics(final, step=result.steps)
     cost = {"params_active": result.params_active, "flops_per_token": result.flops_per_token}
@@ -106,17 +107,27 @@ def summarize(study: optuna.Study) -> dict | None:
         values = [loss[arm, s] for s in paired]
         mean, half = t_interval(values)
         cost = {k: runs[arm].get(k) for k in ("params_active", "flops_per_token")}
-        arms[arm] = {"params": runs[arm]["params"], **cost, "losses": values, "mean": mean,
-                     "ci95": half}  # fmt: skip
+        arms[arm] = {
+            "params": runs[arm]["params"],
+            **cost,
+            "losses": values,
+            "mean": mean,
+            "ci95": half,
+        }
     diffs = [loss["tuned", s] - loss["default", s] for s in paired]
     mean, half = t_interval(diffs)
     return {
         "metric": "final full-split val loss at train.max_iters (nats/char)",
         "seeds": paired,
         "arms": arms,
-        "difference": {"of": "tuned - default, paired by seed", "per_seed": diffs,
-                       "mean": mean, "ci95": half, "verdict": verdict(mean, half)},
-    }  # fmt: skip
+        "difference": {
+            "of": "tuned - default, paired by seed",
+            "per_seed": diffs,
+            "mean": mean,
+            "ci95": half,
+            "verdict": verdict(mean, half),
+        },
+    }
 
 
 def verdict(mean: float, half: float) -> str:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nanomoe.switches import config_fields, full
 from pipeline.layout import Layout
 from pipeline.params import Params
 from pipeline.stage import StageError
@@ -63,7 +64,7 @@ def fingerprint(params: Params, settings: TuneSettings, ladder: Ladder, seed: in
     """The settings a study's trials share (what the study tunes or overrides left out),
     as the storage gives them back."""
     tuned = {*settings.space, *ladder.budget()}
-    cell = {"vocab_size", "rope", "moe", "fgram"}  # the full model on this corpus
+    cell = {"vocab_size", *config_fields(full())}  # the full model on this corpus
     fp = {
         "space": settings.space,
         "budget": ladder.budget(),

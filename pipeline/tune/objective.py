@@ -21,8 +21,10 @@ from nanomoe.config import TrainConfig
 from nanomoe.fgram import load_fgrams
 from nanomoe.model import GPT
 from nanomoe.moe import MoEStats
+from nanomoe.switches import full
 from nanomoe.trainer import Callback, NonFiniteLossError, Trainer, set_seed
 from pipeline.params import Params
+from pipeline.run_callback import MLflowCallback
 from pipeline.tune.ladder import Ladder
 from pipeline.tune.runs import StudyRuns
 from pipeline.tune.settings import TuneSettings
@@ -68,7 +70,7 @@ def full_model(
     """The full model (RoPE, MoE, F-grams) at one point of the space, seeded, and its
     TrainConfig: params.yaml's, with ``train`` and the point's overrides."""
     model_kw, train_kw = ctx.settings.overrides(chosen)
-    config = ctx.params.model_config(ctx.vocab_size, True, True, True, overrides=model_kw)
+    config = ctx.params.model_config(ctx.vocab_size, full(), overrides=model_kw)
     train_cfg = ctx.params.train_config(seed, overrides={**train, **train_kw})
     fgrams = load_fgrams(ctx.fgrams_path, max_n=config.fgram_max_n)
     set_seed(seed)
@@ -80,7 +82,7 @@ def objective(trial: optuna.Trial, chosen: dict[str, Any], run, ctx: TrialContex
     budget = {**ctx.ladder.budget(), "progress": False}
     model, train_cfg = full_model(ctx, chosen, ctx.seed, budget)
     run.log_params({"n_fgrams": len(model.fgram_ids)})
-    callbacks = [run.callback(), PruneOnEval(trial, ctx.ladder.last_lower)]
+    callbacks = [MLflowCallback(run), PruneOnEval(trial, ctx.ladder.last_lower)]
     trainer = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=callbacks)
     try:
         return trainer.fit().val_loss

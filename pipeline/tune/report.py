@@ -8,7 +8,8 @@ trials; fANOVA, named on the plot), the validation loss against ``n_experts`` an
 ``fgram_max_n`` at the top rung and at the last lower rung (``by_param.png``), and the loss
 over ``n_experts`` x ``fgram_max_n`` at the last lower rung (``contour.png``: one cell per
 pair, the best loss there). The plots are drawn in plots.py. With plotly installed, Optuna's
-interactive versions are written as HTML too.
+interactive versions are written as HTML too. ``print_summary``: the few lines of it that
+the command prints.
 """
 
 from __future__ import annotations
@@ -48,10 +49,14 @@ def rung_counts(trials: list[FrozenTrial], ladder: Ladder) -> list[dict]:
     """How many trials each rung judged (the top: finalists that finished it)."""
     done = [t for t in trials if t.state in FINISHED]
     return [
-        {"steps": r, "trials": sum(r in ladder.reached(t) for t in done if r == ladder.top
-                                   or not is_finalist(t))}
+        {
+            "steps": r,
+            "trials": sum(
+                r in ladder.reached(t) for t in done if r == ladder.top or not is_finalist(t)
+            ),
+        }
         for r in ladder.rungs
-    ]  # fmt: skip
+    ]
 
 
 def pruning_saving(trials: list[FrozenTrial]) -> tuple[float, int, int]:
@@ -138,3 +143,23 @@ def write_report(study: optuna.Study, out: Path) -> dict:
     plot_contour(at_last, out / PLOTS[3], "n_experts", "fgram_max_n", ladder.last_lower)
     plotly_html(study, out)
     return info
+
+
+def print_summary(info: dict, out: Path, root: Path) -> None:
+    """What the command prints of ``write_report``'s ``info``: the study in a few lines."""
+    t = info["trials"]
+    print(
+        f"study {info['study']}: {info['finished']} finished ({t['complete']} complete, "
+        f"{t['pruned']} pruned), {t['fail']} failed"
+    )
+    if info["best_value"] is not None:
+        params = " ".join(f"{k}={v}" for k, v in info["best_params"].items())
+        print(f"best val_loss {info['best_value']:.4f} (trial {info['best_trial']}): {params}")
+    rungs = ", ".join(f"{r['steps']}: {r['trials']}" for r in info["rungs"])
+    print(f"trials judged at each rung (steps: trials): {rungs}")
+    print(
+        f"the ladder saved {info['pruning_saving']:.1%} of training steps: "
+        f"{info['steps_trained']:,} steps trained of {info['steps_without_pruning']:,} "
+        "had every finished trial trained to the top rung"
+    )
+    print(f"report -> {out.relative_to(root) if out.is_relative_to(root) else out}/")

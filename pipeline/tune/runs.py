@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from nanomoe.switches import full, variant_name
 from pipeline.tracking import Client, Run, close_dead_run, git_commit
 from pipeline.tune.ladder import Ladder
 
@@ -47,7 +48,7 @@ class StudyRuns:
             parent.log_params(
                 {
                     "study_name": study.study_name,
-                    "variant": "rope+moe+fgram",
+                    "variant": variant_name(full()),
                     "sampler": "TPESampler(seed=SeedSequence([seed, trial number]), constant_liar)",
                     "pruner": ladder.describe(),
                     "rungs": json.dumps(list(ladder.rungs)),

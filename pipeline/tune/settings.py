@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nanomoe.config import Config
+from nanomoe.switches import full
 from pipeline.params import Params
 from pipeline.stage import ParamsError
 from pipeline.tune.ladder import Ladder
@@ -188,7 +189,7 @@ def check_space(settings: TuneSettings, ladder: Ladder, params: Params) -> None:
         chosen = dict(point)
         model, train = settings.overrides(chosen)
         try:
-            params.model_config(2, rope=True, moe=True, fgram=True, overrides=model, keys=keys)
+            params.model_config(2, full(), overrides=model, keys=keys)
             params.train_config(
                 params.seeds[0], {**ladder.budget(), **train}, {**keys, **budget_keys}
             )

@@ -4,6 +4,8 @@
   one machine share through an flock(2) lock; or any SQLAlchemy URL (``postgresql://...``)
   for many machines, with Optuna heartbeats (tune.heartbeat_interval, tune.heartbeat_grace)
   so that a dead machine's trials are failed too.
+- ``open_study``: the study in it, created or required, and held to the settings it was
+  started with (its fingerprint: inputs.py).
 - ``local_lock``: an exclusive lock between the processes of this machine, released by the
   kernel if its holder dies.
 """
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial
+
+from pipeline.stage import StageError
 
 RDB_OPEN_TRIES = 5
 
@@ -62,6 +66,54 @@ def _rdb_storage(url: str, **kwargs) -> optuna.storages.RDBStorage:
         except (IntegrityError, ProgrammingError):
             time.sleep(0.2 + random.random())  # then the tables exist, or one more race
     return optuna.storages.RDBStorage(url, **kwargs)
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    pruner: optuna.pruners.BasePruner,
+    fingerprint: dict,
+    where: str,
+    create: bool,
+) -> optuna.Study:
+    """Study ``name``: created if need be when ``create`` (a search), else one that exists
+    (``--confirm`` alone); ``where`` names the storage in errors. The first worker stores
+    the settings' ``fingerprint`` in it and every later one must bring the same, so that no
+    trial joins a study run under other settings. Call under the local lock."""
+    if create:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction="minimize",
+            load_if_exists=True,
+            pruner=pruner,
+        )
+    else:
+        study = load_study(name, storage, where, pruner, hint="; run --trials N first")
+    if "settings" not in study.user_attrs:
+        study.set_user_attr("settings", fingerprint)
+    elif study.user_attrs["settings"] != fingerprint:
+        stored = study.user_attrs["settings"]
+        differ = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
+        raise StageError(
+            f"study {name!r} was run with other settings ({', '.join(differ)} differ "
+            "from params.yaml/--seed); use a new --study-name, or restore them"
+        )
+    return study
+
+
+def load_study(
+    name: str,
+    storage: optuna.storages.BaseStorage,
+    where: str,
+    pruner: optuna.pruners.BasePruner | None = None,
+    hint: str = "",
+) -> optuna.Study:
+    """Study ``name``, which must exist: else an error naming ``where`` and ``hint``."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+    except KeyError:
+        raise StageError(f"no study named {name!r} in {where}{hint}") from None
 
 
 class FlockLock:

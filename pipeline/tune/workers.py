@@ -144,8 +144,11 @@ def count(trials: list[FrozenTrial], states: tuple[TrialState, ...]) -> int:
 def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
     """Whether N trials numbered below ``trial`` are finished or in flight already, or (a
     finalist) another finalist of the same source is."""
-    ahead = [t for t in study.get_trials(deepcopy=False, states=FINISHED + IN_FLIGHT)
-             if t.number < trial.number]  # fmt: skip
+    ahead = [
+        t
+        for t in study.get_trials(deepcopy=False, states=FINISHED + IN_FLIGHT)
+        if t.number < trial.number
+    ]
     source = trial.user_attrs.get("source") if trial.user_attrs.get("finalist") else None
     twin = any(is_finalist(t) and t.user_attrs.get("source") == source for t in ahead)
     return len(ahead) >= n_trials or (source is not None and twin)

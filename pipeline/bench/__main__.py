@@ -1,0 +1,4 @@
+from pipeline.bench.cli import main
+from pipeline.stage import run_stage
+
+run_stage(main)
