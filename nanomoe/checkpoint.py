@@ -16,25 +16,41 @@ from __future__ import annotations
 import io
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from nanomoe import distributed
 from nanomoe.atomic import atomic_torch_save
-from nanomoe.config import GPTConfig
+from nanomoe.config import GPTConfig, TrainConfig
 from nanomoe.model import GPT
-from nanomoe.moe import MoEStats
+from nanomoe.moe import MoEStats, RoutingMeter
 
-if TYPE_CHECKING:
-    from nanomoe.trainer import Trainer
+
+class Run(Protocol):
+    """What a checkpoint saves and restores of a training run: ``nanomoe.trainer.Trainer``
+    has all of it. (Declared here, so the checkpoint needs no import of the trainer.)"""
+
+    model: GPT
+    optimizer: torch.optim.Optimizer
+    cfg: TrainConfig
+    device: torch.device
+    step: int
+    history: list[dict]
+    data_gen: torch.Generator
+    train_time: float
+    tokens: int
+    wall_s: float
+    routing: RoutingMeter
+    interval_moe: MoEStats | None
+    checkpoint_extra: dict
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def save_training(trainer: Trainer, path: Path) -> None:
+def save_training(trainer: Run, path: Path) -> None:
     """Everything ``resume_training`` needs to replay ``trainer``'s run from here on, plus
     the trainer's ``checkpoint_extra`` (the vocabulary, say), written atomically."""
     m = trainer.model
@@ -60,7 +76,7 @@ def save_training(trainer: Trainer, path: Path) -> None:
     )
 
 
-def resume_training(trainer: Trainer, path: str | Path) -> None:
+def resume_training(trainer: Run, path: str | Path) -> None:
     """Put ``trainer`` back where ``save_training`` left its run: weights, optimizer, step,
     history, RNG streams, time and tokens so far, and the routing of the open interval."""
     ckpt = load_checkpoint(path, map_location=trainer.device)
