@@ -1,7 +1,7 @@
 """Generate text from a checkpoint.
 
-    python -m nanomoe.sample --checkpoint experiments/ablation/rope+moe+fgram/ckpt.pt \\
-        --prompt "ROMEO:" --tokens 500
+    python -m nanomoe.sample --prompt "ROMEO:" --tokens 500 \\
+        --checkpoint experiments/ablation/rope-true_moe-true_fgram-true_seed-1337/ckpt.pt
 """
 
 from __future__ import annotations
