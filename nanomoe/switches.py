@@ -36,6 +36,10 @@ class Switch:
     def levels(self) -> tuple[Any, Any]:
         return (self.low, self.high)
 
+    def has(self, value: Any) -> bool:
+        """Whether ``value`` is one of the levels, type included (``True`` is not ``1``)."""
+        return any(value == v and type(value) is type(v) for v in self.levels)
+
     def config(self, level: Any) -> dict[str, Any]:
         """The GPTConfig fields this switch sets at ``level``."""
         return {f: level for f in self.fields or (self.name,)}

@@ -214,7 +214,7 @@ def read_grid(grid: Any) -> dict[str, list]:
                 f"params.yaml: grid.{name}: must be a non-empty list of its levels ({spelled})"
             )
         for v in values:
-            if not any(v == level and type(v) is type(level) for level in switch.levels):
+            if not switch.has(v):
                 raise ParamsError(
                     f"params.yaml: grid.{name}: {v!r} is not a level of {name}; "
                     f"its levels are {spelled}"

@@ -1,9 +1,8 @@
 """Stage ``report``: the ablation table, effects of each switch with their noise, curves,
 samples, and one MLflow summary run for the whole ablation.
 
-Reads the metrics.json, curve.csv, sample.txt and run.json that the train stages wrote under
-experiments/ablation/ (every cell of params.yaml's ``grid:`` x every seed; a cell is known by
-the switch levels and seed in its metrics.json) and writes experiments/ablation.csv,
+Reads the cells the train stages wrote under experiments/ablation/ (every cell of params.yaml's
+``grid:`` x every seed: ``pipeline/results.py``) and writes experiments/ablation.csv,
 report.md, ablation.png, compute.png and summary.json (the DVC metrics).
 
 Every comparison uses the final validation loss (the full split after the last step). The
@@ -20,116 +19,19 @@ import argparse
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from nanomoe.atomic import atomic_write_text
-from nanomoe.config import display_path, read_json
-from nanomoe.switches import BY_NAME, SWITCHES, Levels, Switch, cells, variant_name
+from nanomoe.switches import BY_NAME, SWITCHES, Switch, cells
 from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.plots import plot_ablation, plot_compute
+from pipeline.results import collect
 from pipeline.stage import StageError, run_stage
 from pipeline.stats import Analysis, Ranking, analyse
 from pipeline.summary import log_summary_run, summary
-
-Grid = Mapping[str, Sequence[Any]]  # params.yaml's grid: every switch -> its levels, low first
-FIGURES = [
-    "final_val_loss", "best_val_loss", "best_step", "train_loss", "tokens_per_sec", "wall_s",
-    "steps", "tokens", "flops_per_token", "params_total", "params_active",
-]  # fmt: skip
-COLUMNS = ["variant", *BY_NAME, "seed", *FIGURES]
-RERUN = "re-run its train stage (dvc repro)"
-
-
-def is_level(switch: Switch, value: Any) -> bool:
-    """Whether ``value`` is one of ``switch``'s levels, type included (``True`` is not ``1``)."""
-    return any(value == v and type(value) is type(v) for v in switch.levels)
-
-
-def read_metrics(path: Path) -> dict:
-    """One cell's metrics.json, with every column the report needs and its folder as
-    ``_dir``; a broken file stops the report with one line naming it."""
-    m = read_json(path, RERUN)
-    missing = [c for c in COLUMNS if not isinstance(m, dict) or c not in m]
-    if missing:
-        raise StageError(f"{display_path(path)}: {missing[0]}: is missing; {RERUN}")
-    for s in SWITCHES:
-        if not is_level(s, m[s.name]):
-            raise StageError(
-                f"{display_path(path)}: {s.name}: {m[s.name]!r} is not one of its levels "
-                f"({' or '.join(s.spell(v) for v in s.levels)}); {RERUN}"
-            )
-    if not isinstance(m["seed"], int) or isinstance(m["seed"], bool):
-        raise StageError(f"{display_path(path)}: seed: {m['seed']!r} is not valid; {RERUN}")
-    return {**m, "_dir": path.parent}
-
-
-def read_curve(path: Path) -> pd.DataFrame:
-    try:
-        curve = pd.read_csv(path)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        raise StageError(f"{display_path(path)}: not valid CSV; {RERUN}") from None
-    if not {"step", "val_loss"} <= set(curve.columns):
-        raise StageError(f"{display_path(path)}: needs columns step and val_loss; {RERUN}")
-    return curve
-
-
-def levels_of_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The switch levels of a metrics.json (or a table row): its cell without the seed."""
-    return {s.name: row[s.name] for s in SWITCHES}
-
-
-def cell_key(levels: Levels, seed: int) -> tuple:
-    return (*levels_of_row(levels).values(), seed)
-
-
-def ignored_note(ignored: list[dict], grid: Grid, seeds: list[int]) -> str:
-    """One line saying which runs on disk the report leaves out, and why."""
-    in_grid = cells(grid)
-    variants = sorted({variant_name(m) for m in ignored if levels_of_row(m) not in in_grid})
-    other_seeds = sorted({m["seed"] for m in ignored} - set(seeds))
-    why = [f"variants {variants}"] * bool(variants) + [f"seeds {other_seeds}"] * bool(other_seeds)
-    return (
-        f"ignoring {len(ignored)} run(s) on disk outside params.yaml's grid and seeds "
-        f"({', '.join(why)})"
-    )
-
-
-def collect(ablation: Path, grid: Grid, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]:
-    """Rows of every cell of ``grid`` x every seed of params.yaml from the cells'
-    metrics.json files under ``ablation``, plus their eval curves and samples keyed by
-    variant. Runs of other levels or seeds (an earlier grid's) are left out, saying so."""
-    found: dict[tuple, dict] = {}
-    for path in sorted(ablation.glob("*/metrics.json")):
-        m = read_metrics(path)
-        found[cell_key(m, m["seed"])] = m
-    wanted = {cell_key(c, seed): (c, seed) for c in cells(grid) for seed in seeds}
-    ignored = [m for key, m in found.items() if key not in wanted]
-    if ignored:
-        print(ignored_note(ignored, grid, seeds))
-    rows, curves, samples, missing = [], {}, {}, []
-    for key, (cell, seed) in wanted.items():
-        m = found.get(key)
-        if m is None:
-            missing.append(f"{variant_name(cell)} seed {seed}")
-            continue
-        d = m.pop("_dir")
-        run = read_json(d / "run.json", RERUN)
-        if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
-            raise StageError(f"{display_path(d / 'run.json')}: names no run_id; {RERUN}")
-        rows.append({**{c: m[c] for c in COLUMNS}, **run})
-        curves.setdefault(m["variant"], []).append(read_curve(d / "curve.csv"))
-        samples.setdefault(m["variant"], (d / "sample.txt").read_text(encoding="utf-8"))
-    if missing:
-        raise StageError(
-            f"{ablation.name}/: no metrics.json for {len(missing)} cell(s), e.g. {missing[0]}; "
-            "run the train stages first (dvc repro)"
-        )
-    return pd.DataFrame(rows, columns=[*COLUMNS, "run_id", "experiment"]), curves, samples
 
 
 def shown(switch: Switch, level: Any) -> str:
@@ -142,11 +44,15 @@ def shown(switch: Switch, level: Any) -> str:
 def variant_table(df: pd.DataFrame, ranking: Ranking) -> pd.DataFrame:
     t = df.groupby("variant").agg(
         **{s.name: (s.name, "first") for s in SWITCHES},
-        final_val_loss=("final_val_loss", "mean"), final_std=("final_val_loss", "std"),
-        best_val_loss=("best_val_loss", "mean"), best_step=("best_step", "median"),
-        train_loss=("train_loss", "mean"), tokens_per_sec=("tokens_per_sec", "mean"),
-        params_total=("params_total", "first"), params_active=("params_active", "first"),
-    )  # fmt: skip
+        final_val_loss=("final_val_loss", "mean"),
+        final_std=("final_val_loss", "std"),
+        best_val_loss=("best_val_loss", "mean"),
+        best_step=("best_step", "median"),
+        train_loss=("train_loss", "mean"),
+        tokens_per_sec=("tokens_per_sec", "mean"),
+        params_total=("params_total", "first"),
+        params_active=("params_active", "first"),
+    )
     return t.loc[ranking.order].reset_index()
 
 
@@ -237,8 +143,8 @@ def render_markdown(df: pd.DataFrame, table: pd.DataFrame, a: Analysis, samples:
     for variant in table.variant:
         text = samples[variant][:240].replace("|", "\\|").replace("\n", " ↵ ")
         lines.append(f"| `{variant}` | {text} |")
-    lines += ["", "![validation loss curves](ablation.png)", "",
-              "![validation loss against training compute](compute.png)", ""]  # fmt: skip
+    lines += ["", "![validation loss curves](ablation.png)", ""]
+    lines += ["![validation loss against training compute](compute.png)", ""]
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ import yaml
 from _project import make_project
 
 from nanomoe.switches import BY_NAME, SWITCHES, cells, variant_name
-from pipeline import report
+from pipeline import report, results
 from pipeline.layout import Layout
 from pipeline.stage import StageError
 from pipeline.stats import analyse
@@ -67,7 +67,7 @@ ROPE_HELD = grid(rope=[True])  # a 2^2 design in moe and fgram, rope on everywhe
 
 def test_holding_a_switch_leaves_a_2x2_design_whose_3_contrasts_do_not_name_it(tmp_path):
     write_grid(tmp_path, ROPE_HELD, [1])
-    df, curves, samples = report.collect(tmp_path, ROPE_HELD, [1])
+    df, curves, samples = results.collect(tmp_path, ROPE_HELD, [1])
     assert len(df) == 4 and df.rope.all() and set(curves) == set(samples) == set(df.variant)
     a = analyse(df, ROPE_HELD)
     assert a.factors == ["moe", "fgram"]
@@ -77,7 +77,7 @@ def test_holding_a_switch_leaves_a_2x2_design_whose_3_contrasts_do_not_name_it(t
 
 def test_one_seed_of_a_2x2_design_gives_no_verdict_rather_than_a_guess(tmp_path):
     write_grid(tmp_path, ROPE_HELD, [1])
-    df, _, samples = report.collect(tmp_path, ROPE_HELD, [1])
+    df, _, samples = results.collect(tmp_path, ROPE_HELD, [1])
     a = analyse(df, ROPE_HELD)
     # 3 effects are too few for Lenth's PSE: no margin, nothing distinguishable, none best,
     # even though the rope+moe+fgram cell is lowest by a wide gap
@@ -98,7 +98,7 @@ def test_one_seed_of_a_2x2_design_gives_no_verdict_rather_than_a_guess(tmp_path)
 
 def test_two_seeds_of_a_2x2_design_judge_the_effects_by_t_intervals(tmp_path):
     write_grid(tmp_path, ROPE_HELD, [1, 2])
-    df, _, samples = report.collect(tmp_path, ROPE_HELD, [1, 2])
+    df, _, samples = results.collect(tmp_path, ROPE_HELD, [1, 2])
     a = analyse(df, ROPE_HELD)
     assert a.judged and a.kind == "t-interval over seeds" and "t-interval" in a.method
     assert len(a.effects) == 3 and a.effects.margin.notna().all()
@@ -110,7 +110,7 @@ def test_two_seeds_of_a_2x2_design_judge_the_effects_by_t_intervals(tmp_path):
 
 def test_the_baseline_is_the_grids_all_low_cell(tmp_path):
     write_grid(tmp_path, ROPE_HELD, [1])
-    df, _, _ = report.collect(tmp_path, ROPE_HELD, [1])
+    df, _, _ = results.collect(tmp_path, ROPE_HELD, [1])
     summ = summary(df, analyse(df, ROPE_HELD), ROPE_HELD)
     assert summ["baseline_variant"] == variant_name({"rope": True}) == "rope-moe-fgram"
     assert summ["dense_final_val_loss"] == loss_of(
@@ -122,7 +122,7 @@ def test_a_grid_that_varies_no_switch_has_no_effects_and_no_best_variant(tmp_pat
     fixed = grid(**{s.name: [s.low] for s in SWITCHES})
     write_grid(tmp_path, fixed, [1, 2])
     for seeds in ([1], [1, 2]):
-        df, _, samples = report.collect(tmp_path, fixed, seeds)
+        df, _, samples = results.collect(tmp_path, fixed, seeds)
         a = analyse(df, fixed)
         assert a.effects.empty and not a.judged and a.ranking.best is None
         md = report.render_markdown(df, report.variant_table(df, a.ranking), a, samples)
@@ -132,7 +132,7 @@ def test_a_grid_that_varies_no_switch_has_no_effects_and_no_best_variant(tmp_pat
 
 def test_cells_outside_the_grid_or_the_seeds_are_ignored_with_one_note(tmp_path, capsys):
     write_grid(tmp_path, grid(), [1, 2])  # an earlier 2^3 grid, two seeds
-    df, _, _ = report.collect(tmp_path, ROPE_HELD, [1])
+    df, _, _ = results.collect(tmp_path, ROPE_HELD, [1])
     assert len(df) == 4 and df.rope.all() and (df.seed == 1).all()
     notes = capsys.readouterr().out.splitlines()
     assert len(notes) == 1 and notes[0].startswith("ignoring 12 run(s) on disk")
@@ -144,7 +144,7 @@ def test_a_switch_column_that_is_not_one_of_its_levels_stops_in_one_line(tmp_pat
     write_grid(tmp_path, ROPE_HELD, [1])
     bad = write_cell(tmp_path / "odd", {**dict.fromkeys(BY_NAME, True)}, 1, moe=value)
     with pytest.raises(StageError) as err:
-        report.collect(tmp_path, ROPE_HELD, [1])
+        results.collect(tmp_path, ROPE_HELD, [1])
     line = str(err.value)
     assert "\n" not in line and line.startswith(f"{bad}: moe: {value!r} is not one of")
     assert line.endswith("; re-run its train stage (dvc repro)")
@@ -162,7 +162,7 @@ def test_the_report_stage_writes_the_grids_cells_and_logs_the_grid(tmp_path, mon
             write_cell(layout.run_files(cell, seed)["metrics.json"].parent, cell, seed)
     assert report.main([]) == 0
     table = pd.read_csv(root / "experiments/ablation.csv")
-    assert table.columns[: len(report.COLUMNS)].to_list() == report.COLUMNS
+    assert table.columns[: len(results.COLUMNS)].to_list() == results.COLUMNS
     assert table.columns.to_list()[1:5] == [*BY_NAME, "seed"] and len(table) == 8
     summ = json.loads((root / "experiments/summary.json").read_text())
     assert summ["factors"] == ["moe", "fgram"] and summ["baseline_variant"] == "rope-moe-fgram"
