@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.test_tune import (
+from _tune import (
     make_project,
     mlflow_runs,
     open_study,

@@ -3,7 +3,7 @@ workers that share one study through the database, a worker killed mid-trial, th
 that find a dead worker's trial where its process cannot be checked (another host), the
 URL given through NANOMOE_TUNE_STORAGE, and the settings of all that in params.yaml.
 
-Each test has its own database; the projects are test_tune.py's tiny ones.
+Each test has its own database; the projects are the tiny ones of tests/_tune.py.
 """
 
 from __future__ import annotations
@@ -18,20 +18,20 @@ import optuna
 import psutil
 import pytest
 import sqlalchemy
-from optuna.trial import TrialState
-
-from pipeline.stage import run_stage as cli_run
-from pipeline.tune import cli as tune
-from pipeline.tune import storage as tune_storage
-from tests.test_tune import (
+from _tune import (
     assert_refused_in_one_line,
     finished,
-    in_project,  # noqa: F401  (a fixture)
+    inside,
     make_project,
     mlflow_runs,
     start_tune,
     wait_for,
 )
+from optuna.trial import TrialState
+
+from pipeline.stage import run_stage as cli_run
+from pipeline.tune import cli as tune
+from pipeline.tune import storage as tune_storage
 
 ENV = tune.STORAGE_ENV
 PASSWORD = "s3cret-Pw"  # the server trusts local connections: any password is accepted
@@ -62,6 +62,13 @@ def caught_mid_trial(storage, proc, log: Path):
         return [t for t in mine if t.intermediate_values]
 
     return mid_trial
+
+
+@pytest.fixture
+def in_project(tmp_path, monkeypatch):
+    """A fresh project, to run ``tune.main`` in this process."""
+    with inside(make_project(tmp_path), monkeypatch) as root:
+        yield root
 
 
 def trial_runs(root: Path) -> dict[int, list]:
@@ -104,7 +111,7 @@ def test_two_workers_and_a_killed_one_share_a_study_and_end_with_exactly_n(tmp_p
 
 
 def test_a_worker_gone_silent_is_failed_by_its_heartbeat_alone(
-    in_project,  # noqa: F811  (the fixture imported above)
+    in_project,
     postgres,
     monkeypatch,
     capsys,
@@ -135,7 +142,7 @@ def test_a_worker_gone_silent_is_failed_by_its_heartbeat_alone(
 
 
 def test_a_url_from_the_env_var_holds_the_study_with_the_heartbeats_of_params_unseen_by_ps(
-    in_project,  # noqa: F811  (the fixture imported above)
+    in_project,
     postgres,
     monkeypatch,
     capfd,
@@ -190,7 +197,7 @@ def test_a_url_from_the_env_var_holds_the_study_with_the_heartbeats_of_params_un
 
 
 def test_a_bad_url_in_the_env_var_fails_in_one_line_without_its_password(
-    in_project,  # noqa: F811  (the fixture imported above)
+    in_project,
     postgres,
     monkeypatch,
     capsys,
@@ -237,7 +244,7 @@ def test_the_storage_flag_wins_over_the_env_var_and_help_names_it(monkeypatch, c
     ],
 )
 def test_bad_heartbeat_settings_fail_at_once_in_one_line_naming_the_key(
-    in_project,  # noqa: F811  (the fixture imported above)
+    in_project,
     monkeypatch,
     capsys,
     tune_overrides,
