@@ -20,6 +20,9 @@ ALL_VARIANTS = {
 }
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a GPU is visible: the no-CUDA refusal cannot happen here"
+)
 def test_without_cuda_it_fails_in_one_line_naming_cuda(tmp_path):
     out = tmp_path / "gpu.json"
     done = subprocess.run(
