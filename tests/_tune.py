@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,16 +175,6 @@ def inside(root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         os.environ.update(saved_env)
         signal.signal(signal.SIGTERM, saved_term)
         torch.set_num_threads(saved_threads)
-
-
-def wait_for(predicate, timeout: float = 120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def assert_refused_in_one_line(root, monkeypatch, capsys, tune_overrides, key) -> None:

@@ -32,8 +32,8 @@ from _tune import (
     open_study,
     start_tune,
     tune_cmd,
-    wait_for,
 )
+from _wait import wait_for
 from optuna.trial import TrialState
 
 from pipeline.stage import run_stage as cli_run

@@ -18,8 +18,8 @@ from _tune import (
     open_study,
     start_tune,
     tune_cmd,
-    wait_for,
 )
+from _wait import wait_for
 
 from pipeline.tune.confirm import ATTR, summarize, verdict
 

@@ -25,8 +25,8 @@ from _tune import (
     make_project,
     mlflow_runs,
     start_tune,
-    wait_for,
 )
+from _wait import wait_for
 from optuna.trial import TrialState
 
 from pipeline.stage import run_stage as cli_run
