@@ -21,9 +21,11 @@ import mlflow.tracking._tracking_service.utils as mlflow_uri
 import mlflow.tracking.fluent as mlflow_fluent
 import numpy as np
 import optuna
+import psutil
 import pytest
 import torch
 import yaml
+from _wait import wait_for
 from optuna.trial import TrialState
 
 from nanomoe.data import CharTokenizer, prepare
@@ -188,3 +190,106 @@ def assert_refused_in_one_line(root, monkeypatch, capsys, tune_overrides, key) -
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: params.yaml: {key}")
     assert not (root / "experiments" / "tune").exists()  # no storage, no trial
+
+
+# --- handing every worker a trial ------------------------------------------------------------
+
+
+def waiting_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked waiting for a file lock (Linux's /proc/locks lists
+    each waiter on a line ``N: -> FLOCK ADVISORY WRITE <pid> ...``)."""
+    locks = Path("/proc/locks")
+    if not locks.exists():
+        pytest.skip("no /proc/locks: cannot see a worker wait for the claim lock")
+    return any(
+        f[1:2] == ["->"] and f[5:6] == [str(pid)]
+        for f in (line.split() for line in locks.read_text().splitlines())
+    )
+
+
+class TrialGate:
+    """Makes each tune worker of a test start a trial, however fast the others run.
+
+    The test holds the lock the workers claim trials under (``local_lock`` on
+    experiments/tune/tune.lock; they also take it once to open the study) from before they
+    start, and lets one worker through at a time: ``one_trial(pid)`` releases the lock until
+    ``pid`` owns a trial, then takes it back; ``park(pid)`` waits until ``pid`` blocks on the
+    lock again (its trials done) and stops it there with SIGSTOP, so that it claims nothing
+    more until ``open()``. A worker is only ever stopped while it waits for that lock, the
+    outermost one: it holds no journal lock, database transaction or RUNNING trial meanwhile.
+    ``owners()``: the pids that own a trial, in any state (once seen, always seen: a poll
+    cannot miss a short trial); ``check()`` fails the test (with the logs) if a worker died.
+
+    A worker may claim more than one trial before the test takes the lock back (a trial
+    ends between two polls); the next worker's turn then fails, loudly, only if those took
+    every trial of the study."""
+
+    def __init__(self, root: Path, owners, check) -> None:
+        path = root / "experiments" / "tune" / "tune.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = tune_storage.FlockLock(str(path))
+        self.lock.acquire()
+        self.owners, self.check = owners, check
+        self.stopped: set[int] = set()
+
+    def wait(self, predicate, what: str):
+        """``wait_for(predicate)``, failing at once if a worker died."""
+
+        def checked():
+            self.check()
+            return predicate()
+
+        return wait_for(checked, what=what)
+
+    def at_the_lock(self, *pids: int) -> None:
+        for pid in pids:
+            self.wait(lambda pid=pid: waiting_for_a_lock(pid), f"{pid} at the claim lock")
+
+    def stop(self, *pids: int) -> None:
+        """Stop workers that wait for the lock (``at_the_lock``), and wait until they have
+        stopped: a signal lands after kill() returns, and a worker still waiting when the
+        test lets the lock go would take it, then stop holding it."""
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            self.stopped.add(pid)
+            self.wait(lambda pid=pid: psutil.Process(pid).status() == psutil.STATUS_STOPPED,
+                      f"{pid} to stop")  # fmt: skip
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def hold(self) -> None:
+        self.lock.acquire()
+
+    def one_trial(self, pid: int) -> None:
+        if pid in self.stopped:
+            os.kill(pid, signal.SIGCONT)
+            self.stopped.discard(pid)
+        self.release()
+        self.wait(lambda: pid in self.owners(), f"{pid} to start a trial")
+        self.hold()
+
+    def park(self, pid: int) -> None:
+        self.at_the_lock(pid)
+        self.stop(pid)
+
+    def open(self) -> None:
+        """Every stopped worker goes on, and the lock is free: the workers run as they will."""
+        for pid in self.stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.stopped.clear()
+        if self.lock.fd is not None:
+            self.release()
+
+    def __enter__(self) -> TrialGate:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.open()  # also when the test failed: no worker is left stopped
+
+
+def trial_owners(study: optuna.Study | None) -> set[int]:
+    """The pids that own a trial of ``study``, in any state (none while it does not exist)."""
+    trials = study.get_trials(deepcopy=False) if study else []
+    return {t.user_attrs["owner"]["pid"] for t in trials if "owner" in t.user_attrs}

@@ -13,16 +13,19 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import optuna
+import psutil
 import pytest
 import yaml
 from _tune import (
     FINISHED,
     REPO,
     TUNE,
+    TrialGate,
     assert_refused_in_one_line,
     env_for,
     finished,
@@ -31,6 +34,7 @@ from _tune import (
     mlflow_runs,
     open_study,
     start_tune,
+    trial_owners,
     tune_cmd,
 )
 from _wait import wait_for
@@ -195,16 +199,45 @@ def test_killed_study_restarts_and_ends_with_exactly_the_requested_total(tmp_pat
     assert [(r.info.status, r.data.tags["state"]) for r in dead_run] == [("FAILED", "failed")]
 
 
+def study_or_none(root: Path) -> optuna.Study | None:
+    try:
+        return open_study(root)
+    except KeyError:  # not created yet
+        return None
+
+
+def alive(root: Path, procs: dict[str, subprocess.Popen]):
+    """A check for TrialGate: every process in ``procs`` (log name -> process) still runs."""
+
+    def check() -> None:
+        for log, proc in procs.items():
+            assert proc.poll() is None, (root / log).read_text()
+
+    return check
+
+
 def test_two_workers_on_one_storage_end_with_exactly_n_trials_and_one_parent_run(tmp_path):
+    """Each worker starts a trial (TrialGate), so both share the study on any machine,
+    however late the second one starts. Kills: create_study's load_if_exists=True made
+    False in pipeline/tune/cli.py (the second worker is refused the study)."""
     root = make_project(tmp_path, train={"max_iters": 30})
-    workers = [start_tune(root, "--trials", "6", log=f"worker{i}.out") for i in range(2)]
-    for i, w in enumerate(workers):
-        assert w.wait(timeout=300) == 0, (root / f"worker{i}.out").read_text()
+    workers: dict[str, subprocess.Popen] = {}
+    with TrialGate(root, lambda: trial_owners(study_or_none(root)), alive(root, workers)) as gate:
+        for i in range(2):
+            workers[f"worker{i}.out"] = start_tune(root, "--trials", "6", log=f"worker{i}.out")
+        first, second = (w.pid for w in workers.values())
+        gate.at_the_lock(first, second)
+        gate.stop(second)
+        gate.one_trial(first)
+        gate.park(first)
+        gate.one_trial(second)
+    for log, w in workers.items():
+        assert w.wait(timeout=300) == 0, (root / log).read_text()
     study = open_study(root)
     assert len(finished(study)) == 6
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     owners = {t.user_attrs["owner"]["pid"] for t in finished(study)}
-    assert owners == {w.pid for w in workers}  # both did work
+    assert owners == {first, second}  # both did work
 
     parents, children = mlflow_runs(root)
     assert len(parents) == 1
@@ -215,16 +248,32 @@ def test_two_workers_on_one_storage_end_with_exactly_n_trials_and_one_parent_run
     )
 
 
+def helper_of(main: subprocess.Popen) -> int | None:
+    """The pid of the helper worker ``main`` started (``--jobs 2``); None if none."""
+    children = psutil.Process(main.pid).children()
+    return children[0].pid if children else None
+
+
 def test_jobs_2_runs_two_workers_that_end_with_exactly_n_trials_and_one_report(tmp_path):
-    # trials long enough (~1 s) that the helper, a few seconds to start, gets some
-    root = make_project(tmp_path, {"rungs": [100, 200]}, train={"max_iters": 300})
-    proc = tune_cmd(root, "--trials", "9", "--jobs", "2")
-    assert proc.returncode == 0, proc.stderr
-    assert "2 workers of 1 thread(s) each" in proc.stdout
+    """The helper starts a trial (TrialGate), however slowly it starts. Kills:
+    start_helpers started with n=0 (`jobs - 1` made `0`): one worker runs the 9 trials."""
+    root = make_project(tmp_path)
+    procs: dict[str, subprocess.Popen] = {}
+    with TrialGate(root, lambda: trial_owners(study_or_none(root)), alive(root, procs)) as gate:
+        main = procs["tune.out"] = start_tune(root, "--trials", "9", "--jobs", "2")
+        gate.at_the_lock(main.pid)
+        gate.one_trial(main.pid)
+        helper = helper_of(main)  # started before the main worker claims a trial
+        assert helper is not None, (root / "tune.out").read_text()
+        gate.park(main.pid)
+        gate.one_trial(helper)
+    assert main.wait(timeout=300) == 0, (root / "tune.out").read_text()
+    out = (root / "tune.out").read_text()
+    assert "2 workers of 1 thread(s) each" in out
     study = open_study(root)
     assert len(finished(study)) == 9 == len(study.trials)
-    assert len({t.user_attrs["owner"]["pid"] for t in study.trials}) == 2
-    assert proc.stdout.count("wall time") == 1  # one summary: the helper leaves it
+    assert {t.user_attrs["owner"]["pid"] for t in study.trials} == {main.pid, helper}
+    assert out.count("wall time") == 1  # one summary: the helper leaves it
     parents, children = mlflow_runs(root)
     assert len(parents) == 1 and len(children) == 9 and parents[0].info.status == "FINISHED"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -19,12 +20,14 @@ import psutil
 import pytest
 import sqlalchemy
 from _tune import (
+    TrialGate,
     assert_refused_in_one_line,
     finished,
     inside,
     make_project,
     mlflow_runs,
     start_tune,
+    trial_owners,
 )
 from _wait import wait_for
 from optuna.trial import TrialState
@@ -80,16 +83,39 @@ def trial_runs(root: Path) -> dict[int, list]:
 
 
 def test_two_workers_and_a_killed_one_share_a_study_and_end_with_exactly_n(tmp_path, postgres):
+    """The TrialGate hands each worker a trial in turn, the first one killed mid-trial, so
+    both survivors provably train, whatever the machine's speed. Kills: the storage URL of
+    NANOMOE_TUNE_STORAGE ignored (`a.storage = os.environ.get(STORAGE_ENV) or None` made
+    `None`): the worker given the URL by the variable works in a journal file of its own."""
     url = postgres.create_database("shared")
     root = make_project(tmp_path, LONG_SEARCH, train=LONG_TRAIN)
-    # Three workers start at once on a new database, racing to create Optuna's tables.
-    killed = start_tune(root, "--trials", "6", "--storage", url, log="killed.out")
-    by_env = start_tune(root, "--trials", "6", log="env.out", env={ENV: url})
-    by_flag = start_tune(root, "--trials", "6", "--storage", url, log="flag.out")
     storage = storage_of(url)
-    (dead, *_) = wait_for(caught_mid_trial(storage, killed, root / "killed.out"))
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    live: dict[str, subprocess.Popen] = {}
+
+    def check() -> None:
+        for log, proc in live.items():
+            assert proc.poll() is None, (root / log).read_text()
+
+    with TrialGate(root, lambda: trial_owners(load(storage)), check) as gate:
+        # Three workers start at once on a new database, racing to create Optuna's tables.
+        killed = live["killed.out"] = start_tune(
+            root, "--trials", "6", "--storage", url, log="killed.out"
+        )
+        by_env = live["env.out"] = start_tune(root, "--trials", "6", log="env.out", env={ENV: url})
+        by_flag = live["flag.out"] = start_tune(
+            root, "--trials", "6", "--storage", url, log="flag.out"
+        )
+        gate.at_the_lock(killed.pid, by_env.pid, by_flag.pid)
+        gate.stop(by_env.pid, by_flag.pid)
+        gate.release()
+        (dead, *_) = gate.wait(caught_mid_trial(storage, killed, root / "killed.out"), "a trial")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        del live["killed.out"]
+        gate.hold()
+        gate.one_trial(by_env.pid)
+        gate.park(by_env.pid)
+        gate.one_trial(by_flag.pid)
     for w, log in ((by_env, "env.out"), (by_flag, "flag.out")):
         assert w.wait(timeout=300) == 0, (root / log).read_text()
 
