@@ -71,3 +71,30 @@ def test_nvidia_bindings_are_an_optional_gpu_extra_not_a_requirement():
     (gpu,) = project["optional-dependencies"]["gpu"]
     assert gpu.startswith("nvidia-ml-py==")
     assert "nvidia-ml-py" not in (REPO / "requirements.txt").read_text()
+
+
+TEST_MODULES = sorted((REPO / "tests").glob("test_*.py"))
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, dotted, relative ones with their dots; for ``from X
+    import Y`` both X and X.Y (Y may be a module)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            names.add(base)
+            names.update(f"{base}.{a.name}".replace("..", ".") for a in node.names)
+    return names
+
+
+@pytest.mark.parametrize("path", TEST_MODULES, ids=[p.name for p in TEST_MODULES])
+def test_no_test_module_imports_another_test_module_or_conftest(path):
+    """Shared helpers live in tests/_*.py; importing a test module runs its module-level code
+    again under a second name and couples two files' tests. Kills: `from tests.test_trainer
+    import train_config` put back into tests/test_bf16.py (and `from tests.conftest import
+    ALL_VARIANTS` into tests/test_gpu_check.py)."""
+    parts = {part for name in imported_modules(path) for part in name.split(".")}
+    assert not {p for p in parts if p.startswith("test_") or p == "conftest"}

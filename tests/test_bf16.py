@@ -8,12 +8,12 @@ import math
 
 import pytest
 import torch
+from _configs import train_config
 
 from nanomoe.config import TrainConfig
 from nanomoe.device import resolve_dtype
 from nanomoe.moe import router_z_loss
 from nanomoe.trainer import Trainer
-from tests.test_trainer import train_config
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -13,11 +13,11 @@ import contextlib
 import pytest
 import torch
 import torch._dynamo
+from _configs import train_config
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from nanomoe.grouped import expert_loop, grouped_mm
 from nanomoe.trainer import Trainer
-from tests.test_trainer import train_config
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -1,11 +1,14 @@
 """Data parallelism through torchrun: 2 CPU processes over gloo train one MoE+F-gram cell
 exactly as one process does at the same global batch, write the same files and checkpoint,
 log one MLflow run, and a checkpoint written by 2 ranks resumes on 1. A process count that
-does not divide the batch is refused in one line, before anything is written."""
+does not divide the batch is refused in one line, before anything is written. What each rank
+feeds its model is checked apart (tests/_ddp_ranks.py): the losses alone cannot tell a rank
+that trains on its slice from one that trains on the whole batch."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +17,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from _project import TINY, env_for, make_project, run_module
+from _ddp_ranks import model_inputs
+from _project import REPO, TINY, env_for, make_project, run_module
 
 from pipeline.launch import nproc_setting
 from pipeline.stage import ParamsError
@@ -42,9 +46,21 @@ def project(prepared, where):
     return Path(shutil.copytree(prepared, where / "project"))
 
 
-def train(root, nproc: int = 1, fault: str | None = None, env_nproc: int | None = None):
+def train(
+    root,
+    nproc: int = 1,
+    fault: str | None = None,
+    env_nproc: int | None = None,
+    process_log: Path | None = None,
+):
+    """Train the cell in ``root``: on ``nproc`` torchrun ranks, or through NANOMOE_NPROC's
+    relaunch (``env_nproc``); ``process_log``: every Python process it runs is recorded
+    there (tests/_processes/sitecustomize.py)."""
     env = env_for(root)
     env["OMP_NUM_THREADS"] = "1"
+    if process_log:
+        env["PYTHONPATH"] = f"{REPO / 'tests' / '_processes'}{os.pathsep}{env['PYTHONPATH']}"
+        env["PROCESS_LOG"] = str(process_log)
     if fault:
         env["NANOMOE_FAULT"] = fault
     if env_nproc:
@@ -109,9 +125,17 @@ def test_two_gloo_ranks_give_the_one_process_curve_files_and_one_run(single, pre
 def test_a_checkpoint_of_two_ranks_resumes_on_one_and_a_bad_count_is_refused(
     single, prepared, tmp_path
 ):
+    """Kills: launch_cell's relaunch under torchrun skipped (`if False and ...`), where one
+    process would train and write the same checkpoint."""
     root = project(prepared, tmp_path)
-    killed = train(root, env_nproc=2, fault="kill-after-checkpoint@10")  # through DVC's route
-    assert killed.returncode != 0
+    log = tmp_path / "processes.jsonl"
+    killed = train(root, env_nproc=2, fault="kill-after-checkpoint@10", process_log=log)
+    assert killed.returncode != 0  # NANOMOE_NPROC=2: DVC's route, torchrun on 2 ranks
+    stage, *others = [json.loads(line) for line in log.read_text().splitlines()]
+    ranks = [r for r in others if r["world_size"] is not None]
+    assert stage["world_size"] is None  # the process DVC starts relaunches itself
+    assert sorted((r["rank"], r["world_size"]) for r in ranks) == [("0", "2"), ("1", "2")]
+    assert len({r["pid"] for r in ranks} - {stage["pid"]}) == 2  # two processes of their own
     (ckpt,) = (root / ".checkpoints").glob("*.pt")
     before = ckpt.read_bytes()
     assert torch.load(ckpt, weights_only=True)["step"] == 10
@@ -130,6 +154,50 @@ def test_a_checkpoint_of_two_ranks_resumes_on_one_and_a_bad_count_is_refused(
     assert max_gap(curve(root), curve(single)) <= TOLERANCE
     (run,) = runs(root)  # the same run went on
     assert run.info.status == "FINISHED"
+
+
+@pytest.fixture(scope="module")
+def rank_inputs(tmp_path_factory) -> tuple[dict, list[dict]]:
+    """(one process's forward inputs, [rank 0's, rank 1's] under torchrun on 2 processes)."""
+    out = tmp_path_factory.mktemp("ranks")
+    env = {**env_for(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "tests" / "_ddp_ranks.py"), str(out)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    return model_inputs(), ranks
+
+
+def assert_same(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
+    assert [t.shape for t in got] == [t.shape for t in want]
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def test_each_rank_trains_on_its_own_half_of_the_global_batch(rank_inputs):
+    """Kills: `x, y = x[self.rows], y[self.rows]` removed from Trainer.train_step (every rank
+    then trains the whole batch, with the same losses and gradients)."""
+    one, (rank0, rank1) = rank_inputs
+    (batch,) = one["train"]
+    assert batch.shape[0] == 4
+    assert_same(rank0["train"], [batch[:2]])
+    assert_same(rank1["train"], [batch[2:]])
+
+
+def test_each_rank_evaluates_its_own_half_of_every_eval_batch(rank_inputs):
+    """Kills: `x[rows]`, `y[rows]` dropped to `x`, `y` in evaluate.batches_loss."""
+    one, (rank0, rank1) = rank_inputs
+    assert len(one["eval"]) == 4  # eval_iters batches of train, then of val
+    assert_same(rank0["eval"], [b[:2] for b in one["eval"]])
+    assert_same(rank1["eval"], [b[2:] for b in one["eval"]])
+
+
+def test_ranks_take_the_full_split_batches_in_turns(rank_inputs):
+    """Kills: the `i % world != rank` skip removed from evaluate.full_split_loss."""
+    one, (rank0, rank1) = rank_inputs
+    assert len(one["full"]) == 3
+    assert_same(rank0["full"], one["full"][0::2])
+    assert_same(rank1["full"], one["full"][1::2])
 
 
 @pytest.mark.parametrize("value", ["two", "0", "-1"])

@@ -6,17 +6,24 @@ fault-injection hook (NANOMOE_FAULT): tiny cells train too fast for a timed kill
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
+import sys
+from collections.abc import Iterator
 from unittest.mock import ANY
 
 import mlflow
 import pytest
+import torch
 import yaml
 from _project import env_for, make_project, run_module
 
 from nanomoe.config import GPTConfig, TrainConfig
+from pipeline.cell import prepare_cell
+from pipeline.layout import Layout
+from pipeline.params import load_params
 from pipeline.resume import ResumePoint, fingerprint
 
 CELL = "train@false-false-false-1337"  # dense, abspos; tiny params: 12 steps, eval every 6
@@ -60,6 +67,21 @@ def project(tmp_path_factory):
     return root, outputs(root)
 
 
+@contextlib.contextmanager
+def edited_params(root, **train) -> Iterator[None]:
+    """params.yaml with ``train`` set in its train: section, restored afterwards: the module's
+    project is shared by its tests."""
+    path = root / "params.yaml"
+    before = path.read_text()
+    params = yaml.safe_load(before)
+    params["train"].update(train)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        yield
+    finally:
+        path.write_text(before)
+
+
 def kill_then_repro(root, fault: str) -> subprocess.CompletedProcess:
     killed = dvc(root, "repro", "--force", "--single-item", CELL, fault=fault)
     assert killed.returncode != 0 and not (root / RUN_DIR / "metrics.json").exists()
@@ -86,10 +108,8 @@ def test_a_checkpoint_of_other_settings_is_discarded_and_its_run_killed(project)
     root, reference = project
     kill_then_repro(root, "kill@9")
     killed_run = runs(root)[-1]
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["learning_rate"] = 0.002
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    again = dvc(root, "repro", CELL)
+    with edited_params(root, learning_rate=0.002):
+        again = dvc(root, "repro", CELL)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "discarded, its train differ" in again.stdout and "resuming" not in again.stdout
     after = {r.info.run_id: r for r in runs(root)}
@@ -154,3 +174,123 @@ def test_a_store_lost_mid_run_keeps_the_files_and_the_rerun_completes_without_tr
     assert val_loss_steps(root, run.info.run_id) == [0, 6, 12]
     again = json.loads((run_dir / "metrics.json").read_text())
     assert again == written | {"wall_s": ANY, "tokens_per_sec": ANY}  # MoE stats included
+
+
+# --- the fingerprint: what a checkpoint must share with the cell that resumes it --------------
+
+
+def saved_checkpoint(point: ResumePoint, fp: dict) -> ResumePoint:
+    """A checkpoint at ``point`` that a cell of fingerprint ``fp`` wrote (the rest of a
+    checkpoint plays no part in the check)."""
+    point.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"fingerprint": fp, "step": 6}, point.checkpoint)
+    return point
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"compile": True}, {"checkpoint_interval": 3}, {"device": "cpu"}, {"progress": False}],
+    ids=lambda change: next(iter(change)),
+)
+def test_how_a_cell_executes_never_invalidates_its_checkpoint(tmp_path, change):
+    """compile, checkpoint_interval, device and progress leave the math as it is: a checkpoint
+    written without them resumes with them. Kills: compile (or any of them) taken out of
+    resume.EXECUTION, so that it enters the fingerprint."""
+    data = tmp_path / "train.bin"
+    data.write_bytes(b"\0" * 8)
+    point = ResumePoint(tmp_path / "c.pt", tmp_path / "c.json")
+    saved_checkpoint(point, fingerprint(GPTConfig(), TrainConfig(), [data]))
+    resumed, why = point.check(fingerprint(GPTConfig(), TrainConfig(**change), [data]))
+    assert why is None and resumed["step"] == 6
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"dtype": "bf16"}, {"seed": 7}, {"batch_size": 8}, {"learning_rate": 2e-3}],
+    ids=lambda change: next(iter(change)),
+)
+def test_a_train_setting_that_changes_the_math_invalidates_a_checkpoint(tmp_path, change):
+    """Kills: dtype (or seed, batch_size, learning_rate) added to resume.EXECUTION."""
+    data = tmp_path / "train.bin"
+    data.write_bytes(b"\0" * 8)
+    point = ResumePoint(tmp_path / "c.pt", tmp_path / "c.json")
+    saved_checkpoint(point, fingerprint(GPTConfig(), TrainConfig(), [data]))
+    assert point.check(fingerprint(GPTConfig(), TrainConfig(**change), [data])) == (
+        None,
+        "its train differ from this cell's",
+    )
+
+
+CODE_EDIT = """
+from pathlib import Path
+import nanomoe, torch
+from nanomoe.config import GPTConfig, TrainConfig
+from pipeline.resume import ResumePoint, fingerprint
+
+assert Path(nanomoe.__file__).resolve().is_relative_to(Path.cwd().resolve())  # the copy
+point = ResumePoint(Path("c.pt"), Path("c.json"))
+def fp():
+    return fingerprint(GPTConfig(), TrainConfig(), [Path("corpus.txt")])
+torch.save({"fingerprint": fp()}, point.checkpoint)
+print(point.check(fp())[1])
+with open("nanomoe/moe.py", "a") as f:
+    f.write("\\n# a one-line edit to the model library\\n")
+print(point.check(fp())[1])
+"""
+
+
+def test_an_edit_to_the_model_library_invalidates_a_checkpoint(tmp_path):
+    """In a copy of the project, whose nanomoe/ the edit may touch. Kills: "code" dropped
+    from fingerprint(); code_hash() hashing no file (its glob made "*.pyx")."""
+    root = make_project(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", CODE_EDIT], cwd=root, env=env_for(root),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["None", "its code differ from this cell's"]
+
+
+@pytest.fixture
+def mined(tmp_path, monkeypatch):
+    """A tiny project with its data prepared and F-grams mined (the stages in-process)."""
+    from pipeline import download, mine_fgrams, prepare
+
+    root = make_project(tmp_path)
+    monkeypatch.chdir(root)
+    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "NANOMOE_FAULT", "NANOMOE_NPROC"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NANOMOE_DATA_URL", str(root / "corpus.txt"))
+    assert download.main([]) == 0 and prepare.main([]) == 0 and mine_fgrams.main([]) == 0
+    return root
+
+
+def cell_and_fingerprint(root, fgram: bool):
+    """The abspos cell without MoE, with or without F-grams, as the train stage prepares it,
+    and its fingerprint."""
+    levels = {"rope": False, "moe": False, "fgram": fgram}
+    cell = prepare_cell(load_params(root / "params.yaml"), Layout.load(root), levels, 1337)
+    return cell, fingerprint(cell.config, cell.train_cfg, cell.inputs)
+
+
+def test_a_new_fgram_table_invalidates_the_checkpoints_of_fgram_cells_only(mined):
+    """An F-gram cell's inputs include the F-gram table; a cell without F-grams does not read
+    it. Kills: the switches' data (switch_inputs) left out of prepare_cell's inputs; the
+    fgram switch's data=("data/fgrams.json",) removed from the registry."""
+    fgram, fgram_fp = cell_and_fingerprint(mined, fgram=True)
+    dense, dense_fp = cell_and_fingerprint(mined, fgram=False)
+    saved_checkpoint(fgram.resume, fgram_fp)
+    saved_checkpoint(dense.resume, dense_fp)
+    assert fgram.resume.check(cell_and_fingerprint(mined, fgram=True)[1])[1] is None
+
+    table = Layout.load(mined).fgrams
+    doc = json.loads(table.read_text(encoding="utf-8"))
+    doc["fgrams"] = doc["fgrams"][:-1]  # mined again, one F-gram fewer
+    table.write_text(json.dumps(doc), encoding="utf-8")
+
+    assert fgram.resume.check(cell_and_fingerprint(mined, fgram=True)[1]) == (
+        None,
+        "its inputs differ from this cell's",
+    )
+    resumed, why = dense.resume.check(cell_and_fingerprint(mined, fgram=False)[1])
+    assert why is None and resumed is not None

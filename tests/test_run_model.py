@@ -4,13 +4,15 @@ whose MLflow store is that project's own ``mlflow.db``."""
 
 from __future__ import annotations
 
-import time
+import threading
+from functools import partial
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 from _project import make_project
+from _wait import wait_for
 
 from nanomoe.checkpoint import load_checkpoint
 from nanomoe.sample import generate_text
@@ -113,15 +115,31 @@ def test_the_cell_run_records_system_metrics(in_project):
     assert "system/system_memory_usage_megabytes" in run.data.metrics
 
 
+def system_keys(root, run_id: str) -> list[str]:
+    return [k for k in client(root).get_run(run_id).data.metrics if k.startswith("system/")]
+
+
+def monitor_threads() -> list[threading.Thread]:
+    """MLflow's system-metrics monitors running in this process (each is a thread)."""
+    return [t for t in threading.enumerate() if "SystemMetrics" in t.name]
+
+
 def test_system_metrics_can_be_turned_off_with_mlflows_variable(in_project, monkeypatch):
+    """On, the run gets system metrics: the test waits for the first sample (logged at once)
+    rather than sleeping past the sampling interval. Off, no monitor even starts, which the
+    test sees at once, so neither half depends on timing. Kills: system_metrics() ignoring
+    MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING (its early return removed)."""
     root, _, _ = in_project
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
-    logged = {}
+    others = set(monitor_threads())  # any other test's, left running in this process
+    seen = {}
     for switch in ("true", "false"):
         monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", switch)
         run = Run.start("switch", switch, {})
         with system_metrics(run):
-            time.sleep(0.5)
+            monitors = set(monitor_threads()) - others
+            if switch == "true":
+                wait_for(partial(system_keys, root, run.id), 60, "the first system metrics")
         run.end("FINISHED")
-        logged[switch] = [k for k in client(root).get_run(run.id).data.metrics if "system/" in k]
-    assert logged["true"] and not logged["false"]
+        seen[switch] = (len(monitors), bool(system_keys(root, run.id)))
+    assert seen == {"true": (1, True), "false": (0, False)}

@@ -31,13 +31,13 @@ import mlflow
 import optuna
 import pytest
 from _project import env_for, make_project, run_module
+from _tune import TUNE
 from optuna.trial import TrialState
 
 from nanomoe.checkpoint import load_checkpoint
 from nanomoe.sample import generate_text
 from pipeline.cell_run import MODEL_ARTIFACT
 from pipeline.tune import storage as tune_storage
-from tests.test_tune import TUNE
 
 START_TIMEOUT_S = 180  # about 20 s idle; generous for a loaded 2-core machine
 CELLS = [("false", "false", "false"), ("true", "true", "true")]  # dense, and rope+moe+fgram

@@ -9,30 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _configs import train_config
 
 from nanomoe.checkpoint import load_checkpoint, model_from_checkpoint
-from nanomoe.config import TrainConfig
 from nanomoe.schedule import lr_at
 from nanomoe.trainer import Callback, NonFiniteLossError, Trainer, TrainResult
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
-
-
-def train_config(**overrides) -> TrainConfig:
-    kw = dict(
-        batch_size=4,
-        max_iters=12,
-        learning_rate=3e-3,
-        min_lr=3e-4,
-        warmup_iters=3,
-        eval_interval=4,
-        eval_iters=2,
-        seed=11,
-        device="cpu",
-        progress=False,
-    )
-    kw.update(overrides)
-    return TrainConfig(**kw)
 
 
 class Recorder(Callback):

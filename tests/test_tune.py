@@ -8,28 +8,38 @@ workers, exit codes) and in-process elsewhere. MLflow's store lands in that fold
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
-import mlflow.tracking._tracking_service.utils as mlflow_uri
-import mlflow.tracking.fluent as mlflow_fluent
 import numpy as np
 import optuna
+import psutil
 import pytest
-import torch
 import yaml
+from _tune import (
+    FINISHED,
+    REPO,
+    TUNE,
+    TrialGate,
+    assert_refused_in_one_line,
+    env_for,
+    finished,
+    inside,
+    make_project,
+    mlflow_runs,
+    open_study,
+    start_tune,
+    trial_owners,
+    tune_cmd,
+)
+from _wait import wait_for
 from optuna.trial import TrialState
 
-from nanomoe.data import CharTokenizer, prepare
-from nanomoe.fgram import mine_fgrams, save_fgrams
 from pipeline.stage import run_stage as cli_run
 from pipeline.tune import cli as tune
 from pipeline.tune import storage as tune_storage
@@ -38,146 +48,12 @@ from pipeline.tune.ladder import Ladder
 from pipeline.tune.objective import PruneOnEval
 from pipeline.tune.report import PLOTS, pruning_saving
 
-REPO = Path(__file__).resolve().parents[1]
-WORDS = "the cat sat on a mat and then that dog ran there — café naïve".split()
-TINY = {
-    "model": {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
-    "moe": {"n_experts": 2, "top_k": 1},
-    "fgram": {"mine_max_n": 4, "min_count": 2, "max_fgrams": 64, "max_n": 3, "n_head": 2},
-    "train": {
-        "batch_size": 4,
-        "max_iters": 20,
-        "warmup_iters": 2,
-        "eval_interval": 10,
-        "eval_iters": 2,
-        "device": "cpu",
-    },
-}
-TUNE = {
-    "study_name": "nanomoe-tune",
-    "rungs": [5, 10],  # and the top, train.max_iters = 20
-    "reduction_factor": 2,
-    "finalists": 1,
-    "eval_iters": 2,
-    "space": {
-        "n_experts": [2, 4],
-        "fgram_max_n": [2, 4],
-        "top_k": [1, 2],
-        "learning_rate": [0.001, 0.01],
-    },
-}
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-# --- a throwaway project ---------------------------------------------------------------------
-
-
-def corpus() -> str:
-    rng = np.random.default_rng(7)
-    return "\n".join(" ".join(rng.choice(WORDS, size=6)) for _ in range(150)) + "\n"
-
-
-def make_project(
-    root: Path, tune_overrides: dict | None = None, data: bool = True, train: dict | None = None
-) -> Path:
-    """params.yaml with tiny settings (``train`` overriding TINY's), dvc.yaml, the corpus;
-    with ``data``, the prepared splits and mined F-grams too (written directly, as the DVC
-    stages would)."""
-    text = corpus()
-    (root / "corpus.txt").write_text(text, encoding="utf-8")
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["data"]["url"] = str(root / "corpus.txt")
-    params["data"]["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    for section, values in TINY.items():
-        params[section].update(values)
-    params["train"].update(train or {})
-    params["tune"] = {**TUNE, **(tune_overrides or {})}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    if data:
-        meta = prepare(text, root / "data" / "prepared", params["data"]["val_fraction"])
-        ids = np.array(CharTokenizer(meta["chars"]).encode(text[: meta["n_train"]]))
-        f = params["fgram"]
-        grams = mine_fgrams(ids, meta["vocab_size"], f["mine_max_n"], f["min_count"], 64)
-        save_fgrams(root / "data" / "fgrams.json", grams, meta["chars"], {"mine_max_n": 4})
-    return root
-
-
-def env_for(root: Path) -> dict[str, str]:
-    """No outside MLflow store, DVC root or data mirror; this interpreter first on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.pop("NANOMOE_DATA_URL", None)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["OMP_NUM_THREADS"] = "1"  # tiny models; two workers on two cores must not fight
-    return env
-
-
-def one_job(args: tuple[str, ...]) -> list[str]:
-    """One worker per command unless a test asks for more: counts and timings stay simple."""
-    return [*args, "--jobs", "1"] if "--jobs" not in args else list(args)
-
-
-def tune_cmd(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m pipeline.tune args`` in ``root``, with ``env`` added to its environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.tune", *one_job(args)],
-        cwd=root,
-        env={**env_for(root), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def start_tune(
-    root: Path, *args: str, log: str = "tune.out", env: dict | None = None
-) -> subprocess.Popen:
-    with open(root / log, "w") as out:  # the child keeps its own copy of the file
-        return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.tune", *one_job(args)],
-            cwd=root,
-            env={**env_for(root), **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def open_study(root: Path, name: str = "nanomoe-tune") -> optuna.Study:
-    storage = tune_storage.open_storage(None, root / "experiments" / "tune" / "journal.log")
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def finished(study: optuna.Study) -> list:
-    return study.get_trials(deepcopy=False, states=FINISHED)
-
-
-def mlflow_runs(root: Path) -> tuple[list, list]:
-    """(parent runs, trial runs) of experiment nanomoe-tune in the project's store."""
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("nanomoe-tune")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return parents, children
-
 
 @pytest.fixture
 def in_project(tmp_path, monkeypatch):
-    """Run ``tune.main`` in this process, inside a fresh project, leaving no global trace."""
-    root = make_project(tmp_path)
-    monkeypatch.chdir(root)
-    saved_env, saved_term = dict(os.environ), signal.getsignal(signal.SIGTERM)
-    saved_threads = torch.get_num_threads()
-    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "DVC_"))]:
-        monkeypatch.delenv(key)
-    for module, name in ((mlflow_uri, "_tracking_uri"), (mlflow_fluent, "_active_experiment_id")):
-        monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
-    torch.set_num_threads(1)
-    yield root
-    os.environ.clear()
-    os.environ.update(saved_env)
-    signal.signal(signal.SIGTERM, saved_term)
-    torch.set_num_threads(saved_threads)
+    """A fresh project, to run ``tune.main`` in this process."""
+    with inside(make_project(tmp_path), monkeypatch) as root:
+        yield root
 
 
 # --- one study of 4 trials, with the upstream stages run by tune itself ----------------------
@@ -288,16 +164,6 @@ def test_report_only_rebuilds_the_report_from_the_storage_alone(study_of_four):
 # --- interruptions and parallel workers ------------------------------------------------------
 
 
-def wait_for(predicate, timeout: float = 120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
-
-
 def test_killed_study_restarts_and_ends_with_exactly_the_requested_total(tmp_path):
     root = make_project(tmp_path, train={"max_iters": 60})
     proc = start_tune(root, "--trials", "4")
@@ -333,16 +199,45 @@ def test_killed_study_restarts_and_ends_with_exactly_the_requested_total(tmp_pat
     assert [(r.info.status, r.data.tags["state"]) for r in dead_run] == [("FAILED", "failed")]
 
 
+def study_or_none(root: Path) -> optuna.Study | None:
+    try:
+        return open_study(root)
+    except KeyError:  # not created yet
+        return None
+
+
+def alive(root: Path, procs: dict[str, subprocess.Popen]):
+    """A check for TrialGate: every process in ``procs`` (log name -> process) still runs."""
+
+    def check() -> None:
+        for log, proc in procs.items():
+            assert proc.poll() is None, (root / log).read_text()
+
+    return check
+
+
 def test_two_workers_on_one_storage_end_with_exactly_n_trials_and_one_parent_run(tmp_path):
+    """Each worker starts a trial (TrialGate), so both share the study on any machine,
+    however late the second one starts. Kills: create_study's load_if_exists=True made
+    False in pipeline/tune/cli.py (the second worker is refused the study)."""
     root = make_project(tmp_path, train={"max_iters": 30})
-    workers = [start_tune(root, "--trials", "6", log=f"worker{i}.out") for i in range(2)]
-    for i, w in enumerate(workers):
-        assert w.wait(timeout=300) == 0, (root / f"worker{i}.out").read_text()
+    workers: dict[str, subprocess.Popen] = {}
+    with TrialGate(root, lambda: trial_owners(study_or_none(root)), alive(root, workers)) as gate:
+        for i in range(2):
+            workers[f"worker{i}.out"] = start_tune(root, "--trials", "6", log=f"worker{i}.out")
+        first, second = (w.pid for w in workers.values())
+        gate.at_the_lock(first, second)
+        gate.stop(second)
+        gate.one_trial(first)
+        gate.park(first)
+        gate.one_trial(second)
+    for log, w in workers.items():
+        assert w.wait(timeout=300) == 0, (root / log).read_text()
     study = open_study(root)
     assert len(finished(study)) == 6
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     owners = {t.user_attrs["owner"]["pid"] for t in finished(study)}
-    assert owners == {w.pid for w in workers}  # both did work
+    assert owners == {first, second}  # both did work
 
     parents, children = mlflow_runs(root)
     assert len(parents) == 1
@@ -353,16 +248,32 @@ def test_two_workers_on_one_storage_end_with_exactly_n_trials_and_one_parent_run
     )
 
 
+def helper_of(main: subprocess.Popen) -> int | None:
+    """The pid of the helper worker ``main`` started (``--jobs 2``); None if none."""
+    children = psutil.Process(main.pid).children()
+    return children[0].pid if children else None
+
+
 def test_jobs_2_runs_two_workers_that_end_with_exactly_n_trials_and_one_report(tmp_path):
-    # trials long enough (~1 s) that the helper, a few seconds to start, gets some
-    root = make_project(tmp_path, {"rungs": [100, 200]}, train={"max_iters": 300})
-    proc = tune_cmd(root, "--trials", "9", "--jobs", "2")
-    assert proc.returncode == 0, proc.stderr
-    assert "2 workers of 1 thread(s) each" in proc.stdout
+    """The helper starts a trial (TrialGate), however slowly it starts. Kills:
+    start_helpers started with n=0 (`jobs - 1` made `0`): one worker runs the 9 trials."""
+    root = make_project(tmp_path)
+    procs: dict[str, subprocess.Popen] = {}
+    with TrialGate(root, lambda: trial_owners(study_or_none(root)), alive(root, procs)) as gate:
+        main = procs["tune.out"] = start_tune(root, "--trials", "9", "--jobs", "2")
+        gate.at_the_lock(main.pid)
+        gate.one_trial(main.pid)
+        helper = helper_of(main)  # started before the main worker claims a trial
+        assert helper is not None, (root / "tune.out").read_text()
+        gate.park(main.pid)
+        gate.one_trial(helper)
+    assert main.wait(timeout=300) == 0, (root / "tune.out").read_text()
+    out = (root / "tune.out").read_text()
+    assert "2 workers of 1 thread(s) each" in out
     study = open_study(root)
     assert len(finished(study)) == 9 == len(study.trials)
-    assert len({t.user_attrs["owner"]["pid"] for t in study.trials}) == 2
-    assert proc.stdout.count("wall time") == 1  # one summary: the helper leaves it
+    assert {t.user_attrs["owner"]["pid"] for t in study.trials} == {main.pid, helper}
+    assert out.count("wall time") == 1  # one summary: the helper leaves it
     parents, children = mlflow_runs(root)
     assert len(parents) == 1 and len(children) == 9 and parents[0].info.status == "FINISHED"
 
@@ -556,19 +467,6 @@ def test_tiny_study_sends_exactly_the_finalists_to_the_top_rung(tmp_path):
 
 
 SPACE = TUNE["space"]
-
-
-def assert_refused_in_one_line(root, monkeypatch, capsys, tune_overrides, key) -> None:
-    """``--trials 2`` with these ``tune:`` settings exits 2 with one line naming ``key``,
-    before any storage or trial exists."""
-    make_project(root, tune_overrides, data=False)
-    monkeypatch.setattr(sys, "argv", ["pipeline.tune", "--trials", "2"])
-    with pytest.raises(SystemExit) as exit_info:
-        cli_run(tune.main)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: params.yaml: {key}")
-    assert not (root / "experiments" / "tune").exists()  # no storage, no trial
 
 
 @pytest.mark.parametrize(

@@ -10,16 +10,18 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
-
-from tests.test_tune import (
+from _tune import (
     make_project,
     mlflow_runs,
     open_study,
     start_tune,
     tune_cmd,
-    wait_for,
 )
+from _wait import wait_for
+
+from pipeline.tune.confirm import ATTR, summarize, verdict
 
 
 def confirm_results(root: Path, name: str = "nanomoe-tune") -> dict:
@@ -92,3 +94,57 @@ def test_killed_confirmation_resumes_keeping_the_runs_it_finished(tmp_path):
     status = {r.info.run_id: r.info.status for r in children}
     assert status[before[f"default/{first}"]["mlflow_run_id"]] == "KILLED"  # the dead run, closed
     assert status[after[f"default/{first}"]["mlflow_run_id"]] == "FINISHED"
+
+
+# --- the verdict: lower loss is better, and only beyond the interval --------------------------
+
+
+@pytest.mark.parametrize(
+    ("mean", "half", "start"),
+    [
+        pytest.param(-0.3, 0.1, "the tuned settings beat the defaults", id="tuned-lower"),
+        pytest.param(0.3, 0.1, "the defaults beat the tuned settings", id="tuned-higher"),
+        pytest.param(-0.05, 0.1, "no difference", id="lower-within-noise"),
+        pytest.param(0.05, 0.1, "no difference", id="higher-within-noise"),
+        pytest.param(-0.3, float("nan"), "one seed: no interval", id="one-seed"),
+    ],
+)
+def test_the_verdict_favours_the_arm_of_lower_loss_only_beyond_the_interval(mean, half, start):
+    """``mean`` is tuned - default in loss: negative means the tuned settings did better.
+    Kills: the two `beat` branches of verdict swapped; `mean + half < 0` made `mean < 0`."""
+    assert verdict(mean, half).startswith(start)
+
+
+def study_with(losses: dict[str, list[float]]) -> optuna.Study:
+    """An in-memory study holding finished confirmation runs of both arms on seeds 1, 2, ..."""
+    study = optuna.create_study()
+    runs = {
+        f"{arm}/{seed}": {
+            "arm": arm,
+            "seed": seed,
+            "params": {"arm": arm},
+            "final_val_loss": v,
+            "params_active": 1,
+            "flops_per_token": 1.0,
+        }  # fmt: skip
+        for arm, values in losses.items()
+        for seed, v in enumerate(values, start=1)
+    }
+    study.set_user_attr(ATTR, runs)
+    return study
+
+
+@pytest.mark.parametrize(
+    ("tuned", "default", "start"),
+    [
+        pytest.param([1.0, 1.1], [1.5, 1.62], "the tuned settings beat", id="tuned-lower"),
+        pytest.param([1.5, 1.62], [1.0, 1.1], "the defaults beat", id="default-lower"),
+    ],
+)
+def test_the_summary_pairs_by_seed_and_credits_the_arm_of_lower_loss(tuned, default, start):
+    """Kills: the paired difference taken as default - tuned in summarize, or the verdict's
+    branches swapped: either credits the arm of higher loss."""
+    info = summarize(study_with({"tuned": tuned, "default": default}))
+    d = info["difference"]
+    assert d["per_seed"] == pytest.approx([t - f for t, f in zip(tuned, default, strict=True)])
+    assert d["verdict"].startswith(start)

@@ -3,13 +3,14 @@ workers that share one study through the database, a worker killed mid-trial, th
 that find a dead worker's trial where its process cannot be checked (another host), the
 URL given through NANOMOE_TUNE_STORAGE, and the settings of all that in params.yaml.
 
-Each test has its own database; the projects are test_tune.py's tiny ones.
+Each test has its own database; the projects are the tiny ones of tests/_tune.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -18,20 +19,22 @@ import optuna
 import psutil
 import pytest
 import sqlalchemy
+from _tune import (
+    TrialGate,
+    assert_refused_in_one_line,
+    finished,
+    inside,
+    make_project,
+    mlflow_runs,
+    start_tune,
+    trial_owners,
+)
+from _wait import wait_for
 from optuna.trial import TrialState
 
 from pipeline.stage import run_stage as cli_run
 from pipeline.tune import cli as tune
 from pipeline.tune import storage as tune_storage
-from tests.test_tune import (
-    assert_refused_in_one_line,
-    finished,
-    in_project,  # noqa: F401  (a fixture)
-    make_project,
-    mlflow_runs,
-    start_tune,
-    wait_for,
-)
 
 ENV = tune.STORAGE_ENV
 PASSWORD = "s3cret-Pw"  # the server trusts local connections: any password is accepted
@@ -64,6 +67,13 @@ def caught_mid_trial(storage, proc, log: Path):
     return mid_trial
 
 
+@pytest.fixture
+def in_project(tmp_path, monkeypatch):
+    """A fresh project, to run ``tune.main`` in this process."""
+    with inside(make_project(tmp_path), monkeypatch) as root:
+        yield root
+
+
 def trial_runs(root: Path) -> dict[int, list]:
     """MLflow's nested runs by the trial number they record."""
     runs: dict[int, list] = {}
@@ -73,16 +83,39 @@ def trial_runs(root: Path) -> dict[int, list]:
 
 
 def test_two_workers_and_a_killed_one_share_a_study_and_end_with_exactly_n(tmp_path, postgres):
+    """The TrialGate hands each worker a trial in turn, the first one killed mid-trial, so
+    both survivors provably train, whatever the machine's speed. Kills: the storage URL of
+    NANOMOE_TUNE_STORAGE ignored (`a.storage = os.environ.get(STORAGE_ENV) or None` made
+    `None`): the worker given the URL by the variable works in a journal file of its own."""
     url = postgres.create_database("shared")
     root = make_project(tmp_path, LONG_SEARCH, train=LONG_TRAIN)
-    # Three workers start at once on a new database, racing to create Optuna's tables.
-    killed = start_tune(root, "--trials", "6", "--storage", url, log="killed.out")
-    by_env = start_tune(root, "--trials", "6", log="env.out", env={ENV: url})
-    by_flag = start_tune(root, "--trials", "6", "--storage", url, log="flag.out")
     storage = storage_of(url)
-    (dead, *_) = wait_for(caught_mid_trial(storage, killed, root / "killed.out"))
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    live: dict[str, subprocess.Popen] = {}
+
+    def check() -> None:
+        for log, proc in live.items():
+            assert proc.poll() is None, (root / log).read_text()
+
+    with TrialGate(root, lambda: trial_owners(load(storage)), check) as gate:
+        # Three workers start at once on a new database, racing to create Optuna's tables.
+        killed = live["killed.out"] = start_tune(
+            root, "--trials", "6", "--storage", url, log="killed.out"
+        )
+        by_env = live["env.out"] = start_tune(root, "--trials", "6", log="env.out", env={ENV: url})
+        by_flag = live["flag.out"] = start_tune(
+            root, "--trials", "6", "--storage", url, log="flag.out"
+        )
+        gate.at_the_lock(killed.pid, by_env.pid, by_flag.pid)
+        gate.stop(by_env.pid, by_flag.pid)
+        gate.release()
+        (dead, *_) = gate.wait(caught_mid_trial(storage, killed, root / "killed.out"), "a trial")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        del live["killed.out"]
+        gate.hold()
+        gate.one_trial(by_env.pid)
+        gate.park(by_env.pid)
+        gate.one_trial(by_flag.pid)
     for w, log in ((by_env, "env.out"), (by_flag, "flag.out")):
         assert w.wait(timeout=300) == 0, (root / log).read_text()
 
@@ -104,7 +137,7 @@ def test_two_workers_and_a_killed_one_share_a_study_and_end_with_exactly_n(tmp_p
 
 
 def test_a_worker_gone_silent_is_failed_by_its_heartbeat_alone(
-    in_project,  # noqa: F811  (the fixture imported above)
+    in_project,
     postgres,
     monkeypatch,
     capsys,
@@ -135,7 +168,7 @@ def test_a_worker_gone_silent_is_failed_by_its_heartbeat_alone(
 
 
 def test_a_url_from_the_env_var_holds_the_study_with_the_heartbeats_of_params_unseen_by_ps(
-    in_project,  # noqa: F811  (the fixture imported above)
+    in_project,
     postgres,
     monkeypatch,
     capfd,
@@ -190,7 +223,7 @@ def test_a_url_from_the_env_var_holds_the_study_with_the_heartbeats_of_params_un
 
 
 def test_a_bad_url_in_the_env_var_fails_in_one_line_without_its_password(
-    in_project,  # noqa: F811  (the fixture imported above)
+    in_project,
     postgres,
     monkeypatch,
     capsys,
@@ -237,7 +270,7 @@ def test_the_storage_flag_wins_over_the_env_var_and_help_names_it(monkeypatch, c
     ],
 )
 def test_bad_heartbeat_settings_fail_at_once_in_one_line_naming_the_key(
-    in_project,  # noqa: F811  (the fixture imported above)
+    in_project,
     monkeypatch,
     capsys,
     tune_overrides,
