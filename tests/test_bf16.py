@@ -24,17 +24,17 @@ STEPS = 30
 TOLERANCE = 0.05
 
 
-def final_train_loss(tiny_model, tiny_splits, flags, dtype: str) -> tuple[float, list[float]]:
-    model = tiny_model(*flags, seed=3)
+def final_train_loss(tiny_model, tiny_splits, levels, dtype: str) -> tuple[float, list[float]]:
+    model = tiny_model(levels, seed=3)
     cfg = train_config(max_iters=STEPS, eval_interval=STEPS, dtype=dtype)
     trainer = Trainer(model, *tiny_splits, cfg)
     losses = [trainer.train_step(cfg.learning_rate) for _ in range(STEPS)]
     return trainer.estimate_loss()["train_loss"], losses
 
 
-def test_bf16_trains_every_variant_finite_and_close_to_fp32(tiny_model, tiny_splits, variant_flags):
-    bf16, losses = final_train_loss(tiny_model, tiny_splits, variant_flags, "bf16")
-    fp32, _ = final_train_loss(tiny_model, tiny_splits, variant_flags, "fp32")
+def test_bf16_trains_every_variant_finite_and_close_to_fp32(tiny_model, tiny_splits, variant):
+    bf16, losses = final_train_loss(tiny_model, tiny_splits, variant, "bf16")
+    fp32, _ = final_train_loss(tiny_model, tiny_splits, variant, "fp32")
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0] - 0.5  # it learns
     assert abs(bf16 - fp32) <= TOLERANCE, (bf16, fp32)
@@ -42,7 +42,7 @@ def test_bf16_trains_every_variant_finite_and_close_to_fp32(tiny_model, tiny_spl
 
 
 def test_the_router_matmul_runs_in_fp32_under_autocast(tiny_model):
-    model = tiny_model(False, True, False).eval()
+    model = tiny_model({"moe": True}).eval()
     layer = model.blocks[0].mlp
     x = torch.randn(2, 16, model.config.n_embd, generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -17,6 +17,7 @@ from _configs import train_config
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from nanomoe.grouped import expert_loop, grouped_mm
+from nanomoe.switches import full
 from nanomoe.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -52,14 +53,14 @@ def assert_compiled_equals_eager(model, backend: str, tiny_splits) -> None:
 
 
 def test_every_variant_compiles_to_one_graph_matching_eager_forward_and_backward(
-    tiny_model, tiny_splits, variant_flags
+    tiny_model, tiny_splits, variant
 ):
-    model = tiny_model(*variant_flags, n_layer=1)
+    model = tiny_model(variant, n_layer=1)
     assert_compiled_equals_eager(model, "aot_eager", tiny_splits)
 
 
 def test_the_full_model_compiles_with_inductor_and_matches_eager(tiny_model, tiny_splits):
-    model = tiny_model(True, True, True, n_layer=1, top_k=1)
+    model = tiny_model(full(), n_layer=1, top_k=1)
     assert_compiled_equals_eager(model, "inductor", tiny_splits)
 
 
@@ -70,7 +71,7 @@ def test_training_compiled_never_recompiles_as_the_routing_changes(
     counter = CompileCounterWithBackend("aot_eager")
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda m, **kw: real_compile(m, backend=counter, **kw))
-    model = tiny_model(True, True, True, n_layer=1)
+    model = tiny_model(full(), n_layer=1)
     cfg = train_config(max_iters=50, eval_interval=50, learning_rate=1e-2, compile=True)
     trainer = Trainer(model, *tiny_splits, cfg)
     loads = []

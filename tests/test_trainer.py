@@ -13,6 +13,7 @@ from _configs import train_config
 
 from nanomoe.checkpoint import load_checkpoint, model_from_checkpoint
 from nanomoe.schedule import lr_at
+from nanomoe.switches import baseline, full
 from nanomoe.trainer import Callback, NonFiniteLossError, Trainer, TrainResult
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -57,12 +58,10 @@ def batch(ids: np.ndarray, start: int = 0) -> torch.Tensor:
 # --- checkpoints and resume --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "flags", [(True, True, True), (False, False, False)], ids=["rope+moe+fgram", "dense"]
-)
-def test_checkpoint_round_trip_gives_identical_logits(tmp_path, tiny_model, tiny_splits, flags):
+@pytest.mark.parametrize("levels", [full(), baseline()], ids=["rope+moe+fgram", "dense"])
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path, tiny_model, tiny_splits, levels):
     train, val = tiny_splits
-    model = tiny_model(*flags, dropout=0.1)
+    model = tiny_model(levels, dropout=0.1)
     trainer = Trainer(
         model, train, val, train_config(max_iters=6), checkpoint_path=tmp_path / "c.pt"
     )
@@ -324,9 +323,9 @@ def check_decay_groups(trainer: Trainer, weight_decay: float) -> None:
     assert any(n.endswith("c_attn.weight") for n in decayed)
 
 
-def test_weight_decay_skips_norms_biases_and_embeddings(tiny_model, tiny_splits, variant_flags):
+def test_weight_decay_skips_norms_biases_and_embeddings(tiny_model, tiny_splits, variant):
     train, val = tiny_splits
-    model = tiny_model(*variant_flags)
+    model = tiny_model(variant)
     check_decay_groups(Trainer(model, train, val, train_config(weight_decay=0.25)), 0.25)
 
 

@@ -34,9 +34,10 @@ from optuna.trial import TrialState
 
 from pipeline.stage import run_stage as cli_run
 from pipeline.tune import cli as tune
+from pipeline.tune import command
 from pipeline.tune import storage as tune_storage
 
-ENV = tune.STORAGE_ENV
+ENV = command.STORAGE_ENV
 PASSWORD = "s3cret-Pw"  # the server trusts local connections: any password is accepted
 # Search trials train 40 steps after their first report at step 5: time to catch one.
 LONG_SEARCH = {"rungs": [5, 40]}
@@ -245,14 +246,14 @@ def test_the_storage_flag_wins_over_the_env_var_and_help_names_it(monkeypatch, c
     monkeypatch.setenv(ENV, url)
     assert tune.parse_args(["--trials", "3"]).storage == url
     assert tune.parse_args(["--trials", "3", "--storage", "j.log"]).storage == "j.log"
-    args, env = tune.helper_args(tune.parse_args(["--trials", "3", "--seed", "5"]), "s")
+    args, env = command.helper_args(tune.parse_args(["--trials", "3", "--seed", "5"]), "s")
     assert env == {ENV: url} and "--storage" not in args and "5" in args
-    assert tune.helper_args(tune.parse_args(["--trials", "3", "--storage", "j.log"]), "s") == (
+    assert command.helper_args(tune.parse_args(["--trials", "3", "--storage", "j.log"]), "s") == (
         ["--trials", "3", "--study-name", "s", "--storage", "j.log"],
         {},
     )
-    assert tune.safe_url(url) == "postgresql+psycopg://postgres:***@db.example/tune"
-    assert tune.safe_url(url, f"refused {PASSWORD}") == "refused ***"  # an error message
+    assert command.safe_url(url) == "postgresql+psycopg://postgres:***@db.example/tune"
+    assert command.safe_url(url, f"refused {PASSWORD}") == "refused ***"  # an error message
     with pytest.raises(SystemExit):
         tune.parse_args(["--help"])
     assert "$NANOMOE_TUNE_STORAGE" in capsys.readouterr().out

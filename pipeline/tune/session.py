@@ -27,7 +27,7 @@ from pipeline.tune.runs import StudyRuns
 from pipeline.tune.workers import heartbeat_stopped, run_worker
 
 if TYPE_CHECKING:
-    from pipeline.tune.cli import Command
+    from pipeline.tune.command import Command
 
 
 def run(cmd: Command) -> int:
