@@ -33,7 +33,8 @@ TINY = {
 def make_project(root: Path, corpus: str = CORPUS, overrides: dict | None = None) -> Path:
     """Copy code and config into ``root``, write the corpus, point params at it."""
     for name in ("nanomoe", "pipeline"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(REPO / name, root / name, ignore=ignore, dirs_exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     (root / "corpus.txt").write_text(corpus, encoding="utf-8")

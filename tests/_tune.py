@@ -7,15 +7,14 @@ may import it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import _project as project
 import mlflow
 import mlflow.tracking._tracking_service.utils as mlflow_uri
 import mlflow.tracking.fluent as mlflow_fluent
@@ -76,21 +75,18 @@ def corpus() -> str:
 def make_project(
     root: Path, tune_overrides: dict | None = None, data: bool = True, train: dict | None = None
 ) -> Path:
-    """params.yaml with tiny settings (``train`` overriding TINY's), dvc.yaml, the corpus;
-    with ``data``, the prepared splits and mined F-grams too (written directly, as the DVC
-    stages would)."""
+    """The throwaway project of tests/_project.py with this module's corpus, tiny settings
+    (``train`` overriding TINY's) and tune: section; with ``data``, the prepared splits and
+    mined F-grams too (written directly, as the DVC stages would)."""
     text = corpus()
-    (root / "corpus.txt").write_text(text, encoding="utf-8")
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["data"]["url"] = str(root / "corpus.txt")
-    params["data"]["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    for section, values in TINY.items():
-        params[section].update(values)
-    params["train"].update(train or {})
-    params["tune"] = {**TUNE, **(tune_overrides or {})}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    overrides = {
+        **TINY,
+        "train": {**TINY["train"], **(train or {})},
+        "tune": {**TUNE, **(tune_overrides or {})},
+    }
+    project.make_project(root, text, overrides)
     if data:
+        params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
         meta = prepare(text, root / "data" / "prepared", params["data"]["val_fraction"])
         ids = np.array(CharTokenizer(meta["chars"]).encode(text[: meta["n_train"]]))
         f = params["fgram"]

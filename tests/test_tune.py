@@ -23,7 +23,6 @@ import pytest
 import yaml
 from _tune import (
     FINISHED,
-    REPO,
     TUNE,
     TrialGate,
     assert_refused_in_one_line,
@@ -62,10 +61,7 @@ def in_project(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def study_of_four(tmp_path_factory):
     """A project with code and DVC but no data: tune runs `dvc repro` and then 4 trials."""
-    root = make_project(tmp_path_factory.mktemp("four"), data=False)
-    for name in ("nanomoe", "pipeline"):  # the stages' deps, so dvc.yaml runs as it is
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
+    root = make_project(tmp_path_factory.mktemp("four"), data=False)  # code and dvc.yaml too
     subprocess.run(
         [sys.executable, "-m", "dvc", "init", "--no-scm", "-q"],
         cwd=root,
