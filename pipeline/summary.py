@@ -62,30 +62,45 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
     each effect and its margin as metrics, the report and plots as artifacts, the cells' run
     ids as a tag and in cells.json. Returns its run id."""
     no_best = "no verdict" if summ["method"] == "none" else "tied"
-    tags = {"kind": "ablation", "git_commit": git_commit(), "n_seeds": summ["n_seeds"],
-            "method": summ["method"], "best_variant": summ["best_variant"] or no_best,
-            "cell_run_ids": ",".join(df.run_id.dropna())}  # fmt: skip
+    tags = {
+        "kind": "ablation",
+        "git_commit": git_commit(),
+        "n_seeds": summ["n_seeds"],
+        "method": summ["method"],
+        "best_variant": summ["best_variant"] or no_best,
+        "cell_run_ids": ",".join(df.run_id.dropna()),
+    }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     per_cell = {"vocab_size", *config_fields(baseline())}  # set by the data and the cell
     model = {k: v for k, v in params.model.to_dict().items() if k not in per_cell}
-    grid = {f"grid.{name}": "[" + ", ".join(BY_NAME[name].spell(v) for v in levels) + "]"
-            for name, levels in params.grid.items()}  # fmt: skip
+    grid = {
+        f"grid.{name}": "[" + ", ".join(BY_NAME[name].spell(v) for v in levels) + "]"
+        for name, levels in params.grid.items()
+    }
     train = {k: v for k, v in params.train.to_dict().items() if k != "seed"}
-    metrics = {"lowest_final_val_loss": summ["lowest_final_val_loss"],
-               "dense_final_val_loss": summ["dense_final_val_loss"]}  # fmt: skip
+    metrics = {
+        "lowest_final_val_loss": summ["lowest_final_val_loss"],
+        "dense_final_val_loss": summ["dense_final_val_loss"],
+    }
     for name, e in summ["effects"].items():
         key = name.replace(" (main)", "").replace(" ", "_")
-        metrics.update({f"effect.{key}": e["delta"], f"margin.{key}": e["margin"],
-                        f"distinguishable.{key}": float(e["distinguishable"])})  # fmt: skip
+        metrics.update(
+            {
+                f"effect.{key}": e["delta"],
+                f"margin.{key}": e["margin"],
+                f"distinguishable.{key}": float(e["distinguishable"]),
+            }
+        )
     metrics = {k: v for k, v in metrics.items() if v is not None}  # no verdict: no margins
     for key, value in summ.get("lenth", {}).items():
         metrics[f"lenth_{key}"] = value
     cells = {f"{r.variant} seed {r.seed}": r.run_id for r in df.itertuples()}
     run = Run.start(df.experiment.iloc[0], f"ablation, {summ['n_seeds']} seed(s)", tags)
     with tracked(run):
-        run.log_params({"seeds": params.seeds, **grid, **flatten(model, "model."),
-                        **flatten(train, "train.")})  # fmt: skip
+        run.log_params(
+            {"seeds": params.seeds, **grid, **flatten(model, "model."), **flatten(train, "train.")}
+        )
         run.log_metrics(metrics, step=0)
         run.log_artifacts(files)
         run.log_text(json.dumps(cells, indent=2), "cells.json")
