@@ -30,7 +30,7 @@ from nanomoe.atomic import atomic_write_text
 from nanomoe.config import GPTConfig, MiningConfig, TrainConfig
 from nanomoe.fgram import mine_fgrams
 from nanomoe.model import GPT
-from nanomoe.switches import SWITCHES, Levels, baseline, cells, config_fields, full
+from nanomoe.switches import Levels, baseline, cells, config_fields, full, full_grid
 from nanomoe.trainer import Trainer, set_seed
 from pipeline.bench.measure import load_tokens, matmul_peak_gflops, sync
 from pipeline.stage import StageError, run_stage
@@ -38,7 +38,6 @@ from pipeline.stage import StageError, run_stage
 GPU_MODEL = dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0)
 TINY_MODEL = dict(block_size=16, n_layer=1, n_head=2, n_embd=32, dropout=0.0)  # CPU tests
 BENCHED = (baseline(), full())  # the dense model and the full one
-EVERY_CELL = {s.name: s.levels for s in SWITCHES}  # the grid that trains every variant
 
 
 def make_trainer(levels: Levels, data, fgrams, model_kw, tcfg) -> Trainer:
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     trained = []
-    for levels in cells(EVERY_CELL):
+    for levels in cells(full_grid()):
         cell = train_briefly(levels, data, fgrams, model_kw, base)
         trained.append(cell)
         print(

@@ -22,11 +22,11 @@ from nanomoe.config import GPTConfig, TrainConfig
 from nanomoe.grouped import expert_loop
 from nanomoe.model import GPT
 from nanomoe.schedule import lr_at
-from nanomoe.switches import BY_NAME, SWITCHES, Levels, cells, config_fields
+from nanomoe.switches import BY_NAME, Levels, cells, config_fields, full_grid
 from nanomoe.trainer import Trainer, set_seed
 
 MOE = BY_NAME["moe"]
-MOE_VARIANTS = {**{s.name: s.levels for s in SWITCHES}, MOE.name: [MOE.high]}  # a grid
+MOE_VARIANTS = {**full_grid(), MOE.name: [MOE.high]}  # every variant with MoE on
 
 
 def ab_dispatch(
