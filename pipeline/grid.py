@@ -53,10 +53,6 @@ def _splits(switch: Switch) -> bool:
     return bool(switch.data or switch.params)
 
 
-def _yaml(level: object) -> str:
-    return str(level).lower() if isinstance(level, bool) else str(level)
-
-
 def train_stages(grid: dict[str, list]) -> str:
     """The text of every train stage of ``grid`` (switch -> its levels, low first)."""
     split = [s for s in SWITCHES if _splits(s)]
@@ -77,7 +73,7 @@ def train_stages(grid: dict[str, list]) -> str:
         lines += ["", f"  {name}:  # {on}", "    matrix:"]
         for s in SWITCHES:
             levels = [at[s.name]] if s.name in at else grid[s.name]
-            lines.append(f"      {s.name}: [{', '.join(_yaml(v) for v in levels)}]")
+            lines.append(f"      {s.name}: [{', '.join(s.spell(v) for v in levels)}]")
         lines += ["      seed: ${seeds}", "    cmd: >-", f"      python -m pipeline.train {flags}"]
         lines += ["      --seed ${item.seed}", "    deps:", *(f"      - {d}" for d in deps)]
         lines += ["    params:", *(f"      - {p}" for p in params), "    outs:"]
