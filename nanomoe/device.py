@@ -41,3 +41,19 @@ def autocast_for(device: torch.device, dtype: torch.dtype = torch.float32):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def runtime(name: str, dtype: str, world_size: int = 1) -> dict:
+    """What a run's numbers can hang on besides its config, data and seed: the device (the
+    GPU's model on CUDA), the autocast dtype, torch's version, the processes it trains on
+    (DDP ranks) and each one's intra-op threads. A cache keyed by config and data (DVC's run
+    cache) cannot tell these apart, so each result records them."""
+    device = resolve_device(name)
+    model = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return {
+        "device": model,
+        "dtype": "bf16" if resolve_dtype(dtype, device) == torch.bfloat16 else "fp32",
+        "torch_version": torch.__version__,
+        "nproc": world_size,
+        "threads": torch.get_num_threads(),
+    }

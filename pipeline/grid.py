@@ -45,6 +45,9 @@ CODE = [
     "pipeline/resume.py",
 ]
 PARAMS = ["model", "train", "sample"]  # every cell's; each switch adds its own at its high level
+# A cell's plain outs, in DVC's cache. A plain out with ``cache: false`` turns DVC's run cache
+# off for its stage; metrics and plots with ``cache: false`` (in git: what people read) do not.
+CACHED = ("ckpt.pt", "sample.txt", "run.json")
 FOLDER = "experiments/ablation/{}_seed-${{item.seed}}"
 
 
@@ -77,12 +80,11 @@ def train_stages(grid: dict[str, list]) -> str:
         lines += ["      seed: ${seeds}", "    cmd: >-", f"      python -m pipeline.train {flags}"]
         lines += ["      --seed ${item.seed}", "    deps:", *(f"      - {d}" for d in deps)]
         lines += ["    params:", *(f"      - {p}" for p in params), "    outs:"]
-        lines += [f"      - {folder}/ckpt.pt"]
-        for out in ("sample.txt", "curve.png", "run.json"):
-            lines += [f"      - {folder}/{out}:", "          cache: false"]
+        lines += [f"      - {folder}/{out}" for out in CACHED]
         lines += ["    metrics:", f"      - {folder}/metrics.json:", "          cache: false"]
         lines += ["    plots:", f"      - {folder}/curve.csv:", "          cache: false"]
         lines += ["          x: step", "          y: val_loss"]
+        lines += [f"      - {folder}/curve.png:", "          cache: false"]
     return "\n".join([*lines, "", END])
 
 

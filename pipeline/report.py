@@ -28,10 +28,12 @@ from nanomoe.switches import BY_NAME, SWITCHES, Switch, cells
 from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.plots import plot_ablation, plot_compute
+from pipeline.provenance import mixed, provenance_lines, unresolved
 from pipeline.results import collect
 from pipeline.stage import StageError, run_stage
 from pipeline.stats import Analysis, Ranking, analyse
 from pipeline.summary import log_summary_run, summary
+from pipeline.tracking import check_store, tracking_uri
 
 
 def shown(switch: Switch, level: Any) -> str:
@@ -102,7 +104,9 @@ def effects_lines(a: Analysis) -> list[str]:
     return lines
 
 
-def render_markdown(df: pd.DataFrame, table: pd.DataFrame, a: Analysis, samples: dict) -> str:
+def render_markdown(
+    df: pd.DataFrame, table: pd.DataFrame, a: Analysis, samples: dict, provenance: list[str]
+) -> str:
     steps, tokens = int(df.steps.iloc[0]), int(df.tokens.iloc[0])
     held = [f"{s.name} {shown(s, df[s.name].iloc[0])}" for s in SWITCHES if s.name not in a.factors]
     lines = [
@@ -139,6 +143,7 @@ def render_markdown(df: pd.DataFrame, table: pd.DataFrame, a: Analysis, samples:
             f"{r['tokens_per_sec']:,.0f} | {r['params_total']:,} | {r['params_active']:,} |"
         )
     lines += ["", "## Effects on final validation loss (negative = better)", "", *effects_lines(a)]
+    lines += ["", *provenance]
     lines += ["", "## Samples, one per variant", "", "| variant | sample |", "|---|---|"]
     for variant in table.variant:
         text = samples[variant][:240].replace("|", "\\|").replace("\n", " ↵ ")
@@ -154,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ).parse_args(argv)
     layout = Layout.load()
     params = load_params(layout.root / "params.yaml")
+    check_store()  # a tracking server that does not answer: one line now, not at the end
     for levels in cells(params.grid):  # dvc.yaml written for another grid: say so, not "missing"
         layout.train_stage(levels)
     df, curves, samples = collect(layout.require(layout.ablation), params.grid, params.seeds)
@@ -163,18 +169,24 @@ def main(argv: list[str] | None = None) -> int:
     buf = io.StringIO()
     df.drop(columns="run_id").sort_values([*BY_NAME, "seed"]).to_csv(buf, index=False)
     atomic_write_text(out["ablation.csv"], buf.getvalue())
-    atomic_write_text(out["report.md"], render_markdown(df, table, a, samples))
+    missing = unresolved(list(df.run_id))
+    origin = provenance_lines(df, missing, tracking_uri())
+    atomic_write_text(out["report.md"], render_markdown(df, table, a, samples, origin))
     lowest = float(table.final_val_loss.min())
     plot_ablation(curves, a.ranking.order, lowest, out["ablation.png"])
     per_step = (df.tokens / df.steps * df.flops_per_token).groupby(df.variant).first()
     plot_compute(curves, per_step.to_dict(), a.ranking.order, lowest, out["compute.png"])
-    summ = summary(df, a, params.grid)
+    summ = summary(df, a, params.grid, missing)
     atomic_write_text(out["summary.json"], json.dumps(summ, indent=2))
     print(table[["variant", "final_val_loss", "final_std", "best_val_loss"]].to_string(index=False))
     for r in a.effects.itertuples():
         mark = ("distinguishable" if r.distinguishable else "within noise") if a.judged else ""
         print(f"{r.effect:24s} {_pm(r.delta, r.margin):>18s}  {mark}")
     print(verdict(a).replace("**", "").replace("`", ""))
+    for line in mixed(df):
+        print(f"warning: cells trained under different runtimes: {line} (see report.md)")
+    if missing:
+        print(f"warning: {len(missing)} cell run(s) not in {tracking_uri()}: see report.md")
     names = ("report.md", "ablation.png", "compute.png", "ablation.csv", "summary.json")
     try:
         run_id = log_summary_run(df, params, summ, [out[n] for n in names])

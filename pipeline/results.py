@@ -16,6 +16,7 @@ import pandas as pd
 
 from nanomoe.config import display_path, read_json
 from nanomoe.switches import BY_NAME, SWITCHES, Levels, cells, variant_name
+from pipeline.provenance import RUNTIME, UNRECORDED
 from pipeline.stage import StageError
 
 Grid = Mapping[str, Sequence[Any]]  # params.yaml's grid: every switch -> its levels, low first
@@ -107,7 +108,8 @@ def collect(ablation: Path, grid: Grid, seeds: list[int]) -> tuple[pd.DataFrame,
         run = read_json(d / "run.json", RERUN)
         if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
             raise StageError(f"{display_path(d / 'run.json')}: names no run_id; {RERUN}")
-        rows.append({**{c: m[c] for c in COLUMNS}, **run})
+        runtime = {k: m.get(k, UNRECORDED) for k in RUNTIME}
+        rows.append({**{c: m[c] for c in COLUMNS}, **runtime, **run})
         curves.setdefault(m["variant"], []).append(read_curve(d / "curve.csv"))
         samples.setdefault(m["variant"], (d / "sample.txt").read_text(encoding="utf-8"))
     if missing:
@@ -115,4 +117,5 @@ def collect(ablation: Path, grid: Grid, seeds: list[int]) -> tuple[pd.DataFrame,
             f"{ablation.name}/: no metrics.json for {len(missing)} cell(s), e.g. {missing[0]}; "
             "run the train stages first (dvc repro)"
         )
-    return pd.DataFrame(rows, columns=[*COLUMNS, "run_id", "experiment"]), curves, samples
+    columns = [*COLUMNS, *RUNTIME, "run_id", "experiment"]
+    return pd.DataFrame(rows, columns=columns), curves, samples

@@ -18,6 +18,7 @@ import pandas as pd
 
 from nanomoe.switches import BY_NAME, baseline, config_fields, variant_name
 from pipeline.params import Params
+from pipeline.provenance import mixed, runtime_values
 from pipeline.stats import Analysis
 from pipeline.tracking import Run, flatten, git_commit, tracked
 
@@ -28,9 +29,13 @@ def baseline_variant(grid: Mapping[str, Sequence[Any]]) -> str:
     return variant_name({name: levels[0] for name, levels in grid.items()})
 
 
-def summary(df: pd.DataFrame, a: Analysis, grid: Mapping[str, Sequence[Any]]) -> dict:
+def summary(
+    df: pd.DataFrame, a: Analysis, grid: Mapping[str, Sequence[Any]], unresolved: list[str]
+) -> dict:
     """summary.json, the DVC metrics: the verdict and every effect with its margin.
-    ``dense_final_val_loss`` is the baseline variant's (the grid's all-low cell)."""
+    ``dense_final_val_loss`` is the baseline variant's (the grid's all-low cell);
+    ``runtime`` what the cells trained under, ``unresolved_runs`` the cell runs the MLflow
+    store lacks (see provenance.py)."""
     losses = df.groupby("variant").final_val_loss.mean()
     ranking, base = a.ranking, baseline_variant(grid)
     out = {
@@ -52,6 +57,9 @@ def summary(df: pd.DataFrame, a: Analysis, grid: Mapping[str, Sequence[Any]]) ->
             for r in a.effects.itertuples()
         },
     }
+    out["runtime"] = runtime_values(df)
+    out["mixed_runtime"] = bool(mixed(df))
+    out["unresolved_runs"] = unresolved
     if a.lenth:
         out["lenth"] = {"pse": a.lenth.pse, "me": a.lenth.me, "sme": a.lenth.sme}
     return out
@@ -68,7 +76,9 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
         "n_seeds": summ["n_seeds"],
         "method": summ["method"],
         "best_variant": summ["best_variant"] or no_best,
-        "cell_run_ids": ",".join(df.run_id.dropna()),
+        "cell_run_ids": ",".join(df.run_id.dropna()),  # the runs that trained the cells
+        "unresolved_run_ids": ",".join(summ["unresolved_runs"]) or "none",
+        "mixed_runtime": summ["mixed_runtime"],
     }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]

@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +44,7 @@ from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking.context import registry as context_registry
 
 from pipeline.layout import project_root
+from pipeline.stage import StageError
 
 T = TypeVar("T")
 STATUS = ("FINISHED", "FAILED", "KILLED", "RUNNING")
@@ -54,6 +57,31 @@ def store_root() -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
+def check_store(timeout: float = 5.0, tries: int = 3) -> None:
+    """Fail fast, in one line, when the tracking server does not answer: at most ``tries``
+    requests of ``timeout`` seconds (17 s in all), where MLflow's own retries, which every
+    later call keeps, take minutes. Any HTTP answer will do (auth and the rest are MLflow's
+    to report); a local store (SQLite, files) is not checked."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    reason = ""
+    for i in range(tries):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except (urllib.error.URLError, OSError) as err:
+            reason = str(getattr(err, "reason", err))
+        if i < tries - 1:
+            time.sleep(1.0)
+    raise StageError(
+        f"MLFLOW_TRACKING_URI: {uri} does not answer ({reason}; {tries} tries); start the "
+        "server or fix the address (unset it for the local store, mlflow.db)"
+    )
 
 
 def retry_locked(fn: Callable[..., T], attempts: int = 20) -> Callable[..., T]:
@@ -89,8 +117,9 @@ def experiment_id(client: Client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         location = None
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            location = (store_root() / "mlartifacts" / name).as_uri()
+        uri = tracking_uri()
+        if uri.startswith("sqlite:///"):  # the default store, or a worker's shared one
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).as_uri()
         try:
             client.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException as err:

@@ -21,6 +21,7 @@ import numpy as np
 from nanomoe import distributed
 from nanomoe.atomic import atomic_write_bytes, atomic_write_text
 from nanomoe.checkpoint import load_checkpoint, model_file
+from nanomoe.device import runtime
 from nanomoe.model import GPT
 from nanomoe.sample import generate_text
 from nanomoe.switches import SWITCHES
@@ -34,13 +35,14 @@ from pipeline.plots import curve_csv, plot_curve
 from pipeline.resume import fingerprint
 from pipeline.run_callback import MLflowCallback
 from pipeline.stage import StageError, run_stage
-from pipeline.tracking import Run, tracked, tracking_uri
+from pipeline.tracking import Run, check_store, tracked, tracking_uri
 
 RawHelp = argparse.RawDescriptionHelpFormatter
 
 
-def cell_metrics(cell: Cell, result: TrainResult) -> dict:
-    """metrics.json: what the report reads and DVC shows."""
+def cell_metrics(cell: Cell, result: TrainResult, world_size: int) -> dict:
+    """metrics.json: what the report reads and DVC shows, and what the cell trained on
+    (device, dtype, torch, processes, threads: the run cache cannot see them)."""
     metrics = {
         "variant": cell.variant,
         **cell.levels,
@@ -56,6 +58,7 @@ def cell_metrics(cell: Cell, result: TrainResult) -> dict:
         "flops_per_token": result.flops_per_token,
         "params_total": result.params_total,
         "params_active": result.params_active,
+        **runtime(cell.train_cfg.device, cell.train_cfg.dtype, world_size),
     }
     if result.moe is not None:  # routing during the final eval interval of training
         metrics.update(lb_loss=result.moe.lb_loss, z_loss=result.moe.z_loss)
@@ -87,7 +90,9 @@ def fit_cell(cell: Cell, callbacks: list, resume: bool, fp: dict) -> TrainResult
     return trainer.fit(resume_from=cell.resume.checkpoint if resume else None)
 
 
-def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: dict) -> TrainResult:
+def train_cell(
+    cell: Cell, params: Params, run: Run, resumed: dict | None, fp: dict, world_size: int
+) -> TrainResult:
     """Train (or go on training), sample and write the cell's files; log them to ``run``."""
     files, checkpoint = cell.files, cell.resume.checkpoint
     skip = relog_history(run, resumed["history"]) if resumed is not None else None
@@ -99,7 +104,9 @@ def train_cell(cell: Cell, params: Params, run: Run, resumed: dict | None, fp: d
     prompt = s.prompt or cell.chars[int(np.asarray(cell.val[:1])[0])]
     ckpt = load_checkpoint(files["ckpt.pt"])
     sample = generate_text(ckpt, prompt, s.tokens, s.temperature, s.top_k, seed=cell.seed)
-    atomic_write_text(files["metrics.json"], json.dumps(cell_metrics(cell, result), indent=2))
+    atomic_write_text(
+        files["metrics.json"], json.dumps(cell_metrics(cell, result, world_size), indent=2)
+    )
     atomic_write_text(files["curve.csv"], curve_csv(result.history))
     atomic_write_text(files["sample.txt"], sample)
     atomic_write_text(files["run.json"], json.dumps({"run_id": run.id, "experiment": EXPERIMENT}))
@@ -138,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     layout = Layout.load()
     params = load_params(layout.root / "params.yaml")
+    check_store()  # a tracking server that does not answer: one line in seconds, not minutes
     cell = prepare_cell(params, layout, {s.name: getattr(a, s.name) for s in SWITCHES}, a.seed)
     launch = launch_cell(cell.train_cfg, argv)  # torchrun ranks, or NANOMOE_NPROC's relaunch
     fp = fingerprint(cell.config, cell.train_cfg, cell.inputs)
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         if resumed is not None:
             print(f"{cell.variant} seed {a.seed}: resuming from step {resumed['step']}", flush=True)
         with tracked(run):
-            result = train_cell(cell, params, run, resumed, fp)
+            result = train_cell(cell, params, run, resumed, fp, launch.world_size)
     finally:
         distributed.shutdown()
     cell.resume.clear()
