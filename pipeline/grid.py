@@ -2,6 +2,7 @@
 
     python -m pipeline.grid            # rewrite the train stages in dvc.yaml
     python -m pipeline.grid --check    # exit 2 when dvc.yaml's train stages are stale
+    python -m pipeline.grid --targets  # every cell's stage target: dvc repro $(...)
 
 Each cell depends on exactly what it uses, so the grid is split into one train stage per
 combination of levels of the switches that need data or settings at their high level (F-grams
@@ -21,7 +22,7 @@ import argparse
 import itertools
 
 from nanomoe.atomic import atomic_write_text
-from nanomoe.switches import SWITCHES, Switch
+from nanomoe.switches import SWITCHES, Switch, cells
 from pipeline.layout import project_root
 from pipeline.params import load_params
 from pipeline.stage import StageError, run_stage
@@ -65,7 +66,7 @@ def train_stages(grid: dict[str, list]) -> str:
     for fixed in itertools.product(*(grid[s.name] for s in split)):
         at = dict(zip((s.name for s in split), fixed, strict=True))
         high = [s for s in split if at[s.name] == s.high]
-        name = "train" + "".join(f"_{s.name}" for s in high)
+        name = stage_name(at)
         deps = ["data/prepared", *(p for s in high for p in s.data), *CODE]
         params = [*PARAMS, *(p for s in high for p in s.params)]
         on = (
@@ -88,6 +89,39 @@ def train_stages(grid: dict[str, list]) -> str:
     return "\n".join([*lines, "", END])
 
 
+def stage_name(levels: dict) -> str:
+    """The train stage that holds the cell at ``levels``: ``train`` plus each switch with data
+    or settings at its high level (``train_moe_fgram``)."""
+    return "train" + "".join(
+        f"_{s.name}" for s in SWITCHES if _splits(s) and levels[s.name] == s.high
+    )
+
+
+def targets(grid: dict[str, list], seeds: list[int]) -> list[str]:
+    """Every cell's train stage target for ``dvc repro`` (``train_moe@true-true-false-1337``),
+    the cells with the most data-or-settings switches on first: they are the slowest to train,
+    so workers that take the next cell from this list finish close together."""
+    order = sorted(cells(grid), key=lambda c: -len(stage_name(c).split("_")))
+    return [
+        f"{stage_name(c)}@{'-'.join(s.spell(c[s.name]) for s in SWITCHES)}-{seed}"
+        for c in order
+        for seed in seeds
+    ]
+
+
+def share(items: list[str], spec: str) -> list[str]:
+    """The ``I/N`` share of ``items`` (I from 0): every N-th item from the I-th."""
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise StageError(
+            f"--share: {spec!r} is not I/N with 0 <= I < N; e.g. --share 0/4 "
+            "(SLURM: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+        ) from None
+    return items[i::n]
+
+
 def rewrite(text: str, grid: dict[str, list]) -> str:
     """``text`` (dvc.yaml) with its train stages, between the markers, written for ``grid``."""
     if text.count(BEGIN) != 1 or text.count(END) != 1:
@@ -107,12 +141,31 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--check", action="store_true", help="only check; exit 2 when stale")
+    ap.add_argument(
+        "--targets",
+        action="store_true",
+        help="print every cell's train stage target, one per line, slowest first "
+        "(dvc repro $(python -m pipeline.grid --targets --share 0/2)); needs dvc.yaml current",
+    )
+    ap.add_argument("--share", metavar="I/N", help="with --targets: every N-th from the I-th")
     a = ap.parse_args(argv)
+    if a.share and not a.targets:
+        ap.error("--share goes with --targets")
     root = project_root()
-    grid = load_params(root / "params.yaml").grid
+    params = load_params(root / "params.yaml")
+    grid = params.grid
     path = root / "dvc.yaml"
     text = path.read_text(encoding="utf-8")
     new = rewrite(text, grid)
+    if a.targets:
+        if new != text:
+            raise StageError(
+                "dvc.yaml: its train stages are not the ones params.yaml's grid: makes; "
+                "run python -m pipeline.grid first"
+            )
+        listed = targets(grid, params.seeds)
+        print("\n".join(share(listed, a.share) if a.share else listed))
+        return 0
     n_cells = 1
     for levels in grid.values():
         n_cells *= len(levels)

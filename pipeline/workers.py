@@ -1,0 +1,165 @@
+"""Train the grid with several workers on one machine, on DVC's own engine, then write the
+report: what ``make repro`` runs (``WORKERS=1``: plain ``dvc repro``).
+
+    python -m pipeline.workers -j 2              # 2 workers, cores/2 threads each
+    python -m pipeline.workers -j 4 --threads 4  # on a 16-core machine
+
+``dvc repro`` holds a lock on its workspace, so two of them in one folder run in turn (a
+plain ``xargs -P``). Each worker here is a git worktree of this clone under
+``.dvc/tmp/workers/`` (kept between runs, so a killed cell resumes from its checkpoint), with
+this clone's code, params.yaml and dvc.yaml copied in and this clone's DVC cache as its cache.
+Workers take the next cell from ``python -m pipeline.grid --targets`` (slowest first) and run
+``dvc repro <its stage>``, which saves the cell in the shared cache and its run cache; their
+MLflow runs go to this clone's store. Then ``dvc repro`` here restores every cell from the run
+cache ("is cached - skipping run") and writes the report.
+
+Threads: on a CPU, N workers on one thread each beat one worker on N threads at these model
+sizes (README: the measured speedup). Logs: ``.dvc/tmp/workers/w<i>.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pipeline.cell_run import EXPERIMENT
+from pipeline.grid import targets
+from pipeline.layout import CODE_DIRS, Layout
+from pipeline.params import load_params
+from pipeline.stage import StageError, run_stage
+from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
+
+SOURCES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore")  # besides CODE_DIRS
+HOME = Path(".dvc/tmp/workers")
+
+
+def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, text=True, capture_output=True, **kw)
+
+
+def dvc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def cache_dir(root: Path) -> str:
+    out = run(dvc("cache", "dir"), root)
+    if out.returncode != 0:
+        raise StageError(f".dvc/: not a DVC project ({out.stderr.strip()[:200]}); run dvc init")
+    return out.stdout.strip()
+
+
+def prepare_worktree(root: Path, where: Path, cache: str) -> None:
+    """A worktree of HEAD at ``where`` (made once), with this clone's sources copied over
+    (what has not been committed too) and this clone's cache."""
+    if not (where / ".git").exists():
+        shutil.rmtree(where, ignore_errors=True)
+        made = run(["git", "worktree", "add", "-q", "--detach", "--force", str(where)], root)
+        if made.returncode != 0:
+            raise StageError(
+                f"{root}: cannot add a git worktree ({made.stderr.strip()[:200]}); the "
+                "workers need a git clone with a commit (or use WORKERS=1)"
+            )
+    for name in CODE_DIRS:
+        shutil.rmtree(where / name, ignore_errors=True)
+        shutil.copytree(root / name, where / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in SOURCES:
+        if (root / name).exists():
+            shutil.copy2(root / name, where / name)
+        else:
+            (where / name).unlink(missing_ok=True)
+    (where / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
+
+
+def worker_env(threads: int, root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env["MLFLOW_TRACKING_URI"] = tracking_uri()  # this clone's store (or the team's server)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONPATH", None)  # each worktree imports its own copy of the code
+    return env
+
+
+def train(root: Path, todo: list[str], n: int, threads: int) -> None:
+    """Every target in ``todo`` trained by ``n`` workers, each taking the next one."""
+    cache, jobs = cache_dir(root), queue.Queue()
+    for t in todo:
+        jobs.put(t)
+    failed: list[str] = []
+    done = [0]
+    lock = threading.Lock()
+    start = time.monotonic()
+
+    def work(i: int) -> None:
+        where = root / HOME / f"w{i}"
+        log = root / HOME / f"w{i}.log"
+        env = worker_env(threads, root)
+        while not failed:
+            try:
+                target = jobs.get_nowait()
+            except queue.Empty:
+                return
+            t0 = time.monotonic()
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"\n=== dvc repro {target}\n")
+                f.flush()
+                code = subprocess.call(dvc("repro", target), cwd=where, env=env, stdout=f, stderr=f)
+            with lock:
+                if code != 0:
+                    failed.append(f"{target} (worker {i}, see {log.relative_to(root)})")
+                    return
+                done[0] += 1
+                print(
+                    f"[{done[0]}/{len(todo)}] {target}: {time.monotonic() - t0:.0f} s on "
+                    f"worker {i} ({time.monotonic() - start:.0f} s in)",
+                    flush=True,
+                )
+
+    check_store()
+    experiment_id(Client(), EXPERIMENT)  # the store made once here: workers racing to make it fail
+    (root / HOME).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        prepare_worktree(root, root / HOME / f"w{i}", cache)
+    threads_ = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads_:
+        t.start()
+    for t in threads_:
+        t.join()
+    if failed:
+        raise StageError(f"{failed[0]}: its dvc repro failed; fix it and run again")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.workers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("-j", "--jobs", type=int, default=2, help="workers (default 2)")
+    ap.add_argument("--threads", type=int, help="threads per worker (default: cores / jobs)")
+    a = ap.parse_args(argv)
+    if a.jobs < 1 or (a.threads is not None and a.threads < 1):
+        ap.error("-j and --threads take a positive number")
+    layout = Layout.load()
+    root = layout.root
+    params = load_params(root / "params.yaml")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if a.jobs > 1:
+        todo = targets(params.grid, params.seeds)
+        upstream = sorted({s for s in layout.stages if not s.startswith("train") and s != "report"})
+        if subprocess.call(dvc("repro", *upstream), cwd=root, env=env) != 0:
+            raise StageError(f"dvc.yaml: dvc repro {' '.join(upstream)} failed; see above")
+        threads = a.threads or max(1, (os.cpu_count() or 1) // a.jobs)
+        print(f"{len(todo)} cells, {a.jobs} workers on {threads} thread(s) each", flush=True)
+        train(root, todo, a.jobs, threads)
+    return subprocess.call(dvc("repro"), cwd=root, env=env)
+
+
+if __name__ == "__main__":
+    run_stage(main)
