@@ -29,9 +29,14 @@ install: $(STAMP)
 
 # dvc runs each stage's `python -m ...` through PATH: put the venv first.
 # pipeline.grid first: dvc.yaml's train stages follow params.yaml's grid: (a no-op when they do).
+# WORKERS cells train at once, each in its own worktree on this clone's DVC cache, on
+# cores/WORKERS threads each; then `dvc repro` restores them from the run cache and writes the
+# report (pipeline/workers.py). Two workers pay on a 2-core CPU (README); WORKERS=1: plain
+# `dvc repro`.
+WORKERS ?= 2
 repro: install
 	$(BIN)/python -m pipeline.grid
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.workers -j $(WORKERS)
 
 test: install
 	$(BIN)/ruff check nanomoe pipeline tests

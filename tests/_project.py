@@ -50,9 +50,16 @@ def make_project(root: Path, corpus: str = CORPUS, overrides: dict | None = None
     return root
 
 
-def env_for(root: Path) -> dict[str, str]:
-    """The test's interpreter first on PATH (dvc runs `python -m ...`), no outside store."""
+def env_for(root: Path, bytecode: bool = True) -> dict[str, str]:
+    """The test's interpreter first on PATH (dvc runs `python -m ...`), no outside store.
+    ``bytecode``: Python writes __pycache__/ beside the code it imports, as it does on a
+    user's machine (this workplace sets PYTHONDONTWRITEBYTECODE, which hid what bytecode
+    did to DVC's hashes of the code)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(root)
     env.pop("NANOMOE_DATA_URL", None)

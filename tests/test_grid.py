@@ -8,7 +8,7 @@ import pytest
 import yaml
 from _project import REPO, make_project, run_module
 
-from pipeline.grid import rewrite, train_stages
+from pipeline.grid import rewrite, share, targets, train_stages
 from pipeline.params import load_params, read_grid
 from pipeline.stage import ParamsError
 
@@ -133,3 +133,33 @@ def test_the_report_of_a_grid_dvc_yaml_was_not_written_for_names_pipeline_grid(t
         "error: dvc.yaml: no train stage holds abspos-moe-fgram; run python -m pipeline.grid "
         "to write the train stages from params.yaml's grid:"
     ]
+
+
+def test_targets_name_every_locked_train_stage_slowest_first_and_shares_split_them():
+    """``pipeline.grid --targets`` is the one list of the cells' stage targets: exactly the
+    train stages DVC knows (dvc.lock), the cells with MoE and F-grams on first, and the I/N
+    shares cover it once. Kills: a target spelled unlike DVC's matrix names, a seed or a
+    cell left out, or shares that overlap."""
+    listed = targets(load_params(REPO / "params.yaml").grid, [1337])
+    assert sorted(listed) == sorted(
+        k for k in LOCKED if k.startswith("train") and k.endswith("-1337")
+    )
+    assert listed[0].startswith("train_moe_fgram@") and listed[-1].startswith("train@")
+    parts = [share(listed, f"{i}/3") for i in range(3)]
+    assert sorted(t for p in parts for t in p) == sorted(listed)
+    assert [len(p) for p in parts] == [3, 3, 2]
+    assert len(targets({"rope": [True], "moe": [False, True], "fgram": [False]}, [1, 2])) == 4
+
+
+def test_targets_refuse_a_stale_dvc_yaml_and_a_bad_share_in_one_line(tmp_path):
+    root = make_project(tmp_path, overrides={"grid": {"rope": [True], "moe": [False]}})
+    stale = run_module(root, "pipeline.grid", "--targets")
+    assert stale.returncode == 2 and "run python -m pipeline.grid first" in stale.stderr
+    assert run_module(root, "pipeline.grid").returncode == 0
+    listed = run_module(root, "pipeline.grid", "--targets")
+    assert listed.stdout.split() == [
+        "train_fgram@true-false-true-1337",
+        "train@true-false-false-1337",
+    ]
+    bad = run_module(root, "pipeline.grid", "--targets", "--share", "2/2")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --share: '2/2' is not I/N")

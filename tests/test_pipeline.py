@@ -98,14 +98,18 @@ def test_mlflow_store_holds_eight_cell_runs_and_one_ablation_summary(repro):
         assert not set(runs.run_id) & set(re.findall(r"[0-9a-f]{32}", path.read_text()))
 
 
-def test_second_repro_trains_nothing(repro):
+@pytest.mark.parametrize("bytecode", [True, False], ids=["bytecode", "no-bytecode"])
+def test_second_repro_trains_nothing(repro, bytecode):
+    """With bytecode written (a user's machine: the first repro wrote it too) and not.
+    Kills: __pycache__/ and *.pyc taken out of .dvcignore."""
     root, _ = repro
-    again = dvc(root, "repro")
+    again = run_module(root, "dvc", "repro", env=env_for(root, bytecode=bytecode))
     assert again.returncode == 0, again.stderr
     assert "Running stage" not in again.stdout
 
 
-def test_changing_fgram_params_touches_only_fgram_cells(repro):
+@pytest.mark.parametrize("bytecode", [True, False], ids=["bytecode", "no-bytecode"])
+def test_changing_fgram_params_touches_only_fgram_cells(repro, bytecode):
     root, _ = repro
     params_path = root / "params.yaml"
     original = params_path.read_text()
@@ -113,7 +117,7 @@ def test_changing_fgram_params_touches_only_fgram_cells(repro):
     params["fgram"]["max_n"] = 2
     params_path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     try:
-        status = dvc(root, "status")
+        status = run_module(root, "dvc", "status", env=env_for(root, bytecode=bytecode))
     finally:
         params_path.write_text(original)
     changed = {

@@ -84,12 +84,12 @@ def test_one_seed_of_a_2x2_design_gives_no_verdict_rather_than_a_guess(tmp_path)
     assert a.lenth is None and a.effects.margin.isna().all()
     assert not a.effects.distinguishable.any()
     assert a.ranking.best is None and a.ranking.order[0] == "rope+moe+fgram"
-    md = report.render_markdown(df, report.variant_table(df, a.ranking), a, samples)
+    md = report.render_markdown(df, report.variant_table(df, a.ranking), a, samples, [])
     assert "**Method**: no verdict: one seed and 2 varying switch(es) give 3 effect(s)" in md
     assert "seeds:" in md  # the fix: more seeds
     assert "**No verdict**" in md and "No single best" not in md and "Best variant" not in md
     assert f"| moe (main) | {a.effects.delta[0]:.4f} | no verdict |" in md
-    summ = summary(df, a, ROPE_HELD)
+    summ = summary(df, a, ROPE_HELD, [])
     assert summ["method"] == "none" and summ["best_variant"] is None
     assert summ["factors"] == ["moe", "fgram"] and "rope (main)" not in summ["effects"]
     assert all(e["margin"] is None for e in summ["effects"].values())
@@ -105,13 +105,13 @@ def test_two_seeds_of_a_2x2_design_judge_the_effects_by_t_intervals(tmp_path):
     judged = a.effects.set_index("effect").distinguishable.to_dict()
     assert judged == {"moe (main)": True, "fgram (main)": True, "moe x fgram": False}
     assert a.ranking.best == "rope+moe+fgram"
-    assert summary(df, a, ROPE_HELD)["method"] == "t-interval over seeds"
+    assert summary(df, a, ROPE_HELD, [])["method"] == "t-interval over seeds"
 
 
 def test_the_baseline_is_the_grids_all_low_cell(tmp_path):
     write_grid(tmp_path, ROPE_HELD, [1])
     df, _, _ = results.collect(tmp_path, ROPE_HELD, [1])
-    summ = summary(df, analyse(df, ROPE_HELD), ROPE_HELD)
+    summ = summary(df, analyse(df, ROPE_HELD), ROPE_HELD, [])
     assert summ["baseline_variant"] == variant_name({"rope": True}) == "rope-moe-fgram"
     assert summ["dense_final_val_loss"] == loss_of(
         {**dict.fromkeys(BY_NAME, False), "rope": True}, 1
@@ -125,9 +125,9 @@ def test_a_grid_that_varies_no_switch_has_no_effects_and_no_best_variant(tmp_pat
         df, _, samples = results.collect(tmp_path, fixed, seeds)
         a = analyse(df, fixed)
         assert a.effects.empty and not a.judged and a.ranking.best is None
-        md = report.render_markdown(df, report.variant_table(df, a.ranking), a, samples)
+        md = report.render_markdown(df, report.variant_table(df, a.ranking), a, samples, [])
         assert "No effects" in md and "**No verdict**" in md
-        assert summary(df, a, fixed)["method"] == "none"
+        assert summary(df, a, fixed, [])["method"] == "none"
 
 
 def test_cells_outside_the_grid_or_the_seeds_are_ignored_with_one_note(tmp_path, capsys):

@@ -1,0 +1,286 @@
+"""DVC's run cache for the train stages, on real DVC: cells restored instead of retrained,
+several workers sharing one cache, bytecode that cannot break ``dvc status``.
+
+One tiny project, rope x moe with F-grams off (4 cells), committed to git and trained by
+``python -m pipeline.workers -j 2``: two worktrees on its cache, then ``dvc repro`` here.
+Every process writes bytecode, as on a user's machine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from _project import env_for, make_project, run_module
+
+GRID = {"rope": [False, True], "moe": [False, True], "fgram": [False]}
+GITIGNORE = "__pycache__/\n/mlflow.db\n/mlartifacts/\n"
+TRAINED = "Running stage 'train"
+
+
+def _tail(proc: subprocess.CompletedProcess, n: int = 3000) -> str:
+    return f"rc={proc.returncode}\n--- stdout\n{proc.stdout[-n:]}\n--- stderr\n{proc.stderr[-n:]}"
+
+
+def _git(root: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
+    return out.stdout
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, _tail(proc)
+    return proc
+
+
+def committed_project(root: Path) -> Path:
+    """The tiny 4-cell project as a git repo with DVC, one commit, nothing trained."""
+    make_project(root, overrides={"grid": GRID})
+    _ok(run_module(root, "pipeline.grid"))
+    _git(root, "init", "-q", "--initial-branch=main")
+    _git(root, "config", "user.name", "test")
+    _git(root, "config", "user.email", "test@example.com")
+    _ok(run_module(root, "dvc", "init", "-q"))
+    _ok(run_module(root, "dvc", "config", "core.analytics", "false"))
+    (root / ".gitignore").write_text(GITIGNORE)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "base")
+    return root
+
+
+def cell_runs(root: Path, uri: str | None = None) -> dict[str, str]:
+    """run id -> variant of every kind=cell run in the store."""
+    client = mlflow.MlflowClient(uri or f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("nanomoe-ablation")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return {r.info.run_id: r.info.run_name for r in runs if r.data.tags.get("kind") == "cell"}
+
+
+def run_ids(root: Path) -> dict[str, str]:
+    """cell folder -> the run its run.json names."""
+    found = (root / "experiments" / "ablation").glob("*/run.json")
+    return {p.parent.name: json.loads(p.read_text())["run_id"] for p in found}
+
+
+def summary_run(root: Path) -> mlflow.entities.Run:
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("nanomoe-ablation")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    return next(r for r in runs if r.data.tags.get("kind") == "ablation")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = committed_project(tmp_path_factory.mktemp("runcache") / "project")
+    t0 = time.monotonic()
+    trained = run_module(root, "pipeline.workers", "-j", "2", "--threads", "1")
+    print(f"pipeline.workers -j 2: {time.monotonic() - t0:.0f} s")
+    return root, trained
+
+
+def test_two_workers_train_every_cell_and_repro_here_restores_them(project):
+    """Kills: workers.py's final dvc repro training again (the worktrees' cache not this
+    clone's), or a worker's runs going to its worktree's store."""
+    root, trained = project
+    _ok(trained)
+    done = re.findall(r"\[\d/4\] (\S+):", trained.stdout)
+    assert len(done) == 4, _tail(trained)
+    restored = re.findall(r"Stage '(train[^']*)' is cached - skipping run", trained.stdout)
+    assert sorted(restored) == sorted(done), _tail(trained)
+    assert TRAINED not in trained.stdout  # the workers' own output goes to their logs
+    assert (root / "experiments" / "report.md").is_file()
+    assert sorted(cell_runs(root).values()) == sorted(
+        json.loads(p.read_text())["variant"]
+        for p in (root / "experiments/ablation").glob("*/metrics.json")
+    )
+    assert set(run_ids(root).values()) == set(cell_runs(root))
+
+
+@pytest.mark.parametrize("bytecode", [True, False], ids=["bytecode", "no-bytecode"])
+def test_bytecode_written_or_not_leaves_dvc_status_clean(project, tmp_path, bytecode):
+    """The project as a fresh clone has it (no __pycache__/: the repro wrote them, git leaves
+    them out), then the suite's imports, with PYTHONDONTWRITEBYTECODE unset (bytecode
+    written) and set: ``dvc status`` is clean before and after, and ``dvc repro`` trains
+    nothing. Kills: ``__pycache__/`` and ``*.pyc`` taken out of .dvcignore (the lock then
+    holds the bytecode in nanomoe/'s hash, and every train stage reads ``modified``)."""
+    root = tmp_path / "clone"
+    shutil.copytree(project[0], root, symlinks=True)
+    for cache in [*root.glob("nanomoe/**/__pycache__"), *root.glob("pipeline/**/__pycache__")]:
+        shutil.rmtree(cache)
+    env = env_for(root, bytecode=bytecode)
+    status = _ok(run_module(root, "dvc", "status", env=env))
+    assert "Data and pipelines are up to date" in status.stdout, _tail(status)
+    imports = "import nanomoe.model, nanomoe.trainer, pipeline.train, pipeline.report, conftest"
+    env["PYTHONPATH"] += f":{Path(__file__).parent}"
+    subprocess.run([sys.executable, "-c", imports], cwd=root, env=env, check=True)
+    assert any((root / "nanomoe" / "__pycache__").glob("*.pyc")) == bytecode
+    status = _ok(run_module(root, "dvc", "status", env=env))
+    assert "Data and pipelines are up to date" in status.stdout, _tail(status)
+    again = _ok(run_module(root, "dvc", "repro", env=env))
+    assert "Running stage" not in again.stdout, _tail(again)
+
+
+def test_a_params_toggle_and_back_restores_the_cells_and_opens_no_run(project, tmp_path):
+    """``moe.top_k`` 1 -> 2 trains the 2 MoE cells; back to 1 restores them from the run
+    cache: no stage trains, no MLflow run opens, run.json names the first runs and the
+    summary run names those. Kills: ``cache: false`` back on sample.txt (grid.py), which
+    turns DVC's run cache off: the way back trains the 2 cells again."""
+    root = tmp_path / "toggle"
+    shutil.copytree(project[0], root, symlinks=True)
+    before_ids, before_runs = run_ids(root), cell_runs(root)
+    path = root / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    params["moe"]["top_k"] = 2
+    path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    there = _ok(run_module(root, "dvc", "repro"))
+    assert there.stdout.count(TRAINED) == 2, _tail(there)
+    assert len(cell_runs(root)) == len(before_runs) + 2
+    path.write_text(original)
+    t0 = time.monotonic()
+    back = _ok(run_module(root, "dvc", "repro"))
+    print(f"toggle back: {time.monotonic() - t0:.1f} s")
+    assert TRAINED not in back.stdout, _tail(back)
+    restored = re.findall(r"Stage '(train[^']*)' is cached - skipping run", back.stdout)
+    assert sorted(restored) == ["train_moe@false-true-false-1337", "train_moe@true-true-false-1337"]
+    assert len(cell_runs(root)) == len(before_runs) + 2  # no new run for a restored cell
+    assert run_ids(root) == before_ids
+    named = set(summary_run(root).data.tags["cell_run_ids"].split(","))
+    assert named == set(before_ids.values())
+    assert "Data and pipelines are up to date" in _ok(run_module(root, "dvc", "status")).stdout
+
+
+def test_a_changed_code_file_or_fgram_table_still_retrains_the_cells_that_use_it(project, tmp_path):
+    """The run cache hides no change. A comment added to nanomoe/model.py retrains every
+    cell; with F-grams in the grid, a new F-gram table (fgram.max_fgrams) retrains the
+    F-gram cells only. Kills: a code dep left out of the stage (grid.py's CODE), or
+    data/fgrams.json left out of the F-gram cells' deps (switches.py's fgram data)."""
+    root = tmp_path / "changed"
+    shutil.copytree(project[0], root, symlinks=True)
+    with open(root / "nanomoe" / "model.py", "a", encoding="utf-8") as f:
+        f.write("# a change the run cache must not hide\n")
+    code = _ok(run_module(root, "dvc", "repro"))
+    assert code.stdout.count(TRAINED) == 4, _tail(code)
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["grid"] = {"rope": [True], "moe": [False, True], "fgram": [False, True]}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _ok(run_module(root, "pipeline.grid"))
+    first = _ok(run_module(root, "dvc", "repro"))
+    assert first.stdout.count("Running stage 'train_") == 2, _tail(first)  # the fgram cells
+    params["fgram"]["max_fgrams"] = 16
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    table = _ok(run_module(root, "dvc", "repro"))
+    ran = re.findall(r"Running stage '(train[^']*)'", table.stdout)
+    assert sorted(ran) == [
+        "train_fgram@true-false-true-1337",
+        "train_moe_fgram@true-true-true-1337",
+    ]
+
+
+def test_a_tracking_server_that_does_not_answer_fails_the_stages_in_seconds(project):
+    """Kills: check_store() taken out of train.py or report.py (MLflow's HTTP retries took
+    about 5 minutes to give up on this address)."""
+    root, _ = project
+    env = {**env_for(root), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    for args in (
+        (
+            "pipeline.train",
+            "--rope",
+            "true",
+            "--moe",
+            "false",
+            "--fgram",
+            "false",
+            "--seed",
+            "1337",
+        ),
+        ("pipeline.report",),
+    ):
+        t0 = time.monotonic()
+        out = run_module(root, *args, env=env)
+        took = time.monotonic() - t0
+        assert out.returncode == 2, _tail(out)
+        assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr
+        assert out.stderr.startswith("error: MLFLOW_TRACKING_URI: http://127.0.0.1:9 does not")
+        assert took < 30, f"{args[0]} took {took:.0f} s"
+
+
+def test_the_report_flags_mixed_runtimes_and_lists_runs_its_store_lacks(project, tmp_path):
+    """One cell's metrics.json says it trained on a GPU, and the store is a new one: the
+    report warns, summary.json says so, and every cell's run is listed as unresolved.
+    Kills: mixed() in provenance.py that checks no key, or unresolved() that finds every run."""
+    root = tmp_path / "mixed"
+    shutil.copytree(project[0], root, symlinks=True)
+    (metrics,) = (root / "experiments/ablation").glob("rope-true_moe-true*/metrics.json")
+    m = json.loads(metrics.read_text())
+    m["device"] = "NVIDIA H200"
+    metrics.write_text(json.dumps(m))
+    env = {**env_for(root), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"}
+    out = _ok(run_module(root, "pipeline.report", env=env))
+    summary = json.loads((root / "experiments/summary.json").read_text())
+    assert summary["mixed_runtime"] is True
+    assert set(summary["runtime"]["device"]) == {"cpu", "NVIDIA H200"}
+    assert sorted(summary["unresolved_runs"]) == sorted(run_ids(root).values())
+    report = (root / "experiments/report.md").read_text()
+    assert "device: cpu (3), NVIDIA H200 (1)" in report
+    assert "MLflow: 0 of 4 cells' runs found" in report and "Unresolved" in report
+    assert "cells trained under different runtimes: device" in out.stdout
+    for path in (root / "experiments/ablation").glob("*/metrics.json"):
+        assert set(json.loads(path.read_text())) >= {"device", "dtype", "torch_version", "nproc"}
+
+
+def test_three_clones_two_workers_push_their_halves_and_the_third_trains_nothing(tmp_path):
+    """Two clones each train half the cells (``pipeline.grid --targets --share I/2``) and push
+    them with ``pipeline.share`` to a local-folder DVC remote, logging to one MLflow store
+    (the team server's stand-in); the third clone's ``dvc repro --pull`` trains nothing, writes
+    the report, and holds every worker's metrics.json byte for byte. Kills: pipeline.share
+    reduced to ``dvc push --run-cache``, which leaves the metrics and plots the records name
+    behind: the third clone then trains every cell again."""
+    origin = committed_project(tmp_path / "origin")
+    remote = tmp_path / "remote"
+    _ok(run_module(origin, "dvc", "remote", "add", "-d", "team", str(remote)))
+    _git(origin, "commit", "-q", "-am", "the team's remote")
+    store = f"sqlite:///{tmp_path / 'team.db'}"
+    written: dict[str, bytes] = {}
+    for i in range(2):
+        worker = tmp_path / f"worker{i}"
+        _git(tmp_path, "clone", "-q", str(origin), str(worker))
+        env = {**env_for(worker), "MLFLOW_TRACKING_URI": store}
+        listed = _ok(run_module(worker, "pipeline.grid", "--targets", "--share", f"{i}/2"))
+        targets = listed.stdout.split()
+        assert len(targets) == 2
+        trained = _ok(run_module(worker, "dvc", "repro", *targets, env=env))
+        assert trained.stdout.count(TRAINED) == 2, _tail(trained)
+        _ok(run_module(worker, "pipeline.share", env=env))
+        for path in (worker / "experiments/ablation").glob("*/metrics.json"):
+            written[path.parent.name] = path.read_bytes()
+    assert len(written) == 4
+
+    third = tmp_path / "third"
+    _git(tmp_path, "clone", "-q", str(origin), str(third))
+    env = {**env_for(third), "MLFLOW_TRACKING_URI": store}
+    t0 = time.monotonic()
+    again = _ok(run_module(third, "dvc", "repro", "--pull", env=env))
+    took = time.monotonic() - t0
+    print(f"third clone: dvc repro --pull {took:.1f} s")
+    assert TRAINED not in again.stdout, _tail(again)
+    restored = re.findall(r"Stage '(train[^']*)' is cached - skipping run", again.stdout)
+    assert len(restored) == 4, _tail(again)
+    assert "Running stage 'report'" in again.stdout
+    mine = {
+        p.parent.name: p.read_bytes()
+        for p in (third / "experiments/ablation").glob("*/metrics.json")
+    }
+    assert mine == written
+    summary = json.loads((third / "experiments/summary.json").read_text())
+    assert summary["unresolved_runs"] == []
+    assert len(cell_runs(third, store)) == 4
