@@ -17,10 +17,9 @@ run.json included, are those of the run that trained it. Two things follow.
 
 from __future__ import annotations
 
-import mlflow
 import pandas as pd
 
-from pipeline.tracking import Client
+from pipeline.tracking import Client, Run
 
 RUNTIME = ("device", "dtype", "torch_version", "nproc", "threads")  # in every metrics.json
 UNRECORDED = "unrecorded"  # a metrics.json from before the runtime was recorded
@@ -43,14 +42,8 @@ def mixed(df: pd.DataFrame) -> list[str]:
 
 def unresolved(run_ids: list[str]) -> list[str]:
     """The run ids the tracking store does not hold (or holds deleted)."""
-    client, missing = Client(), []
-    for run_id in run_ids:
-        try:
-            if client.get_run(run_id).info.lifecycle_stage != "active":
-                missing.append(run_id)
-        except mlflow.exceptions.MlflowException:
-            missing.append(run_id)
-    return missing
+    client = Client()
+    return [run_id for run_id in run_ids if not Run(client, run_id).is_active()]
 
 
 def provenance_lines(df: pd.DataFrame, missing: list[str], store: str) -> list[str]:
