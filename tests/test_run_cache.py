@@ -16,65 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
 import yaml
-from _project import env_for, make_project, run_module
-
-GRID = {"rope": [False, True], "moe": [False, True], "fgram": [False]}
-GITIGNORE = "__pycache__/\n/mlflow.db\n/mlartifacts/\n"
-TRAINED = "Running stage 'train"
-
-
-def _tail(proc: subprocess.CompletedProcess, n: int = 3000) -> str:
-    return f"rc={proc.returncode}\n--- stdout\n{proc.stdout[-n:]}\n--- stderr\n{proc.stderr[-n:]}"
-
-
-def _git(root: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
-    return out.stdout
-
-
-def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, _tail(proc)
-    return proc
-
-
-def committed_project(root: Path) -> Path:
-    """The tiny 4-cell project as a git repo with DVC, one commit, nothing trained."""
-    make_project(root, overrides={"grid": GRID})
-    _ok(run_module(root, "pipeline.grid"))
-    _git(root, "init", "-q", "--initial-branch=main")
-    _git(root, "config", "user.name", "test")
-    _git(root, "config", "user.email", "test@example.com")
-    _ok(run_module(root, "dvc", "init", "-q"))
-    _ok(run_module(root, "dvc", "config", "core.analytics", "false"))
-    (root / ".gitignore").write_text(GITIGNORE)
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "base")
-    return root
-
-
-def cell_runs(root: Path, uri: str | None = None) -> dict[str, str]:
-    """run id -> variant of every kind=cell run in the store."""
-    client = mlflow.MlflowClient(uri or f"sqlite:///{root / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("nanomoe-ablation")
-    runs = client.search_runs([exp.experiment_id]) if exp else []
-    return {r.info.run_id: r.info.run_name for r in runs if r.data.tags.get("kind") == "cell"}
-
-
-def run_ids(root: Path) -> dict[str, str]:
-    """cell folder -> the run its run.json names."""
-    found = (root / "experiments" / "ablation").glob("*/run.json")
-    return {p.parent.name: json.loads(p.read_text())["run_id"] for p in found}
-
-
-def summary_run(root: Path) -> mlflow.entities.Run:
-    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("nanomoe-ablation")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
-    return next(r for r in runs if r.data.tags.get("kind") == "ablation")
+from _project import env_for, run_module
+from _runcache import TRAINED, _ok, _tail, cell_runs, committed_project, run_ids, summary_run
 
 
 @pytest.fixture(scope="module")
@@ -159,23 +104,27 @@ def test_a_params_toggle_and_back_restores_the_cells_and_opens_no_run(project, t
 
 
 def test_a_changed_code_file_or_fgram_table_still_retrains_the_cells_that_use_it(project, tmp_path):
-    """The run cache hides no change. A comment added to nanomoe/model.py retrains every
-    cell; with F-grams in the grid, a new F-gram table (fgram.max_fgrams) retrains the
-    F-gram cells only. Kills: a code dep left out of the stage (grid.py's CODE), or
-    data/fgrams.json left out of the F-gram cells' deps (switches.py's fgram data)."""
+    """The run cache hides no change. A comment added to nanomoe/model.py makes every cell
+    stale, and one trains rather than restores; with F-grams in the grid, a new F-gram table
+    (fgram.max_fgrams) retrains the F-gram cells only. Kills: a code dep left out of the
+    stage (grid.py's CODE), or data/fgrams.json left out of the F-gram cells' deps
+    (switches.py's fgram data)."""
     root = tmp_path / "changed"
     shutil.copytree(project[0], root, symlinks=True)
     with open(root / "nanomoe" / "model.py", "a", encoding="utf-8") as f:
         f.write("# a change the run cache must not hide\n")
-    code = _ok(run_module(root, "dvc", "repro"))
-    assert code.stdout.count(TRAINED) == 4, _tail(code)
+    status = _ok(run_module(root, "dvc", "status"))
+    assert len(re.findall(r"modified:\s+nanomoe\n", status.stdout)) == 4, _tail(status)
+    code = _ok(run_module(root, "dvc", "repro", "--single-item", "train@true-false-false-1337"))
+    assert code.stdout.count(TRAINED) == 1, _tail(code)  # not restored: no record of this code
 
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["grid"] = {"rope": [True], "moe": [False, True], "fgram": [False, True]}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _ok(run_module(root, "pipeline.grid"))
     first = _ok(run_module(root, "dvc", "repro"))
-    assert first.stdout.count("Running stage 'train_") == 2, _tail(first)  # the fgram cells
+    fgram_cells = re.findall(r"Running stage '(train_(?:moe_)?fgram@[^']*)'", first.stdout)
+    assert len(fgram_cells) == 2, _tail(first)
     params["fgram"]["max_fgrams"] = 16
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     table = _ok(run_module(root, "dvc", "repro"))
@@ -236,51 +185,3 @@ def test_the_report_flags_mixed_runtimes_and_lists_runs_its_store_lacks(project,
     assert "cells trained under different runtimes: device" in out.stdout
     for path in (root / "experiments/ablation").glob("*/metrics.json"):
         assert set(json.loads(path.read_text())) >= {"device", "dtype", "torch_version", "nproc"}
-
-
-def test_three_clones_two_workers_push_their_halves_and_the_third_trains_nothing(tmp_path):
-    """Two clones each train half the cells (``pipeline.grid --targets --share I/2``) and push
-    them with ``pipeline.share`` to a local-folder DVC remote, logging to one MLflow store
-    (the team server's stand-in); the third clone's ``dvc repro --pull`` trains nothing, writes
-    the report, and holds every worker's metrics.json byte for byte. Kills: pipeline.share
-    reduced to ``dvc push --run-cache``, which leaves the metrics and plots the records name
-    behind: the third clone then trains every cell again."""
-    origin = committed_project(tmp_path / "origin")
-    remote = tmp_path / "remote"
-    _ok(run_module(origin, "dvc", "remote", "add", "-d", "team", str(remote)))
-    _git(origin, "commit", "-q", "-am", "the team's remote")
-    store = f"sqlite:///{tmp_path / 'team.db'}"
-    written: dict[str, bytes] = {}
-    for i in range(2):
-        worker = tmp_path / f"worker{i}"
-        _git(tmp_path, "clone", "-q", str(origin), str(worker))
-        env = {**env_for(worker), "MLFLOW_TRACKING_URI": store}
-        listed = _ok(run_module(worker, "pipeline.grid", "--targets", "--share", f"{i}/2"))
-        targets = listed.stdout.split()
-        assert len(targets) == 2
-        trained = _ok(run_module(worker, "dvc", "repro", *targets, env=env))
-        assert trained.stdout.count(TRAINED) == 2, _tail(trained)
-        _ok(run_module(worker, "pipeline.share", env=env))
-        for path in (worker / "experiments/ablation").glob("*/metrics.json"):
-            written[path.parent.name] = path.read_bytes()
-    assert len(written) == 4
-
-    third = tmp_path / "third"
-    _git(tmp_path, "clone", "-q", str(origin), str(third))
-    env = {**env_for(third), "MLFLOW_TRACKING_URI": store}
-    t0 = time.monotonic()
-    again = _ok(run_module(third, "dvc", "repro", "--pull", env=env))
-    took = time.monotonic() - t0
-    print(f"third clone: dvc repro --pull {took:.1f} s")
-    assert TRAINED not in again.stdout, _tail(again)
-    restored = re.findall(r"Stage '(train[^']*)' is cached - skipping run", again.stdout)
-    assert len(restored) == 4, _tail(again)
-    assert "Running stage 'report'" in again.stdout
-    mine = {
-        p.parent.name: p.read_bytes()
-        for p in (third / "experiments/ablation").glob("*/metrics.json")
-    }
-    assert mine == written
-    summary = json.loads((third / "experiments/summary.json").read_text())
-    assert summary["unresolved_runs"] == []
-    assert len(cell_runs(third, store)) == 4

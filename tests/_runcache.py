@@ -1,0 +1,66 @@
+"""A tiny 4-cell project (rope x moe, F-grams off) committed to git with DVC, and readers of
+its MLflow store and run.json files: for the run-cache tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import mlflow
+from _project import make_project, run_module
+
+GRID = {"rope": [False, True], "moe": [False, True], "fgram": [False]}
+GITIGNORE = "__pycache__/\n/mlflow.db\n/mlartifacts/\n"
+TRAINED = "Running stage 'train"
+
+
+def _tail(proc: subprocess.CompletedProcess, n: int = 3000) -> str:
+    return f"rc={proc.returncode}\n--- stdout\n{proc.stdout[-n:]}\n--- stderr\n{proc.stderr[-n:]}"
+
+
+def _git(root: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
+    return out.stdout
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, _tail(proc)
+    return proc
+
+
+def committed_project(root: Path) -> Path:
+    """The tiny 4-cell project as a git repo with DVC, one commit, nothing trained."""
+    make_project(root, overrides={"grid": GRID})
+    _ok(run_module(root, "pipeline.grid"))
+    _git(root, "init", "-q", "--initial-branch=main")
+    _git(root, "config", "user.name", "test")
+    _git(root, "config", "user.email", "test@example.com")
+    _ok(run_module(root, "dvc", "init", "-q"))
+    _ok(run_module(root, "dvc", "config", "core.analytics", "false"))
+    (root / ".gitignore").write_text(GITIGNORE)
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "base")
+    return root
+
+
+def cell_runs(root: Path, uri: str | None = None) -> dict[str, str]:
+    """run id -> variant of every kind=cell run in the store."""
+    client = mlflow.MlflowClient(uri or f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("nanomoe-ablation")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return {r.info.run_id: r.info.run_name for r in runs if r.data.tags.get("kind") == "cell"}
+
+
+def run_ids(root: Path) -> dict[str, str]:
+    """cell folder -> the run its run.json names."""
+    found = (root / "experiments" / "ablation").glob("*/run.json")
+    return {p.parent.name: json.loads(p.read_text())["run_id"] for p in found}
+
+
+def summary_run(root: Path) -> mlflow.entities.Run:
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("nanomoe-ablation")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    return next(r for r in runs if r.data.tags.get("kind") == "ablation")
