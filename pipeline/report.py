@@ -7,10 +7,11 @@ report.md, ablation.png, compute.png and summary.json (the DVC metrics).
 
 Every comparison uses the final validation loss (the full split after the last step). The
 effects are the 2^k - 1 contrasts of the k switches the grid gives both levels. With two or
-more seeds they are judged by t-intervals over seeds; with one seed by Lenth's pseudo
-standard error, which needs at least 7 effects (k >= 3). With fewer, or with no factor, the
-report says there is no verdict rather than guess. A variant is called best only when it is
-separated from the runner-up (see ``pipeline/stats.py``).
+more seeds they are judged as a replicated factorial with the seeds as blocks (the pooled
+cell x seed noise); with one seed by Lenth's pseudo standard error, which needs at least 7
+effects (k >= 3). With fewer, or with no factor, the report says there is no verdict rather
+than guess. A variant is called best only when it is separated from every other: Hsu's MCB
+with seeds, a per-comparison margin with one (``pipeline/analysis.py``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import pandas as pd
 
 from nanomoe.atomic import atomic_write_text
 from nanomoe.switches import BY_NAME, SWITCHES, Switch, cells
+from pipeline.analysis import Analysis, analyse
 from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.plots import plot_ablation, plot_compute
 from pipeline.provenance import mixed, provenance_lines, unresolved
+from pipeline.ranking import Ranking
 from pipeline.results import collect
 from pipeline.stage import StageError, run_stage
-from pipeline.stats import Analysis, Ranking, analyse
 from pipeline.summary import log_summary_run, summary
 from pipeline.tracking import check_store, tracking_uri
 
@@ -71,16 +73,17 @@ def verdict(a: Analysis) -> str:
             "**No verdict**: one seed gives too few effects to estimate the noise (see Method); "
             f"`{r.order[0]}` has the lowest final val loss, but no gap is judged against noise."
         )
+    rule = "Hsu's MCB margin" if a.n_seeds > 1 else "the per-comparison 95% margin"
     if r.best is not None:
         gap, margin = r.gaps[r.order[1]]
         return (
             f"**Best variant: `{r.best}`**: {gap:.4f} below the runner-up `{r.order[1]}`, "
-            f"beyond the 95% margin of {margin:.4f}."
+            f"beyond {rule} of {margin:.4f}."
         )
     names = ", ".join(f"`{v}`" for v in r.tied)
     return (
         f"**No single best variant**: {names} are tied with the lowest final val loss "
-        "(their gaps to it are within the 95% margin)."
+        f"(their gaps to it are within {rule} of {a.best_margin:.4f})."
     )
 
 
@@ -88,7 +91,7 @@ def effects_lines(a: Analysis) -> list[str]:
     """The effects section of report.md."""
     if not a.factors:
         return ["No effects: the grid gives no switch both levels."]
-    margin = "(t-interval over seeds)." if a.n_seeds > 1 else "(Lenth's ME)."
+    margin = "(pooled over cells and seeds)." if a.n_seeds > 1 else "(Lenth's ME)."
     lines = [
         "Main effect: mean loss at the switch's high level minus its low level, over the "
         "other factors. Interaction A x B: half the change in A's effect when B goes high; "
@@ -101,6 +104,45 @@ def effects_lines(a: Analysis) -> list[str]:
     for r in a.effects.itertuples():
         judged = ("yes" if r.distinguishable else "no") if a.judged else "no verdict"
         lines.append(f"| {r.effect} | {_pm(r.delta, r.margin)} | {judged} |")
+    if a.judged:
+        beyond = a.effects[a.effects.delta.abs() > a.noise.sme].effect.to_list()
+        lines += [
+            "",
+            f"Judged all at once, the {len(a.effects)} effects' 95% simultaneous margin is "
+            f"{a.noise.sme:.4f}; beyond it: {', '.join(beyond) or 'none'}. An effect beyond "
+            f"it stays real even counting that {len(a.effects)} effects were looked at.",
+        ]
+    return lines
+
+
+def spread_lines(a: Analysis) -> list[str]:
+    """Unequal noise, shown: each variant's spread over seeds and Cochran's C."""
+    c = a.spread
+    if c is None:
+        return []
+    verdict_c = (
+        f"above it: `{c.noisiest}` is noisier than the rest, and sigma is their average"
+        if c.unequal
+        else "within it: no sign that one variant is noisier than the rest"
+    )
+    lines = [
+        "## Noise by variant",
+        "",
+        "The pooled sigma assumes every variant is equally noisy. Each variant's spread over "
+        "seeds, with the seeds' shared shift (the block) removed, and Cochran's C, the "
+        "largest variance's share of their sum: "
+        f"C = {c.c:.3f} against its 5% critical value {c.critical:.3f}, {verdict_c}."
+        + (
+            " With two seeds each variance rests on 1 df, so this is only a diagnostic "
+            "(Levene's test cannot run at all: each variant's two deviations are equal)."
+            if a.n_seeds == 2
+            else " It is a diagnostic; the verdicts above do not depend on it."
+        ),
+        "",
+        "| variant | spread over seeds (sd, blocks removed) |",
+        "|---|---|",
+    ]
+    lines += [f"| `{v}` | {c.spread[v]:.4f} |" for v in a.ranking.order]
     return lines
 
 
@@ -128,7 +170,7 @@ def render_markdown(
         "",
         f"| variant | {' | '.join(BY_NAME)} | final val loss"
         + (" (mean ± std)" if a.n_seeds > 1 else "")
-        + " | gap to lowest (± 95% margin) | best val loss (step) | train loss | tokens/s "
+        + " | gap to lowest (± margin) | best val loss (step) | train loss | tokens/s "
         "| params total | params active |",
         "|---" * (len(SWITCHES) + 8) + "|",
     ]
@@ -143,6 +185,7 @@ def render_markdown(
             f"{r['tokens_per_sec']:,.0f} | {r['params_total']:,} | {r['params_active']:,} |"
         )
     lines += ["", "## Effects on final validation loss (negative = better)", "", *effects_lines(a)]
+    lines += ["", *spread_lines(a)] if a.spread else []
     lines += ["", *provenance]
     lines += ["", "## Samples, one per variant", "", "| variant | sample |", "|---|---|"]
     for variant in table.variant:

@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from nanomoe.switches import BY_NAME, baseline, config_fields, variant_name
+from pipeline.analysis import Analysis
 from pipeline.params import Params
 from pipeline.provenance import mixed, runtime_values
-from pipeline.stats import Analysis
 from pipeline.tracking import Run, flatten, git_commit, tracked
 
 
@@ -38,9 +38,15 @@ def summary(
     store lacks (see provenance.py)."""
     losses = df.groupby("variant").final_val_loss.mean()
     ranking, base = a.ranking, baseline_variant(grid)
+    noise = a.noise
     out = {
-        "method": a.kind,  # "none": too little to judge, see report.md
+        "method": a.kind,  # "replicated factorial", "lenth" or "none" (too little to judge)
         "n_seeds": int(df.seed.nunique()),
+        "df": None if noise is None else noise.df,  # pooled: an integer; Lenth's m/3: not
+        "sigma": None if noise is None else float(noise.sigma),  # a single run's noise
+        "simultaneous_margin": None if noise is None else float(noise.sme),
+        "best_rule": _best_rule(a),
+        "best_margin": None if math.isnan(a.best_margin) else float(a.best_margin),
         "factors": a.factors,
         "best_variant": ranking.best,  # null when tied or no verdict
         "lowest_variant": ranking.order[0],
@@ -62,7 +68,16 @@ def summary(
     out["unresolved_runs"] = unresolved
     if a.lenth:
         out["lenth"] = {"pse": a.lenth.pse, "me": a.lenth.me, "sme": a.lenth.sme}
+    if a.spread:
+        c = a.spread
+        out["spread"] = {"cochran_c": c.c, "critical": c.critical, "by_variant": c.spread}
     return out
+
+
+def _best_rule(a: Analysis) -> str | None:
+    if not a.judged:
+        return None
+    return "hsu mcb" if a.n_seeds > 1 else "per-comparison"
 
 
 def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Path]) -> str:
@@ -79,6 +94,7 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
         "cell_run_ids": ",".join(df.run_id.dropna()),  # the runs that trained the cells
         "unresolved_run_ids": ",".join(summ["unresolved_runs"]) or "none",
         "mixed_runtime": summ["mixed_runtime"],
+        "best_rule": summ["best_rule"] or "none",
     }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
@@ -92,6 +108,10 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
     metrics = {
         "lowest_final_val_loss": summ["lowest_final_val_loss"],
         "dense_final_val_loss": summ["dense_final_val_loss"],
+        "df": summ["df"],
+        "sigma": summ["sigma"],
+        "simultaneous_margin": summ["simultaneous_margin"],
+        "best_margin": summ["best_margin"],
     }
     for name, e in summ["effects"].items():
         key = name.replace(" (main)", "").replace(" ", "_")

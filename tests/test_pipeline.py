@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -52,6 +53,10 @@ def test_report_has_one_row_per_variant_and_seven_effects_judged_by_lenth(repro)
     report = (root / "experiments" / "report.md").read_text(encoding="utf-8")
     summary = json.loads((root / "experiments" / "summary.json").read_text())
     assert summary["method"] == "lenth" and "Lenth's method" in report
+    lenth = summary["lenth"]  # one seed: df = m/3, sigma = PSE sqrt((m + 1)/4) (the issue's)
+    assert summary["df"] == pytest.approx(7 / 3) and summary["n_seeds"] == 1
+    assert summary["sigma"] == pytest.approx(lenth["pse"] * math.sqrt(2))
+    assert summary["best_rule"] == "per-comparison" and "per-comparison" in report
     assert len(summary["effects"]) == 7 and "rope x moe x fgram" in report
     assert summary["lowest_variant"] == df.sort_values("final_val_loss").variant.iloc[0]
     if summary["best_variant"]:

@@ -16,9 +16,9 @@ from _project import make_project
 
 from nanomoe.switches import BY_NAME, SWITCHES, cells, variant_name
 from pipeline import report, results
+from pipeline.analysis import analyse
 from pipeline.layout import Layout
 from pipeline.stage import StageError
-from pipeline.stats import analyse
 from pipeline.summary import summary
 
 
@@ -96,16 +96,26 @@ def test_one_seed_of_a_2x2_design_gives_no_verdict_rather_than_a_guess(tmp_path)
     json.dumps(summ, allow_nan=False)  # strict JSON: no NaN margin
 
 
-def test_two_seeds_of_a_2x2_design_judge_the_effects_by_t_intervals(tmp_path):
+def test_two_seeds_of_a_2x2_design_are_judged_as_a_replicated_factorial(tmp_path):
+    """Kills: summary.json without the method, df or sigma the issue names, and a report
+    that does not name the method, sigma and df at the top."""
     write_grid(tmp_path, ROPE_HELD, [1, 2])
     df, _, samples = results.collect(tmp_path, ROPE_HELD, [1, 2])
     a = analyse(df, ROPE_HELD)
-    assert a.judged and a.kind == "t-interval over seeds" and "t-interval" in a.method
+    assert a.judged and a.kind == "replicated factorial" and a.noise.df == 3  # (4-1)(2-1)
     assert len(a.effects) == 3 and a.effects.margin.notna().all()
     judged = a.effects.set_index("effect").distinguishable.to_dict()
     assert judged == {"moe (main)": True, "fgram (main)": True, "moe x fgram": False}
     assert a.ranking.best == "rope+moe+fgram"
-    assert summary(df, a, ROPE_HELD, [])["method"] == "t-interval over seeds"
+    summ = summary(df, a, ROPE_HELD, [])
+    assert summ["method"] == "replicated factorial" and summ["n_seeds"] == 2
+    assert summ["df"] == 3 and summ["sigma"] == pytest.approx(a.noise.sigma)
+    assert summ["best_rule"] == "hsu mcb" and summ["spread"]["cochran_c"] > 0
+    md = report.render_markdown(df, report.variant_table(df, a.ranking), a, samples, [])
+    top = md.split("## Variants")[0]
+    assert "replicated 2^2 factorial, 2 seeds as blocks" in top
+    assert f"sigma = {a.noise.sigma:.4f}" in top and "df = 3" in top
+    assert "## Noise by variant" in md and "Cochran's C" in md and "only a diagnostic" in md
 
 
 def test_the_baseline_is_the_grids_all_low_cell(tmp_path):

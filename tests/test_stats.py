@@ -1,5 +1,6 @@
-"""The statistics behind the report: factorial effects, Lenth's method for one seed,
-t-intervals over seeds, and the rule that tied variants are never called best."""
+"""The statistics behind the report: factorial effects, Lenth's method for one seed, the
+replicated factorial with seeds as blocks, Hsu's MCB (Dunnett's constant) for best, Cochran's
+C, and the rule that tied variants are never called best."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from nanomoe.switches import SWITCHES
-from pipeline.stats import analyse, factorial_effects, lenth, rank, t_interval
+from pipeline.analysis import analyse
+from pipeline.ranking import dunnett_one_sided, rank
+from pipeline.stats import cochran, factorial_effects, lenth, pooled, t_interval
 
 # Montgomery, Design and Analysis of Experiments (8th ed.), Example 6.2: the filtration rate
 # of a chemical product, a single replicate of a 2^4 design (factors A-D). Table 6.10's
@@ -75,22 +78,90 @@ def losses(table: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame(table).T  # variants as rows, seeds as columns
 
 
-def test_paired_comparison_separates_a_consistent_small_gap():
-    # A beats B by exactly 0.01 on every seed, though seed noise (0.05) dwarfs the gap:
-    # paired by seed the gap is certain; unpaired it would not be.
-    r = rank(losses({"A": [1.00, 1.05, 0.95], "B": [1.01, 1.06, 0.96]}))
-    assert r.best == "A" and r.tied == ["A"]
-    gap, margin = r.gaps["B"]
-    assert gap == pytest.approx(0.01) and margin == pytest.approx(0.0, abs=1e-12)
+# Montgomery, Design and Analysis of Experiments (8th ed., 2013): the chemical process of
+# Example 6.1 (Sec. 6.2, Table 6.1: yield against reactant concentration A and catalyst B, a
+# 2^2 design with three replicates), run as three blocks in Sec. 7.2 (Table 7.2's ANOVA).
+CHEMICAL = {"": [28, 25, 27], "a": [36, 32, 32], "b": [18, 19, 23], "ab": [31, 30, 29]}
+
+
+def chemical_runs() -> pd.DataFrame:
+    """One row per treatment combination, one column per replicate (block)."""
+    return pd.DataFrame(CHEMICAL, index=["I", "II", "III"]).T
+
+
+def test_replicated_factorial_in_blocks_reproduces_montgomerys_chemical_process():
+    """Kills: the pooled df replaced by n - 1 (2 here, for 6), the blocks left in the error
+    (SS_E 31.33 on 8 df), and an effect SE of sigma / sqrt(N) for 2 sigma / sqrt(N)."""
+    y = chemical_runs()
+    long = pd.DataFrame(
+        [{"a": "a" in c, "b": "b" in c, "y": v} for c, vs in CHEMICAL.items() for v in vs]
+    )
+    effects = factorial_effects(long, ["a", "b"], "y")
+    assert effects == pytest.approx({"a (main)": 25 / 3, "b (main)": -5.0, "a x b": 5 / 3})
+    n_runs = 12  # SS of an effect = N effect^2 / 4: 208.33, 75.00, 8.33 (Table 7.2)
+    ss = {k: n_runs * e**2 / 4 for k, e in effects.items()}
+    assert list(ss.values()) == pytest.approx([208.33, 75.00, 8.33], abs=0.005)
+    p = pooled(y)
+    assert p.df == 6 and p.n_seeds == 3 and p.m == 3
+    assert p.sigma**2 * p.df == pytest.approx(24.83, abs=0.005)  # SS_E
+    assert p.sigma**2 == pytest.approx(4.14, abs=0.005)  # MS_E
+    ss_blocks = 4 * ((y.mean(axis=0) - y.to_numpy().mean()) ** 2).sum()
+    ss_total = ((y.to_numpy() - y.to_numpy().mean()) ** 2).sum()
+    assert ss_blocks == pytest.approx(6.50) and ss_total == pytest.approx(323.00)
+    assert sum(ss.values()) + ss_blocks + p.sigma**2 * p.df == pytest.approx(ss_total)
+    # each effect's 95% margin: t(0.975, 6) x 2 sqrt(MS_E / 12) = 2.447 x 1.175 = 2.87
+    assert p.me == pytest.approx(2.87, abs=0.005)
+    assert p.me == pytest.approx(scipy_stats.t.ppf(0.975, 6) * 2 * math.sqrt(p.sigma**2 / 12))
+
+
+# Dunnett (1955), JASA 50, Table 1a: one-sided 95% constants for p comparisons with a
+# control, rows df = 5 and df = 10, p = 1..9.
+DUNNETT_1A = {
+    5: [2.02, 2.44, 2.68, 2.85, 2.98, 3.08, 3.16, 3.24, 3.30],
+    10: [1.81, 2.15, 2.34, 2.47, 2.56, 2.64, 2.70, 2.76, 2.81],
+}
+
+
+@pytest.mark.parametrize("df", sorted(DUNNETT_1A))
+def test_dunnett_one_sided_constants_match_dunnetts_table(df):
+    """Kills: a two-sided constant, a correlation other than 1/2 (sqrt(2) dropped), and the
+    chi scale of sigma_hat left out (the normal's constants: 1.64, 1.92, ...)."""
+    got = [dunnett_one_sided(p, df) for p in range(1, 10)]
+    assert got == pytest.approx(DUNNETT_1A[df], abs=0.006)
+    assert got[0] == pytest.approx(scipy_stats.t.ppf(0.95, df), abs=1e-6)  # p = 1: a t
+
+
+def test_dunnett_constant_is_a_one_sided_t_for_one_comparison_even_on_one_df():
+    """The heavy tail of one df (t(0.95, 1) = 6.31) is where a coarse quadrature fails."""
+    assert dunnett_one_sided(1, 1) == pytest.approx(6.3138, abs=1e-3)
+
+
+# Cochran's C, 5% critical values for k variances on nu df each (Eisenhart, Hastay and
+# Wallis 1947, Techniques of Statistical Analysis, Table 15.1): k = 8, nu = 1 and nu = 2.
+@pytest.mark.parametrize("n_seeds, critical", [(2, 0.6798), (3, 0.5157)])
+def test_cochrans_c_flags_one_noisy_cell_against_the_tables_critical_value(n_seeds, critical):
+    """Kills: C taken as the largest variance over the mean (not the sum), and a critical
+    value with the Bonferroni split alpha/k left out."""
+    rng = np.random.default_rng(1)
+    quiet = pd.DataFrame(rng.normal(0, 0.01, (8, n_seeds)), index=list("abcdefgh"))
+    c = cochran(quiet)
+    assert c.critical == pytest.approx(critical, abs=0.0005)
+    assert 1 / 8 <= c.c < c.critical and not c.unequal
+    noisy = quiet.copy()
+    noisy.loc["d"] = [0.0, 0.5, -0.5][:n_seeds]
+    assert cochran(noisy).unequal and cochran(noisy).noisiest == "d"
 
 
 def test_tied_variants_are_never_called_best():
-    r = rank(losses({"A": [1.00, 1.05, 0.95], "B": [1.02, 1.03, 0.97], "C": [1.5, 1.5, 1.5]}))
+    """Kills: ``gap >= margin`` for ``gap > margin`` (B sits exactly on the margin), and a best
+    called from the lowest alone."""
+    r = rank(losses({"A": [1.0, 1.0], "B": [1.125, 1.375], "C": [2.0, 2.0]}), margin=0.25)
     assert r.best is None and r.tied == ["A", "B"]
-    one_seed = rank(losses({"A": [1.00], "B": [1.01], "C": [1.2]}), margin_one_seed=0.02)
+    one_seed = rank(losses({"A": [1.00], "B": [1.01], "C": [1.2]}), margin=0.02)
     assert one_seed.best is None and one_seed.tied == ["A", "B"]
-    clear = rank(losses({"A": [1.00], "B": [1.03], "C": [1.2]}), margin_one_seed=0.02)
+    clear = rank(losses({"A": [1.00], "B": [1.03], "C": [1.2]}), margin=0.02)
     assert clear.best == "A" and clear.tied == ["A"]
+    assert rank(losses({"A": [1.0], "B": [1.5]}), margin=math.nan).best is None
 
 
 def grid(loss_of, seeds=(1,)) -> pd.DataFrame:
@@ -130,16 +201,22 @@ def test_one_seed_report_calls_a_variant_best_when_it_clears_the_margin():
     assert a.ranking.best == "110" and a.ranking.tied == ["110"]
 
 
-def test_three_seed_report_uses_t_intervals_over_seeds():
+def test_seeds_are_judged_by_the_pooled_noise_and_hsus_margin_for_best():
+    """Kills: per-effect t-intervals over seeds in place of the pooled margin, and a best
+    judged by the per-comparison t (2.36 on 7 df) instead of Dunnett's d (2.89)."""
     rng = np.random.default_rng(0)
-    df = grid(lambda r, m, f, s: 2.0 - 0.1 * r + rng.normal(0, 0.01), seeds=(1, 2, 3))
+    df = grid(lambda r, m, f, s: 2.0 - 0.1 * r + rng.normal(0, 0.01), seeds=(1, 2))
     a = analyse(df, FULL_GRID)
-    assert a.lenth is None and "t-interval" in a.method
-    per_seed = [factorial_effects(df[df.seed == s], ("rope", "moe", "fgram"), "final_val_loss")
-                for s in (1, 2, 3)]  # fmt: skip
-    rope = a.effects.set_index("effect").loc["rope (main)"]
-    expected = t_interval([e["rope (main)"] for e in per_seed])
-    assert (rope.delta, rope.margin) == pytest.approx(expected)
+    y = df.pivot(index="variant", columns="seed", values="final_val_loss")
+    p = pooled(y)
+    assert a.kind == "replicated factorial" and a.noise == p and p.df == 7
+    assert (a.effects.margin == p.me).all() and p.me == pytest.approx(
+        scipy_stats.t.ppf(0.975, 7) * 2 * p.sigma / 4
+    )
+    margin = dunnett_one_sided(7, 7) * p.sigma  # sigma sqrt(2/2)
+    assert a.best_margin == pytest.approx(margin)
+    assert all(m == pytest.approx(margin) for _, m in a.ranking.gaps.values())
+    assert "Hsu's multiple comparisons with the best" in a.method
 
 
 def from_effects(effects: dict[str, float]) -> pd.DataFrame:
@@ -178,5 +255,5 @@ def test_one_seed_calls_an_effect_equal_to_me_not_distinguishable():
 
 def test_a_lone_variant_is_not_called_best():
     """Best is a comparison: one variant (a grid that varies no switch) has nothing to beat."""
-    assert rank(losses({"A": [1.0]}), margin_one_seed=0.1).best is None
-    assert rank(losses({"A": [1.0, 1.1]})).best is None
+    assert rank(losses({"A": [1.0]}), margin=0.1).best is None
+    assert rank(losses({"A": [1.0, 1.1]}), margin=0.1).best is None

@@ -1,0 +1,135 @@
+"""The ablation judged on final_val_loss: effects with their margins (``pipeline/stats.py``),
+the variants ranked (``pipeline/ranking.py``), and the method in words for the report.
+
+Two or more seeds: the replicated factorial with seeds as blocks, and Hsu's MCB for best.
+One seed: Lenth's method, and a per-comparison rule for best. Too little to judge (no
+varying switch, or one seed with fewer than 7 effects): no verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from nanomoe.switches import varying
+from pipeline.ranking import Ranking, mcb_margin, rank
+from pipeline.stats import (
+    LENTH_MIN_EFFECTS,
+    Cochran,
+    Lenth,
+    Pooled,
+    cochran,
+    factorial_effects,
+    lenth,
+    pooled,
+)
+
+METHODS = {Pooled: "replicated factorial", Lenth: "lenth"}  # summary.json's ``method``
+
+
+@dataclass
+class Analysis:
+    n_seeds: int
+    factors: list[str]  # the switches the grid gives both levels: the design's factors
+    effects: pd.DataFrame  # effect, delta, margin (NaN: no verdict), distinguishable
+    ranking: Ranking
+    noise: Pooled | Lenth | None  # None: no noise estimate, no verdict
+    best_margin: float  # a gap to the lowest variant beyond this separates it (NaN: none)
+    spread: Cochran | None = None  # two or more seeds only
+
+    @property
+    def lenth(self) -> Lenth | None:
+        return self.noise if isinstance(self.noise, Lenth) else None
+
+    @property
+    def judged(self) -> bool:
+        return self.noise is not None
+
+    @property
+    def kind(self) -> str:
+        """The method in one or two words, as summary.json and MLflow record it."""
+        return METHODS[type(self.noise)] if self.judged else "none"
+
+    @property
+    def why_no_verdict(self) -> str:
+        if not self.factors:
+            return "the grid gives no switch both levels: one variant, no effect to judge"
+        return (
+            f"one seed and {len(self.factors)} varying switch(es) give {len(self.effects)} "
+            f"effect(s); Lenth's method needs at least {LENTH_MIN_EFFECTS} (3 varying "
+            "switches) to estimate the noise from the effects themselves"
+        )
+
+    @property
+    def method(self) -> str:
+        if not self.factors:
+            return f"no verdict: {self.why_no_verdict}; give a switch both levels under grid:"
+        if self.noise is None:
+            return (
+                f"no verdict: {self.why_no_verdict}, so the effects carry no margin, none is "
+                "called distinguishable and no variant is called best; list two or more "
+                "seeds under seeds: in params.yaml to judge them as a replicated factorial"
+            )
+        if isinstance(self.noise, Pooled):
+            return self._pooled_method(self.noise)
+        lt, variants = self.noise, len(self.ranking.order)
+        return (
+            f"one seed: Lenth's method for unreplicated factorials (Lenth 1989). Pseudo "
+            f"standard error PSE = {lt.pse:.4f} from the {len(self.effects)} effects; 95% "
+            f"margin ME = t(0.975, m/3 = {lt.df:.2f}) x PSE = {lt.me:.4f} (simultaneous over "
+            f"all effects: SME = {lt.sme:.4f}); a single run's noise is estimated as "
+            f"sigma = {lt.sigma:.4f}, so two runs differ beyond noise by more than "
+            f"{lt.difference_margin():.4f}. Best uses that per-comparison margin, not "
+            f"corrected for picking the lowest of {variants} variants: train two or more "
+            "seeds for a verdict that is"
+        )
+
+    def _pooled_method(self, p: Pooled) -> str:
+        variants = len(self.ranking.order)
+        d = self.best_margin / (p.sigma * math.sqrt(2 / self.n_seeds))
+        return (
+            f"replicated 2^{len(self.factors)} factorial, {self.n_seeds} seeds as blocks "
+            f"(Montgomery, ch. 6-7): sigma = {p.sigma:.4f} from the pooled cell x seed "
+            f"interaction, df = {p.df}; each effect has SE = 2 sigma / sqrt(N) = {p.se:.4f} "
+            f"over N = {(p.m + 1) * p.n_seeds} runs, 95% margin t(0.975, {p.df}) x SE = "
+            f"{p.me:.4f} (simultaneous over all {p.m} effects: {p.sme:.4f}). Best: Hsu's "
+            f"multiple comparisons with the best: a gap to the lowest counts when it exceeds "
+            f"d x sigma x sqrt(2/{self.n_seeds}) = {self.best_margin:.4f}, d = {d:.3f} the "
+            f"one-sided Dunnett constant for {variants - 1} comparisons on {p.df} df"
+        )
+
+
+def _noise(per_seed: pd.DataFrame, losses: pd.DataFrame) -> tuple[Any, float]:
+    """The noise estimate and the margin of a gap to the lowest variant."""
+    if losses.shape[1] >= 2:
+        p = pooled(losses)
+        return p, mcb_margin(p.sigma, p.n_seeds, p.df, len(losses))
+    if len(per_seed.columns) >= LENTH_MIN_EFFECTS:
+        lt = lenth(per_seed.iloc[0].to_list())
+        return lt, lt.difference_margin()
+    return None, math.nan
+
+
+def analyse(df: pd.DataFrame, grid: Mapping[str, Sequence[Any]]) -> Analysis:
+    """Effects of the grid's factors (the switches it gives both levels, each coded +1 at
+    its high level) with their margins, and the ranking of the variants, on final_val_loss:
+    ``df`` has one row per cell and seed (variant, the switches, seed, final_val_loss)."""
+    factors = [s.name for s in varying(grid)]
+    coded = df.assign(**{s.name: df[s.name] == s.high for s in varying(grid)})
+    per_seed = pd.DataFrame(
+        [factorial_effects(coded[coded.seed == s], factors, "final_val_loss")
+         for s in sorted(df.seed.unique())]
+    )  # fmt: skip
+    losses = df.pivot(index="variant", columns="seed", values="final_val_loss")
+    noise, margin = _noise(per_seed, losses) if factors else (None, math.nan)
+    eff = pd.DataFrame({"effect": per_seed.columns, "delta": per_seed.mean().to_numpy()})
+    eff["margin"] = noise.me if noise is not None else math.nan
+    eff = eff.astype({"delta": float, "margin": float})
+    eff["distinguishable"] = eff.delta.abs() > eff.margin
+    spread = cochran(losses) if isinstance(noise, Pooled) else None
+    ranking = rank(losses, margin)
+    return Analysis(losses.shape[1], factors, eff, ranking, noise, margin, spread)
