@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from nanomoe.switches import varying
-from pipeline.ranking import Ranking, mcb_margin, rank
+from pipeline.ranking import Ranking, dunnett_one_sided, mcb_margin, rank
 from pipeline.stats import (
     LENTH_MIN_EFFECTS,
     Cochran,
@@ -90,7 +90,13 @@ class Analysis:
 
     def _pooled_method(self, p: Pooled) -> str:
         variants = len(self.ranking.order)
-        d = self.best_margin / (p.sigma * math.sqrt(2 / self.n_seeds))
+        d = dunnett_one_sided(variants - 1, p.df)
+        two = (
+            "; with two variants MCB is a one-sided test and the effect's margin two-sided, "
+            "so near the margin they can differ"
+            if variants == 2
+            else ""
+        )
         return (
             f"replicated 2^{len(self.factors)} factorial, {self.n_seeds} seeds as blocks "
             f"(Montgomery, ch. 6-7): sigma = {p.sigma:.4f} from the pooled cell x seed "
@@ -99,7 +105,7 @@ class Analysis:
             f"{p.me:.4f} (simultaneous over all {p.m} effects: {p.sme:.4f}). Best: Hsu's "
             f"multiple comparisons with the best: a gap to the lowest counts when it exceeds "
             f"d x sigma x sqrt(2/{self.n_seeds}) = {self.best_margin:.4f}, d = {d:.3f} the "
-            f"one-sided Dunnett constant for {variants - 1} comparisons on {p.df} df"
+            f"one-sided Dunnett constant for {variants - 1} comparisons on {p.df} df{two}"
         )
 
 
@@ -125,6 +131,8 @@ def analyse(df: pd.DataFrame, grid: Mapping[str, Sequence[Any]]) -> Analysis:
          for s in sorted(df.seed.unique())]
     )  # fmt: skip
     losses = df.pivot(index="variant", columns="seed", values="final_val_loss")
+    if losses.isna().any().any():  # results.collect refuses this; a caller of analyse may not
+        raise ValueError("analyse: every variant needs a loss for every seed")
     noise, margin = _noise(per_seed, losses) if factors else (None, math.nan)
     eff = pd.DataFrame({"effect": per_seed.columns, "delta": per_seed.mean().to_numpy()})
     eff["margin"] = noise.me if noise is not None else math.nan

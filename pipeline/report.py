@@ -120,21 +120,29 @@ def spread_lines(a: Analysis) -> list[str]:
     c = a.spread
     if c is None:
         return []
-    verdict_c = (
-        f"above it: `{c.noisiest}` is noisier than the rest, and sigma is their average"
-        if c.unequal
-        else "within it: no sign that one variant is noisier than the rest"
-    )
+    p = len(c.spread)
+    if not c.can_flag:
+        verdict_c = (
+            f"but with {p} variants and the seed blocks removed C cannot exceed "
+            f"{(p - 1) / p:.3f}: this design cannot show unequal noise, the spreads are for "
+            "reading only"
+        )
+    elif c.unequal:
+        verdict_c = f"above it: `{c.noisiest}` is noisier than the rest, and sigma pools it in"
+    else:
+        verdict_c = "within it: no sign that one variant is noisier than the rest"
     lines = [
         "## Noise by variant",
         "",
         "The pooled sigma assumes every variant is equally noisy. Each variant's spread over "
         "seeds, with the seeds' shared shift (the block) removed, and Cochran's C, the "
         "largest variance's share of their sum: "
-        f"C = {c.c:.3f} against its 5% critical value {c.critical:.3f}, {verdict_c}."
+        f"C = {c.c:.3f} against its approximate 5% critical value {c.critical:.3f}, "
+        f"{verdict_c}."
         + (
-            " With two seeds each variance rests on 1 df, so this is only a diagnostic "
-            "(Levene's test cannot run at all: each variant's two deviations are equal)."
+            " With two seeds each variance rests on about one degree of freedom, so this is "
+            "only a diagnostic (Levene's test cannot run at all: each variant's two "
+            "deviations are equal)."
             if a.n_seeds == 2
             else " It is a diagnostic; the verdicts above do not depend on it."
         ),

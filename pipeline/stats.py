@@ -6,8 +6,8 @@
   7 contrasts.
 - **Seeds: a replicated factorial run in blocks.** Montgomery, *Design and Analysis of
   Experiments*, 8th ed., ch. 6 and Sec. 7.2: each of the n seeds replicates the whole 2^k
-  design, and a seed is a block (it shifts every cell it trains alike: the same data order,
-  the same initialisation stream). The error is the cell x seed interaction: each run minus
+  design, and a seed is a block (modelled as shifting every cell it trains alike: the cells
+  of one seed share its batch order). The error is the cell x seed interaction: each run minus
   its cell's mean and its seed's mean plus the grand mean, pooled over all N = 2^k n runs
   into MS_E on (2^k - 1)(n - 1) degrees of freedom, sigma = sqrt(MS_E). Every effect has
   SE = 2 sigma / sqrt(N); its 95% margin is t(0.975, df) x SE.
@@ -157,7 +157,10 @@ def pooled(y: pd.DataFrame) -> Pooled:
 @dataclass(frozen=True)
 class Cochran:
     """Cochran's C for unequal variances: the largest of the cells' variances over seeds (the
-    seed blocks removed) as a share of their sum, against its 5% critical value."""
+    seed blocks removed) as a share of their sum, against its 5% critical value. Removing the
+    blocks makes the variances slightly dependent (each seed's residuals sum to zero), which
+    the table does not assume: the critical value is approximate, and C cannot exceed
+    (p - 1) / p, so with few cells it cannot flag at all (``can_flag``)."""
 
     spread: dict[str, float]  # cell -> its sd over seeds around the blocks, the seeds' shifts out
     c: float
@@ -171,6 +174,13 @@ class Cochran:
     def unequal(self) -> bool:
         return self.c > self.critical
 
+    @property
+    def can_flag(self) -> bool:
+        """Whether C's ceiling (p - 1) / p lies above the critical value: false for 2 cells,
+        and for 4 cells with 2 or 3 seeds."""
+        p = len(self.spread)
+        return (p - 1) / p > self.critical
+
 
 def cochran(y: pd.DataFrame) -> Cochran:
     """Cochran's C over the cells of ``y`` (cells x seeds, n >= 2), each cell's variance
@@ -180,7 +190,8 @@ def cochran(y: pd.DataFrame) -> Cochran:
     var = (block_residuals(y) ** 2).sum(axis=1) / (n - 1)
     f = float(stats.f.ppf(1 - (1 - LEVEL) / p, n - 1, (p - 1) * (n - 1)))
     spread = {str(k): math.sqrt(v) for k, v in var.items()}
-    return Cochran(spread, float(var.max() / var.sum()), 1 / (1 + (p - 1) / f))
+    c = float(var.max() / var.sum()) if var.sum() > 0 else 0.0  # no spread at all: none unequal
+    return Cochran(spread, c, 1 / (1 + (p - 1) / f))
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float]:

@@ -5,6 +5,7 @@ effects to estimate the noise. Built from metrics tables written by hand: no tra
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -116,6 +117,26 @@ def test_two_seeds_of_a_2x2_design_are_judged_as_a_replicated_factorial(tmp_path
     assert "replicated 2^2 factorial, 2 seeds as blocks" in top
     assert f"sigma = {a.noise.sigma:.4f}" in top and "df = 3" in top
     assert "## Noise by variant" in md and "Cochran's C" in md and "only a diagnostic" in md
+    # 4 variants, blocks removed: C <= 3/4 < its critical value 0.906, so it cannot flag
+    assert not a.spread.can_flag and "this design cannot show unequal noise" in md
+
+
+def test_identical_losses_over_seeds_leave_every_variant_tied_without_crashing(tmp_path):
+    """sigma = 0: no margin to divide by, Cochran's C with no variance at all. Kills: the
+    Dunnett constant recovered as margin / (sigma sqrt(2/n)) (ZeroDivisionError), and C as
+    0/0 (the report printed "C = nan")."""
+    for cell in cells(ROPE_HELD):
+        for seed in (1, 2):
+            name = "_".join(f"{s.name}-{s.spell(cell[s.name])}" for s in SWITCHES)
+            write_cell(tmp_path / f"{name}_seed-{seed}", cell, seed, final_val_loss=2.0)
+    df, _, samples = results.collect(tmp_path, ROPE_HELD, [1, 2])
+    a = analyse(df, ROPE_HELD)
+    assert a.noise.sigma == 0.0 and not a.effects.distinguishable.any()
+    assert a.ranking.best is None and len(a.ranking.tied) == 4
+    md = report.render_markdown(df, report.variant_table(df, a.ranking), a, samples, [])
+    assert "C = 0.000" in md and not re.search(r"\bnan\b", md)
+    with pytest.raises(ValueError, match="every variant needs a loss for every seed"):
+        analyse(df.iloc[1:], ROPE_HELD)  # one run missing
 
 
 def test_the_baseline_is_the_grids_all_low_cell(tmp_path):
