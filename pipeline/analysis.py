@@ -109,7 +109,7 @@ class Analysis:
         )
 
 
-def _noise(per_seed: pd.DataFrame, losses: pd.DataFrame) -> tuple[Any, float]:
+def _noise(per_seed: pd.DataFrame, losses: pd.DataFrame) -> tuple[Pooled | Lenth | None, float]:
     """The noise estimate and the margin of a gap to the lowest variant."""
     if losses.shape[1] >= 2:
         p = pooled(losses)

@@ -86,7 +86,6 @@ class Lenth:
     me: float  # 95% margin of error of one effect
     sme: float  # 95% simultaneous margin over all m effects
     m: int  # the number of effects: a full 2^k design of m + 1 runs
-    n_seeds: int = 1
 
     @property
     def df(self) -> float:
