@@ -75,3 +75,15 @@ def run_module(root: Path, *args: str, env: dict | None = None) -> subprocess.Co
         text=True,
         timeout=600,
     )
+
+
+def tail(proc: subprocess.CompletedProcess, n: int = 3000) -> str:
+    """A finished command's exit code and the ends of its output, for an assertion message."""
+    return f"rc={proc.returncode}\n--- stdout\n{proc.stdout[-n:]}\n--- stderr\n{proc.stderr[-n:]}"
+
+
+def git(root: Path, *args: str) -> str:
+    """``git args`` in ``root``; its stdout, asserting it succeeded."""
+    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
+    return out.stdout

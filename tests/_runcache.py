@@ -8,25 +8,15 @@ import subprocess
 from pathlib import Path
 
 import mlflow
-from _project import make_project, run_module
+from _project import git, make_project, run_module, tail
 
 GRID = {"rope": [False, True], "moe": [False, True], "fgram": [False]}
 GITIGNORE = "__pycache__/\n/mlflow.db\n/mlartifacts/\n"
 TRAINED = "Running stage 'train"
 
 
-def _tail(proc: subprocess.CompletedProcess, n: int = 3000) -> str:
-    return f"rc={proc.returncode}\n--- stdout\n{proc.stdout[-n:]}\n--- stderr\n{proc.stderr[-n:]}"
-
-
-def _git(root: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
-    return out.stdout
-
-
 def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, _tail(proc)
+    assert proc.returncode == 0, tail(proc)
     return proc
 
 
@@ -34,14 +24,14 @@ def committed_project(root: Path) -> Path:
     """The tiny 4-cell project as a git repo with DVC, one commit, nothing trained."""
     make_project(root, overrides={"grid": GRID})
     _ok(run_module(root, "pipeline.grid"))
-    _git(root, "init", "-q", "--initial-branch=main")
-    _git(root, "config", "user.name", "test")
-    _git(root, "config", "user.email", "test@example.com")
+    git(root, "init", "-q", "--initial-branch=main")
+    git(root, "config", "user.name", "test")
+    git(root, "config", "user.email", "test@example.com")
     _ok(run_module(root, "dvc", "init", "-q"))
     _ok(run_module(root, "dvc", "config", "core.analytics", "false"))
     (root / ".gitignore").write_text(GITIGNORE)
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "base")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "base")
     return root
 
 

@@ -15,7 +15,7 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from _project import env_for, make_project, run_module
+from _project import env_for, git, make_project, run_module, tail
 
 
 def dvc(root, *args):
@@ -200,20 +200,10 @@ atexit.register(_record)
 GITIGNORE = "__pycache__/\n/mlflow.db\n/mlruns/\n/mlartifacts/\n"
 
 
-def _tail(proc: subprocess.CompletedProcess, n: int = 3000) -> str:
-    return f"rc={proc.returncode}\n--- stdout\n{proc.stdout[-n:]}\n--- stderr\n{proc.stderr[-n:]}"
-
-
-def _git(root: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr}"
-    return out.stdout
-
-
 def test_dvc_exp_run_temp_uses_the_experiment_copy_and_logs_to_the_parent_store(repro, tmp_path):
     """Late in this module: it commits the project and adds runs to its store."""
     root, first = repro
-    assert first.returncode == 0, _tail(first)
+    assert first.returncode == 0, tail(first)
     (root / ".gitignore").write_text(GITIGNORE)
     probe = tmp_path / "probe"
     probe.mkdir()
@@ -226,10 +216,10 @@ def test_dvc_exp_run_temp_uses_the_experiment_copy_and_logs_to_the_parent_store(
     def dvc(*args: str) -> subprocess.CompletedProcess:
         return run_module(root, "dvc", *args, env=env)
 
-    _git(root, "config", "user.name", "test")
-    _git(root, "config", "user.email", "test@example.com")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "base")
+    git(root, "config", "user.name", "test")
+    git(root, "config", "user.email", "test@example.com")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "base")
     t_base = time.monotonic()
 
     ablation = root / "experiments" / "ablation"
@@ -249,11 +239,11 @@ def test_dvc_exp_run_temp_uses_the_experiment_copy_and_logs_to_the_parent_store(
     changed = sorted(k for k in metrics_before if metrics_after.get(k) != metrics_before[k])
     assert not changed, (
         f"dvc exp run --temp rewrote the parent's metrics.json of {changed}\n"
-        f"stages ran:\n{where}\n{_tail(exp)}"
+        f"stages ran:\n{where}\n{tail(exp)}"
     )
     assert set(metrics_after) == set(metrics_before), "new run dirs in the parent"
     assert (root / "params.yaml").read_text() == params_before
-    assert exp.returncode == 0, _tail(exp)
+    assert exp.returncode == 0, tail(exp)
 
     # Only what moe.* feeds re-ran (the 4 MoE cells and the report), each in the temp copy.
     seeds = yaml.safe_load(params_before)["seeds"]
@@ -275,12 +265,12 @@ def test_dvc_exp_run_temp_uses_the_experiment_copy_and_logs_to_the_parent_store(
     assert not list((root / ".dvc" / "tmp").rglob("mlflow.db"))
 
     # (a) The override took effect in the experiment, which DVC committed with its results.
-    refs = _git(root, "for-each-ref", "--format=%(refname)", "refs/exps").split()
+    refs = git(root, "for-each-ref", "--format=%(refname)", "refs/exps").split()
     assert len(refs) == 1, refs
-    exp_params = yaml.safe_load(_git(root, "show", f"{refs[0]}:params.yaml"))
+    exp_params = yaml.safe_load(git(root, "show", f"{refs[0]}:params.yaml"))
     assert exp_params["moe"]["top_k"] == 2
     for cell, before in metrics_before.items():
-        after = _git(root, "show", f"{refs[0]}:experiments/ablation/{cell}/metrics.json")
+        after = git(root, "show", f"{refs[0]}:experiments/ablation/{cell}/metrics.json")
         assert (after.encode() != before) == ("moe-true" in cell), cell
 
     # (c) Its 4 runs landed in the parent's MLflow store, tagged with the experiment's name.
@@ -319,8 +309,8 @@ def _outputs(root: Path) -> dict[str, bytes]:
 
 def _cached_outs(root: Path, rev: str) -> dict[str, str]:
     """path -> md5 of the outputs in ``rev``'s dvc.lock that DVC caches (git holds the rest)."""
-    lock = yaml.safe_load(_git(root, "show", f"{rev}:dvc.lock"))
-    in_git = set(_git(root, "ls-tree", "-r", "--name-only", rev).split())
+    lock = yaml.safe_load(git(root, "show", f"{rev}:dvc.lock"))
+    in_git = set(git(root, "ls-tree", "-r", "--name-only", rev).split())
     return {
         out["path"]: out["md5"]
         for stage in lock["stages"].values()
@@ -332,60 +322,60 @@ def _cached_outs(root: Path, rev: str) -> dict[str, str]:
 def test_a_teammate_pulls_from_a_dvc_remote_and_repro_trains_nothing(repro, tmp_path):
     """Last in this module: it commits the project and gives it a DVC and a Git remote."""
     root, first = repro
-    assert first.returncode == 0, _tail(first)
-    _git(root, "config", "user.name", "test")
-    _git(root, "config", "user.email", "test@example.com")
+    assert first.returncode == 0, tail(first)
+    git(root, "config", "user.name", "test")
+    git(root, "config", "user.email", "test@example.com")
     exps = [  # refs/exps/<sha[:2]>/<sha[2:]>/<name>, not refs/exps/exec/...
         ref.rsplit("/", 1)[1]
-        for ref in _git(root, "for-each-ref", "--format=%(refname)", "refs/exps").split()
+        for ref in git(root, "for-each-ref", "--format=%(refname)", "refs/exps").split()
         if len(ref.split("/")) == 5
     ]
     if not exps:  # the exp test did not run first: an experiment of the tree as it is
         (root / ".gitignore").write_text(GITIGNORE)
-        _git(root, "add", "-A")
-        _git(root, "commit", "-q", "-m", "base")
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", "base")
         saved = dvc(root, "exp", "save", "-n", "shared")
-        assert saved.returncode == 0, _tail(saved)
+        assert saved.returncode == 0, tail(saved)
         exps = ["shared"]
     (exp,) = exps
-    exp_ref = _git(root, "for-each-ref", "--format=%(refname)", f"refs/exps/*/*/{exp}").strip()
+    exp_ref = git(root, "for-each-ref", "--format=%(refname)", f"refs/exps/*/*/{exp}").strip()
 
     # The team's two shared places: a DVC remote for the cache, a Git remote for the code.
     remote, origin = tmp_path / "remote", tmp_path / "team.git"
-    _git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
-    _git(root, "remote", "add", "origin", str(origin))
+    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(origin))
+    git(root, "remote", "add", "origin", str(origin))
     added = dvc(root, "remote", "add", "-d", "team", str(remote))
-    assert added.returncode == 0, _tail(added)
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "share")  # .dvc/config (the remote) goes with the code
-    _git(root, "push", "-q", "origin", "HEAD:main")
+    assert added.returncode == 0, tail(added)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "share")  # .dvc/config (the remote) goes with the code
+    git(root, "push", "-q", "origin", "HEAD:main")
     pushed = dvc(root, "push")
-    assert pushed.returncode == 0, _tail(pushed)
+    assert pushed.returncode == 0, tail(pushed)
 
     # The teammate: clone the code, pull the data and checkpoints, repro.
     clone = tmp_path / "clone"
-    _git(tmp_path, "clone", "-q", str(origin), str(clone))
+    git(tmp_path, "clone", "-q", str(origin), str(clone))
 
     def dvc2(*args: str) -> subprocess.CompletedProcess:
         return run_module(clone, "dvc", *args)
 
     pulled = dvc2("pull")
-    assert pulled.returncode == 0, _tail(pulled)
+    assert pulled.returncode == 0, tail(pulled)
     theirs, ours = _outputs(clone), _outputs(root)
     assert sum(name.endswith("ckpt.pt") for name in theirs) == 8
     assert sorted(theirs) == sorted(ours)
     assert [n for n in ours if theirs[n] != ours[n]] == []
 
     again = dvc2("repro")
-    assert again.returncode == 0, _tail(again)
+    assert again.returncode == 0, tail(again)
     stages = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
-    assert "Running stage" not in again.stdout, _tail(again)
+    assert "Running stage" not in again.stdout, tail(again)
     skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", again.stdout)
-    assert sorted(skipped) == sorted(stages), _tail(again)
+    assert sorted(skipped) == sorted(stages), tail(again)
     assert _outputs(clone) == ours
     assert (clone / "dvc.lock").read_bytes() == (root / "dvc.lock").read_bytes()
     assert not (clone / "mlflow.db").exists(), "a stage ran and logged to MLflow"
-    assert _git(clone, "status", "--porcelain") == ""
+    assert git(clone, "status", "--porcelain") == ""
 
     # The experiment: its commit to the Git remote, its cached outputs to the DVC remote.
     # `dvc exp push/pull` read the DVC remote from the experiment's own commit, which
@@ -397,12 +387,12 @@ def test_a_teammate_pulls_from_a_dvc_remote_and_repro_trains_nothing(repro, tmp_
             f"[core]\n    remote = team\n['remote \"team\"']\n    url = {remote}\n"
         )
     exp_pushed = dvc(root, "exp", "push", "origin", exp)
-    assert exp_pushed.returncode == 0, _tail(exp_pushed)
+    assert exp_pushed.returncode == 0, tail(exp_pushed)
     exp_pulled = dvc2("exp", "pull", "origin", exp)
-    assert exp_pulled.returncode == 0, _tail(exp_pulled)
-    assert _git(clone, "rev-parse", exp_ref) == _git(root, "rev-parse", exp_ref)
+    assert exp_pulled.returncode == 0, tail(exp_pulled)
+    assert git(clone, "rev-parse", exp_ref) == git(root, "rev-parse", exp_ref)
     cache = clone / ".dvc" / "cache" / "files" / "md5"
     outs = _cached_outs(clone, exp_ref)
     assert sum(p.endswith("ckpt.pt") for p in outs) == 8
     missing = [p for p, md5 in outs.items() if not (cache / md5[:2] / md5[2:]).is_file()]
-    assert not missing, _tail(exp_pushed) + _tail(exp_pulled)
+    assert not missing, tail(exp_pushed) + tail(exp_pulled)

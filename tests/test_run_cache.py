@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _project import env_for, run_module
-from _runcache import TRAINED, _ok, _tail, cell_runs, committed_project, run_ids, summary_run
+from _project import env_for, run_module, tail
+from _runcache import TRAINED, _ok, cell_runs, committed_project, run_ids, summary_run
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,9 @@ def test_two_workers_train_every_cell_and_repro_here_restores_them(project):
     root, trained = project
     _ok(trained)
     done = re.findall(r"\[\d/4\] (\S+):", trained.stdout)
-    assert len(done) == 4, _tail(trained)
+    assert len(done) == 4, tail(trained)
     restored = re.findall(r"Stage '(train[^']*)' is cached - skipping run", trained.stdout)
-    assert sorted(restored) == sorted(done), _tail(trained)
+    assert sorted(restored) == sorted(done), tail(trained)
     assert TRAINED not in trained.stdout  # the workers' own output goes to their logs
     assert (root / "experiments" / "report.md").is_file()
     assert sorted(cell_runs(root).values()) == sorted(
@@ -62,15 +62,15 @@ def test_bytecode_written_or_not_leaves_dvc_status_clean(project, tmp_path, byte
         shutil.rmtree(cache)
     env = env_for(root, bytecode=bytecode)
     status = _ok(run_module(root, "dvc", "status", env=env))
-    assert "Data and pipelines are up to date" in status.stdout, _tail(status)
+    assert "Data and pipelines are up to date" in status.stdout, tail(status)
     imports = "import nanomoe.model, nanomoe.trainer, pipeline.train, pipeline.report, conftest"
     env["PYTHONPATH"] += f":{Path(__file__).parent}"
     subprocess.run([sys.executable, "-c", imports], cwd=root, env=env, check=True)
     assert any((root / "nanomoe" / "__pycache__").glob("*.pyc")) == bytecode
     status = _ok(run_module(root, "dvc", "status", env=env))
-    assert "Data and pipelines are up to date" in status.stdout, _tail(status)
+    assert "Data and pipelines are up to date" in status.stdout, tail(status)
     again = _ok(run_module(root, "dvc", "repro", env=env))
-    assert "Running stage" not in again.stdout, _tail(again)
+    assert "Running stage" not in again.stdout, tail(again)
 
 
 def test_a_params_toggle_and_back_restores_the_cells_and_opens_no_run(project, tmp_path):
@@ -87,13 +87,13 @@ def test_a_params_toggle_and_back_restores_the_cells_and_opens_no_run(project, t
     params["moe"]["top_k"] = 2
     path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     there = _ok(run_module(root, "dvc", "repro"))
-    assert there.stdout.count(TRAINED) == 2, _tail(there)
+    assert there.stdout.count(TRAINED) == 2, tail(there)
     assert len(cell_runs(root)) == len(before_runs) + 2
     path.write_text(original)
     t0 = time.monotonic()
     back = _ok(run_module(root, "dvc", "repro"))
     print(f"toggle back: {time.monotonic() - t0:.1f} s")
-    assert TRAINED not in back.stdout, _tail(back)
+    assert TRAINED not in back.stdout, tail(back)
     restored = re.findall(r"Stage '(train[^']*)' is cached - skipping run", back.stdout)
     assert sorted(restored) == ["train_moe@false-true-false-1337", "train_moe@true-true-false-1337"]
     assert len(cell_runs(root)) == len(before_runs) + 2  # no new run for a restored cell
@@ -114,9 +114,9 @@ def test_a_changed_code_file_or_fgram_table_still_retrains_the_cells_that_use_it
     with open(root / "nanomoe" / "model.py", "a", encoding="utf-8") as f:
         f.write("# a change the run cache must not hide\n")
     status = _ok(run_module(root, "dvc", "status"))
-    assert len(re.findall(r"modified:\s+nanomoe\n", status.stdout)) == 4, _tail(status)
+    assert len(re.findall(r"modified:\s+nanomoe\n", status.stdout)) == 4, tail(status)
     code = _ok(run_module(root, "dvc", "repro", "--single-item", "train@true-false-false-1337"))
-    assert code.stdout.count(TRAINED) == 1, _tail(code)  # not restored: no record of this code
+    assert code.stdout.count(TRAINED) == 1, tail(code)  # not restored: no record of this code
 
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["grid"] = {"rope": [True], "moe": [False, True], "fgram": [False, True]}
@@ -124,7 +124,7 @@ def test_a_changed_code_file_or_fgram_table_still_retrains_the_cells_that_use_it
     _ok(run_module(root, "pipeline.grid"))
     first = _ok(run_module(root, "dvc", "repro"))
     fgram_cells = re.findall(r"Running stage '(train_(?:moe_)?fgram@[^']*)'", first.stdout)
-    assert len(fgram_cells) == 2, _tail(first)
+    assert len(fgram_cells) == 2, tail(first)
     params["fgram"]["max_fgrams"] = 16
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     table = _ok(run_module(root, "dvc", "repro"))
@@ -157,7 +157,7 @@ def test_a_tracking_server_that_does_not_answer_fails_the_stages_in_seconds(proj
         t0 = time.monotonic()
         out = run_module(root, *args, env=env)
         took = time.monotonic() - t0
-        assert out.returncode == 2, _tail(out)
+        assert out.returncode == 2, tail(out)
         assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr
         assert out.stderr.startswith("error: MLFLOW_TRACKING_URI: http://127.0.0.1:9 does not")
         assert took < 30, f"{args[0]} took {took:.0f} s"

@@ -7,8 +7,8 @@ import json
 import re
 import time
 
-from _project import env_for, run_module
-from _runcache import TRAINED, _git, _ok, _tail, cell_runs, committed_project
+from _project import env_for, git, run_module, tail
+from _runcache import TRAINED, _ok, cell_runs, committed_project
 
 
 def test_three_clones_two_workers_push_their_halves_and_the_third_trains_nothing(tmp_path):
@@ -21,33 +21,33 @@ def test_three_clones_two_workers_push_their_halves_and_the_third_trains_nothing
     origin = committed_project(tmp_path / "origin")
     remote = tmp_path / "remote"
     _ok(run_module(origin, "dvc", "remote", "add", "-d", "team", str(remote)))
-    _git(origin, "commit", "-q", "-am", "the team's remote")
+    git(origin, "commit", "-q", "-am", "the team's remote")
     store = f"sqlite:///{tmp_path / 'team.db'}"
     written: dict[str, bytes] = {}
     for i in range(2):
         worker = tmp_path / f"worker{i}"
-        _git(tmp_path, "clone", "-q", str(origin), str(worker))
+        git(tmp_path, "clone", "-q", str(origin), str(worker))
         env = {**env_for(worker), "MLFLOW_TRACKING_URI": store}
         listed = _ok(run_module(worker, "pipeline.grid", "--targets", "--share", f"{i}/2"))
         targets = listed.stdout.split()
         assert len(targets) == 2
         trained = _ok(run_module(worker, "dvc", "repro", *targets, env=env))
-        assert trained.stdout.count(TRAINED) == 2, _tail(trained)
+        assert trained.stdout.count(TRAINED) == 2, tail(trained)
         _ok(run_module(worker, "pipeline.share", env=env))
         for path in (worker / "experiments/ablation").glob("*/metrics.json"):
             written[path.parent.name] = path.read_bytes()
     assert len(written) == 4
 
     third = tmp_path / "third"
-    _git(tmp_path, "clone", "-q", str(origin), str(third))
+    git(tmp_path, "clone", "-q", str(origin), str(third))
     env = {**env_for(third), "MLFLOW_TRACKING_URI": store}
     t0 = time.monotonic()
     again = _ok(run_module(third, "dvc", "repro", "--pull", env=env))
     took = time.monotonic() - t0
     print(f"third clone: dvc repro --pull {took:.1f} s")
-    assert TRAINED not in again.stdout, _tail(again)
+    assert TRAINED not in again.stdout, tail(again)
     restored = re.findall(r"Stage '(train[^']*)' is cached - skipping run", again.stdout)
-    assert len(restored) == 4, _tail(again)
+    assert len(restored) == 4, tail(again)
     assert "Running stage 'report'" in again.stdout
     mine = {
         p.parent.name: p.read_bytes()
