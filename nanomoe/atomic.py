@@ -8,10 +8,13 @@ file the user knows; the old file is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def current_umask() -> int:
@@ -29,7 +32,8 @@ def current_umask() -> int:
     return mask
 
 
-def _write(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _temporary(path: Path) -> Iterator[tuple[BinaryIO, str]]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file where a folder of the path should be
@@ -37,7 +41,7 @@ def _write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f, tmp
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
@@ -47,15 +51,25 @@ def _write(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to stream into; its bytes appear at ``path`` only when the block ends
+    without an exception (any exception leaves the old file, and no temporary one)."""
+    path, tmp = Path(path), None
     try:
-        _write(path, data)
+        with _temporary(path) as (f, tmp):
+            yield f
     except OSError as err:
-        if err.errno is None:
+        ours = err.filename is None or os.fspath(err.filename) in (tmp, os.fspath(path))
+        if err.errno is None or not ours:  # another file's error (one the block read): as is
             raise
         # disk full, permission denied, a folder in the way: name the destination
         raise OSError(err.errno, err.strerror or str(err), os.fspath(path)) from err
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_writer(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

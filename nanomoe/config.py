@@ -195,12 +195,14 @@ class MiningConfig(Config):
     max_n: int = 6  # longest n-gram mined (a model may look up only the shorter ones)
     min_count: int = 5  # an n-gram must occur this often
     max_fgrams: int = 2048  # keep the top ones by score = count * (n - 1)
+    max_tokens: int = 10_000_000  # mined over at most this many train tokens, the first ones
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(self.max_n >= 2, "max_n", "must be >= 2 (an F-gram has 2 or more characters)")
         _require(self.min_count >= 1, "min_count", "must be >= 1")
         _require(self.max_fgrams >= 1, "max_fgrams", "must be >= 1")
+        _require(self.max_tokens >= 2, "max_tokens", "must be >= 2")
 
 
 @dataclass

@@ -1,7 +1,8 @@
-"""Character tokenizer, binary train/val splits and batch sampling.
+"""Binary train/val splits and batch sampling, over the character tokenizer's ids.
 
-The vocabulary is whatever characters the corpus holds (any Unicode), sorted by code point,
-so the same corpus always gives the same ids.
+``prepare`` splits one text in memory, for a notebook; the pipeline's prepare stage streams a
+corpus of many documents to the same files (pipeline/prepare.py). meta.json says what the
+ids mean: the characters, and ``eod``, the end-of-document id, when the corpus has documents.
 """
 
 from __future__ import annotations
@@ -15,41 +16,7 @@ import torch
 
 from nanomoe.atomic import atomic_write_bytes, atomic_write_text
 from nanomoe.config import InputError, read_json
-
-
-class CharTokenizer:
-    def __init__(self, chars: str) -> None:
-        if len(set(chars)) != len(chars):
-            raise ValueError("CharTokenizer: vocabulary has repeated characters")
-        self.chars = chars
-        self.stoi = {c: i for i, c in enumerate(chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
-        if not text:
-            raise ValueError("CharTokenizer: the corpus is empty")
-        return cls("".join(sorted(set(text))))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    @property
-    def dtype(self) -> type[np.unsignedinteger]:
-        """uint16 while ids fit (65,536 characters), else uint32."""
-        return np.uint16 if self.vocab_size <= 2**16 else np.uint32
-
-    def encode(self, text: str) -> list[int]:
-        unknown = sorted(set(text) - self.stoi.keys())
-        if unknown:
-            raise ValueError(
-                f"characters not in the vocabulary: {''.join(unknown)!r}; "
-                "use only characters that occur in the training corpus"
-            )
-        return [self.stoi[c] for c in text]
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
+from nanomoe.tokenizer import CharTokenizer
 
 
 def prepare(text: str, out_dir: str | os.PathLike, val_fraction: float = 0.1) -> dict:
@@ -107,8 +74,13 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     chars, size, dtype = meta["chars"], meta["vocab_size"], meta["dtype"]
     if not chars or len(set(chars)) != len(chars):
         raise InputError(path, "chars: must be the corpus's distinct characters", PREPARE_FIX)
-    if size != len(chars):
-        bad = f"vocab_size={size}, but chars holds {len(chars)} characters"
+    eod = meta.get("eod")
+    if eod is not None and eod != len(chars):
+        bad = f"eod: must be {len(chars)}, the id after the characters, got {eod!r}"
+        raise InputError(path, bad, PREPARE_FIX)
+    if size != len(chars) + (eod is not None):
+        extra = " and the end-of-document token" if eod is not None else ""
+        bad = f"vocab_size={size}, but chars holds {len(chars)} characters{extra}"
         raise InputError(path, bad, PREPARE_FIX)
     if dtype not in DTYPES:
         bad = f"dtype {dtype!r} is not a token dtype prepare writes ({', '.join(DTYPES)})"
@@ -122,7 +94,8 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
 
 
 def load_tokenizer(data_dir: str | os.PathLike) -> CharTokenizer:
-    return CharTokenizer(load_meta(data_dir)["chars"])
+    meta = load_meta(data_dir)
+    return CharTokenizer(meta["chars"], eod=meta.get("eod") is not None)
 
 
 def load_split(data_dir: str | os.PathLike, split: str) -> np.ndarray:

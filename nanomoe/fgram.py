@@ -71,16 +71,27 @@ def _unkey(key: int, n: int, base: int) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
+def _spans(ids: np.ndarray, n: int, boundary: int | None) -> np.ndarray | None:
+    """Which n-gram windows of ``ids`` hold the ``boundary`` id (None: no boundary)."""
+    if boundary is None:
+        return None
+    seen = np.concatenate([[0], np.cumsum(ids == boundary)])
+    return seen[n:] - seen[:-n] > 0
+
+
 def mine_fgrams(
     ids: np.ndarray,
     vocab_size: int,
     max_n: int,
     min_count: int = 2,
     max_fgrams: int = 1024,
+    boundary: int | None = None,
 ) -> list[Fgram]:
     """The top ``max_fgrams`` n-grams (2 <= n <= ``max_n``) of a token-id array by score.
 
-    Ties break toward longer n-grams, then by ids, so mining is deterministic.
+    ``boundary``: the end-of-document id. No n-gram holding it is counted, so an F-gram never
+    spans two documents (nor ends one). Ties break toward longer n-grams, then by ids, so
+    mining is deterministic.
     """
     MiningConfig(max_n, min_count, max_fgrams)  # its rules, or a ValueError naming the field
     _check_key_range(vocab_size, max_n)
@@ -89,7 +100,9 @@ def mine_fgrams(
     for n in range(2, max_n + 1):
         if len(ids) < n:
             break
-        keys, counts = np.unique(_keys(ids, n, vocab_size), return_counts=True)
+        keys = _keys(ids, n, vocab_size)
+        spans = _spans(ids, n, boundary)
+        keys, counts = np.unique(keys if spans is None else keys[~spans], return_counts=True)
         keep = counts >= min_count
         for key, count in zip(keys[keep].tolist(), counts[keep].tolist(), strict=True):
             found.append(Fgram(_unkey(key, n, vocab_size), count, count * (n - 1)))
@@ -98,10 +111,16 @@ def mine_fgrams(
 
 
 def save_fgrams(
-    path: str | os.PathLike, fgrams: list[Fgram], chars: str, meta: dict | None = None
+    path: str | os.PathLike,
+    fgrams: list[Fgram],
+    chars: str,
+    meta: dict | None = None,
+    vocab_size: int | None = None,
 ) -> None:
+    """The table as JSON; ``vocab_size``: the ids' vocabulary when it holds more than
+    ``chars`` (the end-of-document token after them)."""
     doc = {
-        "vocab_size": len(chars),
+        "vocab_size": vocab_size or len(chars),
         "score": "count * (n - 1)",
         **(meta or {}),
         "fgrams": [
@@ -144,6 +163,8 @@ def _checked_fgram(path: Path, i: int, entry: object, vocab_size: int, chars: st
         raise bad(f"ids: {ids} has an id outside the vocabulary [0, {vocab_size})")
     if not _is_int(count) or count < 1 or not _is_int(score):
         raise bad("count and score: must be integers, count >= 1")
+    if chars is not None and max(ids) >= len(chars):
+        raise bad(f"ids: {ids} holds the end-of-document id {len(chars)}; F-grams never span it")
     if chars is not None and "text" in entry:
         spelled = "".join(chars[t] for t in ids)
         if entry["text"] != spelled:
@@ -173,10 +194,10 @@ def load_fgrams(
     size = doc.get("vocab_size")
     if not _is_int(size) or size < 1:
         raise InputError(path, f"vocab_size: must be a positive integer, got {size!r}", MINE_FIX)
-    for theirs in (vocab_size, None if chars is None else len(chars)):
-        if theirs is not None and theirs != size:
-            problem = f"mined over a vocabulary of {size} characters, meta.json has {theirs}"
-            raise InputError(path, problem, MINE_FIX)
+    theirs = vocab_size if vocab_size is not None or chars is None else len(chars)
+    if theirs is not None and theirs != size:
+        problem = f"mined over a vocabulary of {size} tokens, meta.json has {theirs}"
+        raise InputError(path, problem, MINE_FIX)
     mined = doc.get("mine_max_n")
     if max_n is not None and _is_int(mined) and mined < max_n:
         problem = f"mined up to n={mined}, shorter than the max_n={max_n} asked for"

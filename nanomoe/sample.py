@@ -1,5 +1,8 @@
 """Generate text from a checkpoint.
 
+Trained on a corpus of documents, a model also predicts where a document ends: sampling
+stops at the first end-of-document token it draws, and the text ends there.
+
     python -m nanomoe.sample --prompt "ROMEO:" --tokens 500 \\
         --checkpoint experiments/ablation/rope-true_moe-true_fgram-true_seed-1337/ckpt.pt
 """
@@ -15,9 +18,9 @@ import torch
 
 from nanomoe.checkpoint import load_checkpoint, model_from_checkpoint
 from nanomoe.config import InputError, SampleConfig
-from nanomoe.data import CharTokenizer
 from nanomoe.device import resolve_device
 from nanomoe.model import GPT
+from nanomoe.tokenizer import CharTokenizer
 
 CKPT_FIX = "pass --checkpoint the ckpt.pt of a finished training run (dvc repro trains them)"
 
@@ -34,8 +37,16 @@ def generate_text(
     """Prompt plus ``tokens`` sampled characters, deterministic for a given seed.
     ``top_k`` 0 or None: no top-k filtering."""
     model = model_from_checkpoint(ckpt)
-    tok = CharTokenizer(ckpt["chars"])
-    return _generate(model, tok, prompt, tokens, temperature, top_k, seed, device)
+    return _generate(
+        model, tokenizer_of(ckpt, model), prompt, tokens, temperature, top_k, seed, device
+    )
+
+
+def tokenizer_of(ckpt: dict, model: GPT) -> CharTokenizer:
+    """The checkpoint's vocabulary: its characters, and the end-of-document token when the
+    model has one id more than it has characters (the id after them)."""
+    chars = ckpt["chars"]
+    return CharTokenizer(chars, eod=model.config.vocab_size == len(chars) + 1)
 
 
 def _generate(
@@ -52,7 +63,11 @@ def _generate(
     model = model.to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, generator=gen)
-    return tok.decode(out[0].tolist())
+    ids = out[0].tolist()
+    new = ids[idx.shape[1] :]
+    if tok.eod_id in new:  # the document ended: so does the sample
+        ids = ids[: idx.shape[1] + new.index(tok.eod_id)]
+    return tok.decode(ids)
 
 
 def read_checkpoint(path: str | Path) -> tuple[GPT, CharTokenizer]:
@@ -78,7 +93,8 @@ def read_checkpoint(path: str | Path) -> tuple[GPT, CharTokenizer]:
             problem = f"has no {key!r} ({kind.__name__}): not a NanoMoE checkpoint"
             raise InputError(path, problem, CKPT_FIX)
     try:
-        model, tok = model_from_checkpoint(ckpt), CharTokenizer(ckpt["chars"])
+        model = model_from_checkpoint(ckpt)
+        tok = tokenizer_of(ckpt, model)
     except (ValueError, TypeError, KeyError, RuntimeError) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0][:160]
         problem = f"its weights do not fit its model_config ({reason})"

@@ -270,3 +270,16 @@ def test_gpt_keeps_only_fgrams_within_fgram_max_n(tiny_config):
     config = tiny_config(fgram=True, fgram_max_n=3)
     model = GPT(config, fgrams=[Fgram((1, 2), 5, 5), (1, 2, 3), [3, 4, 5, 6], (7,)])
     assert model.fgram_ids == [[1, 2], [1, 2, 3]]
+
+
+def test_no_fgram_spans_an_end_of_document_token():
+    """Every window that holds the boundary id is left out of the counts, and only those.
+    Mutation killed: the boundary ignored (``b<eod>`` and ``<eod>a`` are mined) or windows
+    ending just before it dropped too (``ab`` undercounted)."""
+    eod = 3
+    ids = np.array([0, 1, eod, 0, 1, eod, 0, 1, 2, eod, 0, 1, 2], dtype=np.uint16)
+    got = mine_fgrams(ids, 4, max_n=3, min_count=1, max_fgrams=100, boundary=eod)
+    assert all(eod not in g.ids for g in got)
+    expected = {g: c for g, c in brute_force_counts(ids, 3).items() if eod not in g}
+    assert {g.ids: g.count for g in got} == expected
+    assert expected[(0, 1)] == 4

@@ -124,3 +124,23 @@ def test_top_k_zero_means_off_as_none_does(checkpoint):
     assert texts[0] == texts[1] == texts[2]
     with pytest.raises(ValueError, match="top_k"):
         generate_text(ckpt, "the", 5, top_k=-1)
+
+
+def test_sampling_stops_at_the_first_end_of_document_token(monkeypatch):
+    """A model trained on documents ends them: the sample is cut before the first end
+    token it draws, never before the prompt. Mutation killed: the cut taken from the
+    prompt's start, or the end token decoded into the text."""
+    from nanomoe import sample
+    from nanomoe.model import GPT, GPTConfig
+    from nanomoe.tokenizer import CharTokenizer
+
+    tok = CharTokenizer("abc", eod=True)
+    model = GPT(GPTConfig(vocab_size=4, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    drawn = [0, 1, 2, 3, 0, 3]  # "abc", the end token, "a", the end token
+
+    def generate(idx, tokens, **kw):
+        return torch.cat([idx, torch.tensor([drawn[:tokens]])], dim=1)
+
+    monkeypatch.setattr(model, "generate", generate)
+    assert sample._generate(model, tok, "cb", 6, 1.0, None, 0, "cpu") == "cbabc"
+    assert sample._generate(model, tok, "cb", 2, 1.0, None, 0, "cpu") == "cbab"

@@ -1,0 +1,74 @@
+"""The character tokenizer: one id per character of the corpus, plus, for a corpus of several
+documents, one end-of-document id after them.
+
+The vocabulary is whatever characters the corpus holds (any Unicode), sorted by code point,
+so the same corpus always gives the same ids. The end-of-document token, when there is one,
+takes the id after the last character (``eod_id == len(chars)``). It stands for no text: it
+decodes to ``EOD_TEXT`` for display and counts 0 bytes of the raw text in ``token_bytes``.
+
+No torch here: the prepare stage encodes whole corpora with it and must stay light.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EOD_TEXT = "<|endoftext|>"  # how decode shows the end-of-document token
+
+
+class CharTokenizer:
+    def __init__(self, chars: str, eod: bool = False) -> None:
+        if len(set(chars)) != len(chars):
+            raise ValueError("CharTokenizer: vocabulary has repeated characters")
+        self.chars, self.eod = chars, eod
+        self.stoi = {c: i for i, c in enumerate(chars)}
+        points = np.array([ord(c) for c in chars], dtype=np.uint32)
+        self._order = np.argsort(points)  # ids by code point, for encode_array's search
+        self._sorted = points[self._order]
+
+    @classmethod
+    def from_text(cls, text: str, eod: bool = False) -> CharTokenizer:
+        if not text:
+            raise ValueError("CharTokenizer: the corpus is empty")
+        return cls("".join(sorted(set(text))), eod)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars) + self.eod
+
+    @property
+    def eod_id(self) -> int | None:
+        """The end-of-document id, after every character's; None without one."""
+        return len(self.chars) if self.eod else None
+
+    @property
+    def dtype(self) -> type[np.unsignedinteger]:
+        """uint16 while ids fit (65,536 tokens), else uint32."""
+        return np.uint16 if self.vocab_size <= 2**16 else np.uint32
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted(set(text) - self.stoi.keys())
+        if unknown:
+            raise ValueError(
+                f"characters not in the vocabulary: {''.join(unknown)!r}; "
+                "use only characters that occur in the training corpus"
+            )
+        return [self.stoi[c] for c in text]
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """``encode`` for a long text, vectorized: each code point found by binary search
+        among the vocabulary's, so a corpus is encoded at numpy's speed, not Python's."""
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        at = np.minimum(np.searchsorted(self._sorted, points), len(self.chars) - 1)
+        if not np.array_equal(self._sorted[at], points):
+            self.encode(text)  # raises, naming the characters outside the vocabulary
+        return self._order[at].astype(self.dtype)
+
+    def decode(self, ids) -> str:
+        return "".join(EOD_TEXT if int(i) == self.eod_id else self.chars[int(i)] for i in ids)
+
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes of the raw text each id stands for: the end-of-document token 0, so
+        bits per byte leave it out of both the nats and the bytes."""
+        sizes = [len(c.encode("utf-8")) for c in self.chars] + [0] * self.eod
+        return np.array(sizes, dtype=np.int64)
