@@ -38,7 +38,7 @@ def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run,
             "kind": "cell",
             "variant": cell.variant,
             "git_commit": git_commit(),
-            "data_sha256": params.data.sha256 or "unchecked",
+            "data_sha256": params.data.fingerprint,
         }
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]

@@ -40,6 +40,7 @@ CODE = [
     "pipeline/stage.py",
     "pipeline/layout.py",
     "pipeline/params.py",
+    "pipeline/sources.py",
     "pipeline/plots.py",
     "pipeline/tracking.py",
     "pipeline/run_callback.py",

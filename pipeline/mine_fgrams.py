@@ -1,4 +1,6 @@
-"""Stage ``mine_fgrams``: mine frequent n-grams from the *train* split only.
+"""Stage ``mine_fgrams``: mine frequent n-grams from the *train* split only, over a bounded
+sample of it: its first ``fgram.mine_max_tokens`` tokens (all of TinyShakespeare's). No
+F-gram spans an end-of-document token.
 
 Writes data/fgrams.json (up to ``fgram.mine_max_n``, so tuning can reuse it for every length
 it tries) and data/fgram_metrics.json (how many per n, and the share of train positions the
@@ -38,26 +40,26 @@ def main(argv: list[str] | None = None) -> int:
     p = load_params(layout.root / "params.yaml")
     prepared = layout.require(layout.prepared)
     meta = load_meta(prepared)
-    train = np.asarray(load_split(prepared, "train"))
     m = p.mining
+    train = np.asarray(load_split(prepared, "train")[: m.max_tokens])
+    vocab, eod = meta["vocab_size"], meta.get("eod")
     t0 = time.perf_counter()
     keys = {**KEYS[MiningConfig], "fgram_max_n": KEYS[MiningConfig]["max_n"]}
     fgrams = checked(
-        lambda: mine_fgrams(train, meta["vocab_size"], m.max_n, m.min_count, m.max_fgrams), keys
+        lambda: mine_fgrams(train, vocab, m.max_n, m.min_count, m.max_fgrams, boundary=eod), keys
     )
     seconds = time.perf_counter() - t0
-    save_fgrams(
-        layout.fgrams,
-        fgrams,
-        meta["chars"],
-        {"mine_max_n": m.max_n, "min_count": m.min_count, "max_fgrams": m.max_fgrams},
-    )
+    settings = {"mine_max_n": m.max_n, "min_count": m.min_count, "max_fgrams": m.max_fgrams}
+    save_fgrams(layout.fgrams, fgrams, meta["chars"], settings, vocab_size=vocab)
     lengths = range(2, m.max_n + 1)
     per_n = {str(n): sum(g.n == n for g in fgrams) for n in lengths}
     cover = {str(n): round(coverage(train, fgrams, meta["vocab_size"], n), 4) for n in lengths}
     metrics = {"count": len(fgrams), "count_per_n": per_n, "coverage_per_max_n": cover}
     atomic_write_text(layout.fgram_metrics, json.dumps(metrics, indent=2))
-    print(f"mined {len(fgrams)} F-grams in {seconds:.1f}s -> {layout.relative(layout.fgrams)}")
+    print(
+        f"mined {len(fgrams)} F-grams from {len(train):,} train tokens in {seconds:.1f}s -> "
+        f"{layout.relative(layout.fgrams)}"
+    )
     print(f"per n {per_n}; share of train positions covered, by max_n: {cover}")
     return 0
 

@@ -20,30 +20,10 @@ import yaml
 from nanomoe.config import Config, GPTConfig, MiningConfig, SampleConfig, TrainConfig, display_path
 from nanomoe.switches import BY_NAME, SWITCHES, Levels, config_fields, full, full_grid
 from pipeline.layout import project_root
+from pipeline.sources import DataParams
 from pipeline.stage import ParamsError
 
 C = TypeVar("C", bound=Config)
-DATA_URL_ENV = "NANOMOE_DATA_URL"
-
-
-@dataclass(frozen=True)
-class DataParams(Config):
-    url: str
-    sha256: str | None  # None: no check
-    val_fraction: float = 0.1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
-            raise ValueError("sha256: must be 64 hex digits, or null to skip the check")
-        if self.sha256 is not None:
-            object.__setattr__(self, "sha256", self.sha256.lower())  # as hashlib prints it
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError("val_fraction: must be in (0, 1)")
-
-    @property
-    def effective_url(self) -> str:
-        return os.environ.get(DATA_URL_ENV) or self.url
 
 
 @dataclass
@@ -65,6 +45,7 @@ KEYS: dict[type, dict[str, str]] = {
         "max_n": "fgram.mine_max_n",
         "min_count": "fgram.min_count",
         "max_fgrams": "fgram.max_fgrams",
+        "max_tokens": "fgram.mine_max_tokens",
     },
     GPTConfig: {
         **{f: f"model.{f}" for f in ("block_size", "n_layer", "n_head", "n_embd", "dropout")},

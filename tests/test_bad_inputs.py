@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -119,6 +121,23 @@ def data_url(name: str, data: bytes, sha256_null: bool = True) -> Callable[[Path
     return setup
 
 
+def write_parquet_columns(path: Path, **columns) -> None:
+    pq.write_table(pa.table(columns), path)
+
+
+def shard_in_raw(name: str, content: bytes | Callable[[Path], None]) -> Callable[[Path], None]:
+    """data/raw/ holding this one shard instead of the corpus, as download leaves it."""
+
+    def setup(root: Path) -> None:
+        (root / "data/raw/corpus.txt").unlink()
+        if isinstance(content, bytes):
+            (root / "data/raw" / name).write_bytes(content)
+        else:
+            content(root / "data/raw" / name)
+
+    return setup
+
+
 def edit_json(rel: str, mutate: Callable[[dict], None]) -> Callable[[Path], None]:
     def setup(root: Path) -> None:
         doc = json.loads((root / rel).read_text(encoding="utf-8"))
@@ -180,22 +199,53 @@ COMMANDS = [
     Row("exponent-in-an-int-field", ("pipeline.download",),
         params_text(r"^  max_iters: .*$", "  max_iters: 1e3"),
         "params.yaml: train.max_iters", "must be int"),
-    # download: nothing is written unless the new corpus is good
+    # download: nothing is written unless the new shard is good
     Row("data-url-unreachable", ("pipeline.download",),
         edit_params(lambda p: p["data"].update(url="file:///nonexistent/input.txt")),
-        "nonexistent/input.txt", "dvc checkout download"),
+        "nonexistent/input.txt", "reachable mirror"),
     Row("data-url-empty-file", ("pipeline.download",), data_url("empty.txt", b""),
-        "empty.txt", "dvc checkout download"),
+        "empty.txt", "point data.url"),
     Row("corpus-not-utf8", ("pipeline.download",), data_url("latin1.txt", b"caf\xe9\n"),
-        "latin1.txt", "dvc checkout download"),
+        "latin1.txt", "UTF-8"),
+    Row("shard-not-utf8", ("pipeline.download",),
+        data_url("docs.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n'),
+        "docs.jsonl", "convert the shard to UTF-8"),
+    Row("empty-shard", ("pipeline.download",), data_url("docs.jsonl", b""),
+        "docs.jsonl", "is empty"),
     Row("checksum-mismatch", ("pipeline.download",),
         data_url("other.txt", b"another corpus\n", sha256_null=False),
         "other.txt", "data.sha256"),
-    # prepare
-    Row("raw-missing", ("pipeline.prepare",), remove("data/raw/input.txt"),
-        "data/raw/input.txt", "dvc repro download"),
-    Row("raw-not-utf8", ("pipeline.prepare",), write("data/raw/input.txt", b"caf\xe9\n" * 50),
-        "data/raw/input.txt", "dvc repro download"),
+    Row("checksum-list-of-the-wrong-length", ("pipeline.download",),
+        edit_params(lambda p: p["data"].update(
+            url=["https://example.org/a.jsonl", "https://example.org/b.parquet"],
+            sha256=["a" * 64] * 3)),
+        "params.yaml: data.sha256", "one per shard"),
+    # prepare: the shards in data/raw/, each read through before anything is written
+    Row("raw-missing", ("pipeline.prepare",), remove("data/raw/corpus.txt"),
+        "data/raw", "dvc repro download"),
+    Row("raw-not-utf8", ("pipeline.prepare",), write("data/raw/corpus.txt", b"caf\xe9\n" * 50),
+        "data/raw/corpus.txt", "UTF-8"),
+    Row("text-column-missing", ("pipeline.prepare",),
+        shard_in_raw("docs.parquet", lambda p: write_parquet_columns(p, body=["a", "b"])),
+        "data/raw/docs.parquet", "data.text_field"),
+    Row("text-column-not-strings", ("pipeline.prepare",),
+        shard_in_raw("docs.parquet", lambda p: write_parquet_columns(p, text=[1, 2])),
+        "data/raw/docs.parquet", "data.text_field to a string column"),
+    Row("jsonl-row-not-a-string", ("pipeline.prepare",),
+        shard_in_raw("docs.jsonl", b'{"text": "ok"}\n{"text": 5}\n'),
+        "data/raw/docs.jsonl: line 2", "fix the row"),
+    Row("parquet-row-null", ("pipeline.prepare",),
+        shard_in_raw("docs.parquet", lambda p: write_parquet_columns(p, text=["ok", None])),
+        "data/raw/docs.parquet: row 2", "fill it"),
+    Row("empty-parquet-shard", ("pipeline.prepare",),
+        shard_in_raw("docs.parquet", lambda p: write_parquet_columns(p, text=pa.array([], "str"))),
+        "data/raw/docs.parquet", "holds no text"),
+    Row("corrupt-parquet", ("pipeline.prepare",),
+        shard_in_raw("docs.parquet", b"PAR1 not really a parquet file PAR1"),
+        "data/raw/docs.parquet", "fetch it again"),
+    Row("jsonl-line-not-json", ("pipeline.prepare",),
+        shard_in_raw("docs.jsonl", b'{"text": "a"}\n{"text": "b"}\n{"text": oops}\n'),
+        "data/raw/docs.jsonl: line 3", "fix that line"),
     Row("output-is-a-directory", ("pipeline.prepare",), make_dir("data/prepared/train.bin"),
         "data/prepared/train.bin", "folder is in the way"),
     # mine_fgrams reads the prepared data

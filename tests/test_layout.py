@@ -36,10 +36,10 @@ def project(tmp_path, monkeypatch):
 
 def test_a_path_changed_in_dvc_yaml_moves_what_the_stages_write_and_read(project):
     text = (project / "dvc.yaml").read_text(encoding="utf-8")
-    (project / "dvc.yaml").write_text(text.replace("data/raw/input.txt", "data/raw/corpus.txt"))
+    (project / "dvc.yaml").write_text(text.replace("data/raw", "data/shards"))
     assert download.main([]) == 0 and prepare.main([]) == 0
-    assert (project / "data/raw/corpus.txt").exists()
-    assert not (project / "data/raw/input.txt").exists()
+    assert (project / "data/shards/corpus.txt").exists()
+    assert not (project / "data/raw").exists()
     assert (project / "data/prepared/meta.json").exists()
 
 

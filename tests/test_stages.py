@@ -2,64 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
 import yaml
 from _project import CORPUS, make_project, run_module
 
-from pipeline.download import download, fetch
 from pipeline.params import load_params
 from pipeline.stage import ParamsError, StageError
-
-
-def test_download_writes_the_file_when_the_checksum_matches(tmp_path):
-    src = tmp_path / "src.txt"
-    src.write_text(CORPUS, encoding="utf-8")
-    out = tmp_path / "data" / "raw" / "input.txt"
-    digest = download(src.as_uri(), hashlib.sha256(CORPUS.encode()).hexdigest(), out)
-    assert out.read_text(encoding="utf-8") == CORPUS
-    assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
-
-
-def test_download_accepts_a_plain_path(tmp_path):
-    src = tmp_path / "src.txt"
-    src.write_bytes(b"abc")
-    assert fetch(str(src)) == b"abc"
-
-
-def test_checksum_mismatch_names_both_hashes_and_leaves_no_file(tmp_path):
-    src = tmp_path / "src.txt"
-    src.write_text("tampered", encoding="utf-8")
-    out = tmp_path / "raw" / "input.txt"
-    expected = "0" * 64
-    with pytest.raises(StageError) as err:
-        download(src.as_uri(), expected, out)
-    assert expected in str(err.value)
-    assert hashlib.sha256(b"tampered").hexdigest() in str(err.value)
-    assert not out.exists()
-    assert not out.parent.exists() or not any(out.parent.iterdir())
-
-
-def test_unreachable_url_fails_naming_the_override_variable(tmp_path):
-    with pytest.raises(StageError, match="NANOMOE_DATA_URL"):
-        download((tmp_path / "missing.txt").as_uri(), None, tmp_path / "out.txt")
-    with pytest.raises(StageError, match="NANOMOE_DATA_URL"):
-        download("http://127.0.0.1:9/input.txt", None, tmp_path / "out.txt")
-    assert not (tmp_path / "out.txt").exists()
-
-
-def test_download_stage_uses_the_override_and_exits_2_on_a_bad_one(tmp_path):
-    root = make_project(tmp_path)
-    env_ok = {"NANOMOE_DATA_URL": str(root / "corpus.txt")}
-    ok = run_module(root, "pipeline.download", env={**_env(root), **env_ok})
-    assert ok.returncode == 0, ok.stderr
-    assert (root / "data/raw/input.txt").read_text(encoding="utf-8") == CORPUS
-    bad = run_module(root, "pipeline.download", env={**_env(root), "NANOMOE_DATA_URL": "/nope"})
-    assert bad.returncode == 2
-    lines = bad.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "NANOMOE_DATA_URL" in lines[0]
 
 
 def _env(root):
@@ -172,6 +122,22 @@ def test_mine_stage_writes_fgrams_and_coverage_metrics(tmp_path):
     cover = metrics["coverage_per_max_n"]
     assert 0 < cover["2"] <= cover["3"] <= cover["4"] <= 1
     assert sum(metrics["count_per_n"].values()) == metrics["count"] == len(doc["fgrams"])
+
+
+def test_mine_stage_mines_only_the_first_mine_max_tokens_train_tokens(tmp_path, monkeypatch):
+    """Mutation killed: fgram.mine_max_tokens read but the whole train split mined."""
+    import numpy as np
+
+    from pipeline import download, mine_fgrams, prepare
+
+    root = make_project(tmp_path, overrides={"fgram": {"mine_max_tokens": 300}})
+    monkeypatch.chdir(root)
+    assert download.main([]) == 0 and prepare.main([]) == 0 and mine_fgrams.main([]) == 0
+    head = np.fromfile(root / "data/prepared/train.bin", dtype=np.uint16)[:300].tolist()
+    doc = json.loads((root / "data/fgrams.json").read_text(encoding="utf-8"))
+    for g in doc["fgrams"]:
+        n = len(g["ids"])
+        assert g["count"] == sum(head[i : i + n] == g["ids"] for i in range(len(head) - n + 1))
 
 
 def _prepared_project(tmp_path, monkeypatch):

@@ -1,0 +1,153 @@
+"""The streaming prepare stage: whole documents in each split, one end-of-document token
+after each, one text file cut as before, and no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from _project import CORPUS, REPO, make_project
+from _shards import make_documents, sharded_corpus, write_text
+
+import pipeline.shards
+from nanomoe.data import prepare as prepare_in_memory
+from nanomoe.tokenizer import CharTokenizer
+from pipeline.layout import Layout
+from pipeline.prepare import prepare
+from pipeline.sources import DataParams
+from pipeline.split import Splitter, doc_hash
+
+
+def data(**kw) -> DataParams:
+    return DataParams(url="https://example.org/x.txt", sha256=None, **kw)
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = make_project(tmp_path / "project")
+    (root / "data/raw").mkdir(parents=True)
+    return root
+
+
+def splits(root) -> tuple[dict, dict[str, list[str]]]:
+    """meta.json, and each split's documents decoded (cut at the end-of-document token)."""
+    meta = json.loads((root / "data/prepared/meta.json").read_text(encoding="utf-8"))
+    tok = CharTokenizer(meta["chars"], eod=True)
+    docs = {}
+    for split in ("train", "val"):
+        ids = np.fromfile(root / f"data/prepared/{split}.bin", dtype=meta["dtype"])
+        assert ids[-1] == meta["eod"], f"{split}.bin must end with a document's end"
+        cuts = np.flatnonzero(ids == meta["eod"])
+        docs[split] = [tok.decode(d) for d in np.split(ids, cuts + 1)[:-1]]
+        docs[split] = [d.removesuffix("<|endoftext|>") for d in docs[split]]
+    return meta, docs
+
+
+def test_char_tokens_are_the_characters_plus_one_end_token_per_document(project):
+    """Mutation killed: no end-of-document token after a text shard's document, or one
+    token dropped at each chunk's edge (the text shard is read in 7-character chunks)."""
+    docs = make_documents(60)
+    sharded_corpus(project / "data/raw", docs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline.shards, "CHUNK_CHARS", 7)
+        meta, _ = prepare(Layout.load(project), data())
+    assert meta["n_train"] + meta["n_val"] == sum(map(len, docs)) + len(docs)
+    _, got = splits(project)  # the files: every document, each followed by the token
+    assert sorted(got["train"] + got["val"]) == sorted(docs)
+    sizes = [(project / f"data/prepared/{s}.bin").stat().st_size // 2 for s in ("train", "val")]
+    assert sizes == [meta["n_train"], meta["n_val"]]
+    assert meta["eod"] == len(meta["chars"]) == meta["vocab_size"] - 1
+    assert sum(meta["documents"].values()) == 60 and meta["documents"]["left out"] == 0
+
+
+def test_whole_documents_land_in_each_split_and_copies_land_together(project):
+    """Mutation killed: the split chosen per piece or at random instead of by the
+    document's hash (a copy lands on the other side, or a document is cut)."""
+    docs = make_documents(80, seed=3)
+    docs += docs[:10]  # copies of ten documents, in other shards
+    sharded_corpus(project / "data/raw", docs)
+    prepare(Layout.load(project), data())
+    _, got = splits(project)
+    assert sorted(got["train"] + got["val"]) == sorted(docs)
+    assert not set(got["train"]) & set(got["val"])
+    assert got["val"], "the val split holds documents"
+
+
+def test_val_holds_val_fraction_of_the_bytes_within_the_stated_tolerance(project):
+    """Mutation killed: a hash threshold of val_fraction / 2 (or documents counted, not
+    bytes, on documents of very different lengths)."""
+    docs = make_documents(3000, seed=5, longest=200)
+    sharded_corpus(project / "data/raw", docs)
+    _, scan = prepare(Layout.load(project), data(val_fraction=0.2))
+    assert scan.split.share_sd < 0.02
+    assert abs(scan.split.val_share - 0.2) <= 3 * scan.split.share_sd
+    _, got = splits(project)
+    val_bytes = sum(len(d.encode()) for d in got["val"])
+    assert val_bytes == scan.split.bytes["val"]
+
+
+def test_max_val_tokens_caps_val_with_whole_documents_and_moves_none_to_train(project):
+    """Mutation killed: the documents past the cap sent to train instead of left out."""
+    docs = make_documents(200, seed=7)
+    sharded_corpus(project / "data/raw", docs)
+    full, _ = prepare(Layout.load(project), data())
+    capped, _ = prepare(Layout.load(project), data(max_val_tokens=full["n_val"] // 3))
+    assert 0 < capped["n_val"] <= full["n_val"] // 3
+    assert capped["n_train"] == full["n_train"]
+    _, got = splits(project)
+    assert set(got["val"]) <= set(docs) and set(got["train"]) <= set(docs)
+    assert capped["documents"]["left out"] > 0
+
+
+def test_one_text_file_is_cut_exactly_as_the_in_memory_split(project, tmp_path):
+    """TinyShakespeare's files stay byte-identical: one text file, streamed in small chunks
+    (with Windows newlines read as Python reads them), gives the bytes of
+    ``nanomoe.data.prepare``. Mutation killed: the cut off by one at a chunk edge."""
+    text = CORPUS.replace("\n", "\r\n")
+    (project / "data/raw/input.txt").write_bytes(text.encode("utf-8"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline.shards, "CHUNK_CHARS", 13)
+        prepare(Layout.load(project), data())
+    expected = prepare_in_memory(CORPUS, tmp_path / "memory", 0.1)
+    for name in ("train.bin", "val.bin", "meta.json"):
+        assert (project / "data/prepared" / name).read_bytes() == (
+            tmp_path / "memory" / name
+        ).read_bytes(), name
+    assert "eod" not in expected
+
+
+def test_several_text_files_are_documents_each(project):
+    """Mutation killed: every .txt shard taken as the one-text-file case."""
+    write_text(project / "data/raw/a.txt", "first document\n" * 30)
+    write_text(project / "data/raw/b.txt", "second one\n" * 30)
+    for i in range(20):
+        write_text(project / f"data/raw/c{i:02}.txt", f"more {i}\n" * 5)
+    meta, _ = prepare(Layout.load(project), data(val_fraction=0.3))
+    assert meta["eod"] == len(meta["chars"])
+    assert sum(meta["documents"].values()) == 22
+
+
+def test_the_split_is_a_function_of_each_document_alone():
+    """A document's split does not depend on where it stands, so prepare's two passes agree
+    and shards may come in any order. Mutation killed: the router keyed on a counter."""
+    docs = make_documents(300, seed=11)
+
+    def routes(order: list[str]) -> dict[str, str | None]:
+        router = Splitter(0.1)
+        return {d: router.route(doc_hash(d.encode()).digest(), len(d) + 1, len(d)) for d in order}
+
+    forward = routes(docs)
+    assert forward == routes(docs[::-1])
+    assert 0 < list(forward.values()).count("val") < len(forward)
+
+
+def test_prepare_never_imports_torch():
+    """Mutation killed: prepare importing nanomoe.data (and with it torch, ~310 MB)."""
+    code = "import sys, pipeline.prepare; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
