@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?=# `make install EXTRAS=gpu` on a GPU machine: NVIDIA's bindings for MLflow's GPU metrics
 
-.PHONY: install repro test lint bench tune gpu-check clean
+.PHONY: install repro test lint bench bench-corpus tune gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,11 @@ lint: install
 
 bench: install
 	$(BIN)/python -m pipeline.bench
+
+# download and prepare on generated sharded corpora of 100, 400 and 800 MB of text: MB/s and
+# peak RSS (pipeline/bench/corpus.py); needs ~2.5 GB of scratch space in $TMPDIR
+bench-corpus: install
+	$(BIN)/python -m pipeline.bench.corpus --mb 100 400 800
 
 tune: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.tune --trials 50

@@ -22,9 +22,9 @@ class CharTokenizer:
             raise ValueError("CharTokenizer: vocabulary has repeated characters")
         self.chars, self.eod = chars, eod
         self.stoi = {c: i for i, c in enumerate(chars)}
-        points = np.array([ord(c) for c in chars], dtype=np.uint32)
-        self._order = np.argsort(points)  # ids by code point, for encode_array's search
-        self._sorted = points[self._order]
+        points = np.array([ord(c) for c in chars], dtype=np.int64)
+        self._ids = np.full(points.max(initial=-1) + 1, -1, dtype=np.int64)  # code point -> id
+        self._ids[points] = np.arange(len(chars))
 
     @classmethod
     def from_text(cls, text: str, eod: bool = False) -> CharTokenizer:
@@ -56,13 +56,15 @@ class CharTokenizer:
         return [self.stoi[c] for c in text]
 
     def encode_array(self, text: str) -> np.ndarray:
-        """``encode`` for a long text, vectorized: each code point found by binary search
-        among the vocabulary's, so a corpus is encoded at numpy's speed, not Python's."""
+        """``encode`` for a long text, vectorized: each code point looked up in a table
+        indexed by code point, so a corpus is encoded at numpy's speed, not Python's."""
         points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        at = np.minimum(np.searchsorted(self._sorted, points), len(self.chars) - 1)
-        if not np.array_equal(self._sorted[at], points):
+        if len(points) and points.max() >= len(self._ids):
             self.encode(text)  # raises, naming the characters outside the vocabulary
-        return self._order[at].astype(self.dtype)
+        ids = self._ids[points]
+        if len(ids) and ids.min() < 0:
+            self.encode(text)
+        return ids.astype(self.dtype)
 
     def decode(self, ids) -> str:
         return "".join(EOD_TEXT if int(i) == self.eod_id else self.chars[int(i)] for i in ids)

@@ -39,12 +39,21 @@ from pipeline.stage import StageError, run_stage
 class Scan:
     """What pass 1 learns: the characters, and how the corpus splits."""
 
-    chars: set[str] = field(default_factory=set)
+    seen: np.ndarray = field(default_factory=lambda: np.zeros(0x110000, dtype=bool))
     n_chars: int = 0  # every character of the corpus
     split: Splitter | None = None  # documents: the router, having seen every document
     text_docs: dict[str, tuple[bytes, int, int]] = field(default_factory=dict)
     # a text shard's (digest, characters, bytes): it is one document, routed before pass 2
     # writes it, so pass 2 needs its hash before it reads it
+
+    def see(self, piece: str) -> None:
+        """Mark the piece's characters (by code point: ~10x faster than a set of str)."""
+        self.seen[np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)] = True
+
+    @property
+    def chars(self) -> str:
+        """Every character of the corpus, in code-point order."""
+        return "".join(map(chr, np.flatnonzero(self.seen)))
 
 
 def shard_files(raw: Path, layout: Layout) -> list[Path]:
@@ -88,8 +97,8 @@ def scan(files: list[Path], layout: Layout, data: DataParams) -> Scan:
     for f, doc in _pieces(files, layout, data, "prepare: check"):
         n_chars, n_bytes, h = 0, 0, doc_hash()
         for piece in doc:
-            s.chars.update(piece)
             raw = _utf8(piece, f, layout)
+            s.see(piece)
             h.update(raw)
             n_chars, n_bytes = n_chars + len(piece), n_bytes + len(raw)
         s.n_chars += n_chars
@@ -127,7 +136,7 @@ def _check_documents(split: Splitter) -> None:
 def encode(files: list[Path], layout: Layout, data: DataParams, s: Scan, out: Path) -> dict:
     """Pass 2: write train.bin and val.bin; return meta.json's content."""
     one = s.split is None
-    tok = CharTokenizer("".join(sorted(s.chars)), eod=not one)
+    tok = CharTokenizer(s.chars, eod=not one)
     n_train, n_val = _cut(s.n_chars, data) if one else (0, 0)
     eod = np.array([tok.eod_id or 0], dtype=tok.dtype).tobytes()
     router = Splitter(data.val_fraction, data.max_val_tokens)

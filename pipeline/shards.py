@@ -20,7 +20,7 @@ from pipeline.sources import shard_format
 from pipeline.stage import StageError
 
 CHUNK_CHARS = 1 << 20  # characters per read of a text document (4 MiB as UTF-32)
-PARQUET_BATCH = 1024  # rows per batch within a row group
+PARQUET_BATCH = 128  # rows per batch within a row group: Python strings of 128 documents
 Progress = Callable[[int], None]  # told how many bytes of the shard file are read so far
 
 _DROP = "or drop the shard from data.url"
@@ -92,6 +92,9 @@ def _parquet_rows(path: Path, shown: str, field: str, progress: Progress) -> Ite
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # malloc and free, not Arrow's caching allocator: what a row group took goes back to
+    # the system before the next one, so the peak is one row group's, not a high-water mark
+    pa.set_memory_pool(pa.system_memory_pool())
     corrupt = f"fetch it again (delete it, then dvc repro download), {_DROP}"
     try:
         pf = pq.ParquetFile(path)
@@ -107,17 +110,19 @@ def _parquet_rows(path: Path, shown: str, field: str, progress: Progress) -> Ite
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         fix = "set data.text_field to a string column"
         raise _bad(shown, "", f"column {field!r} holds {kind}, not strings", fix)
-    size, total, seen = path.stat().st_size, max(pf.metadata.num_rows, 1), 0
+    size, groups, seen = path.stat().st_size, pf.metadata.num_row_groups, 0
     try:
-        for batch in pf.iter_batches(batch_size=PARQUET_BATCH, columns=[field]):
-            column = batch.column(0)
-            if column.null_count:
-                row = seen + column.is_null().to_pylist().index(True) + 1
-                bad = f"{field!r} is null, not a string"
-                raise _bad(shown, f"row {row}: ", bad, f"fill it, {_DROP}")
-            seen += len(column)
-            progress(size * seen // total)
-            yield from column.to_pylist()
+        for group in range(groups):  # one at a time: over the whole file, Arrow reads ahead
+            batches = pf.iter_batches(PARQUET_BATCH, [group], [field], use_threads=False)
+            for batch in batches:
+                column = batch.column(0)
+                if column.null_count:
+                    row = seen + column.is_null().to_pylist().index(True) + 1
+                    bad = f"{field!r} is null, not a string"
+                    raise _bad(shown, f"row {row}: ", bad, f"fill it, {_DROP}")
+                seen += len(column)
+                yield from column.to_pylist()
+            progress(size * (group + 1) // groups)
     except (pa.ArrowException, OSError) as err:
         reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
         raise _bad(shown, "", f"not a readable Parquet file ({reason})", corrupt) from None

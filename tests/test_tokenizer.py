@@ -33,8 +33,8 @@ def test_token_bytes_are_each_characters_utf8_length_and_0_for_the_end_token():
 
 @pytest.mark.parametrize("chars", ["".join(sorted(set(TEXT))), "".join(sorted(set(TEXT)))[::-1]])
 def test_encode_array_agrees_with_encode_whatever_the_vocabulary_order(chars):
-    """Mutation killed: the binary search's positions returned as ids (right only for a
-    vocabulary in code-point order)."""
+    """Mutation killed: the lookup table filled with each character's rank by code point
+    instead of its id (right only for a vocabulary in code-point order)."""
     tok = CharTokenizer(chars)
     assert tok.encode_array(TEXT * 3).tolist() == tok.encode(TEXT * 3)
     with pytest.raises(ValueError, match="not in the vocabulary: 'Z'"):

@@ -3,6 +3,7 @@
     python -m pipeline.bench [--steps 40] [--full] [--json PATH]
     python -m pipeline.bench --ab [--steps 40]   # MoE dispatch: grouped kernel vs expert loop
     python -m pipeline.bench --system-metrics    # MLflow's system-metrics monitor: its cost
+    python -m pipeline.bench.corpus --mb 100 400  # download and prepare: MB/s, peak RSS
 
 Config: the defaults of ``GPTConfig``, ``TrainConfig`` and ``MiningConfig`` (nanoGPT's CPU
 reference: 4 layers, 4 heads, 128 dims, block 64, batch 12, lr 1e-3, 100 warmup steps, cosine
