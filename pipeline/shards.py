@@ -24,6 +24,13 @@ PARQUET_BATCH = 128  # rows per batch within a row group: Python strings of 128 
 Progress = Callable[[int], None]  # told how many bytes of the shard file are read so far
 
 _DROP = "or drop the shard from data.url"
+_JSON_KINDS = {
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    list: "an array",
+    dict: "an object",
+}
 
 
 def _open_binary(path: Path, raw: io.BufferedReader) -> io.BufferedIOBase:
@@ -60,7 +67,7 @@ def _row_text(shown: str, where: str, row: object, field: str) -> str:
         raise _bad(shown, where, f"no key {field!r} (keys: {keys})", fix)
     text = row[field]
     if not isinstance(text, str):
-        got = "null" if text is None else f"a {type(text).__name__}"
+        got = _JSON_KINDS.get(type(text), "null")
         raise _bad(shown, where, f"{field!r} is {got}, not a string", f"fix the row, {_DROP}")
     return text
 
