@@ -19,6 +19,7 @@ from pipeline.layout import Layout
 from pipeline.prepare import prepare
 from pipeline.sources import DataParams
 from pipeline.split import Splitter, doc_hash
+from pipeline.stage import StageError
 
 
 def data(**kw) -> DataParams:
@@ -151,3 +152,22 @@ def test_prepare_never_imports_torch():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_a_cap_below_the_first_validation_document_is_a_one_line_error(project):
+    """Mutation killed: an empty validation split written when the cap lets no document in
+    (training would fail later, far from the setting that caused it)."""
+    sharded_corpus(project / "data/raw", make_documents(60, seed=4))
+    with pytest.raises(StageError, match="data.max_val_tokens: smaller than the first"):
+        prepare(Layout.load(project), data(max_val_tokens=2))
+    assert not (project / "data/prepared").exists()
+
+
+def test_empty_rows_are_no_documents(project):
+    """Mutation killed: an empty row counted as a document (an end token with no text)."""
+    docs = make_documents(40, seed=6)
+    sharded_corpus(project / "data/raw", [d if i % 5 else "" for i, d in enumerate(docs)])
+    meta, _ = prepare(Layout.load(project), data())
+    kept = [d for i, d in enumerate(docs) if i % 5]
+    assert sum(meta["documents"].values()) == len(kept)
+    assert meta["n_train"] + meta["n_val"] == sum(map(len, kept)) + len(kept)
