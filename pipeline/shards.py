@@ -95,6 +95,11 @@ def _jsonl_rows(path: Path, shown: str, field: str, progress: Progress) -> Itera
             raise _bad(shown, "", "not a readable gzip file", f"fetch it again, {_DROP}") from None
 
 
+def _reason(err: Exception) -> str:
+    """The first line of what Arrow said, or the error's type."""
+    return str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+
+
 def _parquet_rows(path: Path, shown: str, field: str, progress: Progress) -> Iterator[str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -107,8 +112,7 @@ def _parquet_rows(path: Path, shown: str, field: str, progress: Progress) -> Ite
         pf = pq.ParquetFile(path)
         schema = pf.schema_arrow
     except (pa.ArrowException, OSError) as err:
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise _bad(shown, "", f"not a readable Parquet file ({reason})", corrupt) from None
+        raise _bad(shown, "", f"not a readable Parquet file ({_reason(err)})", corrupt) from None
     if field not in schema.names:
         cols = ", ".join(schema.names[:8]) or "none"
         fix = "set data.text_field to the column holding the text"
@@ -131,8 +135,7 @@ def _parquet_rows(path: Path, shown: str, field: str, progress: Progress) -> Ite
                 yield from column.to_pylist()
             progress(size * (group + 1) // groups)
     except (pa.ArrowException, OSError) as err:
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise _bad(shown, "", f"not a readable Parquet file ({reason})", corrupt) from None
+        raise _bad(shown, "", f"not a readable Parquet file ({_reason(err)})", corrupt) from None
 
 
 def documents(

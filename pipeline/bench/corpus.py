@@ -17,7 +17,6 @@ grows, since memory is bounded by a chunk, not by the corpus.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -30,6 +29,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from pipeline.download import sha256_of  # streamed: this process must stay small
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = (
@@ -72,14 +73,6 @@ def write_corpus(folder: Path, mb: int, seed: int = 0) -> list[Path]:
                 f.write(json.dumps({"text": d}, ensure_ascii=False) + "\n")
                 done += len(d.encode("utf-8"))
     return [*shards, path]
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):  # streamed: this process must stay small
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_project(root: Path, shards: list[Path]) -> None:
