@@ -14,6 +14,7 @@ import io
 import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.sources import shard_format
@@ -33,8 +34,15 @@ _JSON_KINDS = {
 }
 
 
-def _open_binary(path: Path, raw: io.BufferedReader) -> io.BufferedIOBase:
-    return gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
+@contextmanager
+def _opened(path: Path, shown: str) -> Iterator[tuple[io.BufferedReader, io.BufferedIOBase]]:
+    """(the file, its bytes: gunzipped for a .gz shard); a broken gzip stream met in the
+    block is one line naming the shard."""
+    with open(path, "rb") as raw:
+        try:
+            yield raw, gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
+        except (gzip.BadGzipFile, EOFError, zlib.error):
+            raise _bad(shown, "", "not a readable gzip file", f"fetch it again, {_DROP}") from None
 
 
 def _bad(shown: str, where: str, problem: str, fix: str) -> StageError:
@@ -44,8 +52,8 @@ def _bad(shown: str, where: str, problem: str, fix: str) -> StageError:
 def _text_chunks(path: Path, shown: str, progress: Progress) -> Iterator[str]:
     """A text file's characters, ``CHUNK_CHARS`` at a time, newlines read as Python's
     universal newlines (``\\r\\n`` -> ``\\n``), as ``Path.read_text`` reads them."""
-    with open(path, "rb") as raw:
-        text = io.TextIOWrapper(_open_binary(path, raw), encoding="utf-8")
+    with _opened(path, shown) as (raw, stream):
+        text = io.TextIOWrapper(stream, encoding="utf-8")
         try:
             while chunk := text.read(CHUNK_CHARS):
                 progress(raw.tell())
@@ -53,8 +61,6 @@ def _text_chunks(path: Path, shown: str, progress: Progress) -> Iterator[str]:
         except UnicodeDecodeError as err:
             bad = f"not UTF-8 text (byte {err.object[err.start]:#04x})"
             raise _bad(shown, "", bad, f"convert it to UTF-8, {_DROP}") from None
-        except (gzip.BadGzipFile, EOFError, zlib.error):
-            raise _bad(shown, "", "not a readable gzip file", f"fetch it again, {_DROP}") from None
 
 
 def _row_text(shown: str, where: str, row: object, field: str) -> str:
@@ -73,26 +79,22 @@ def _row_text(shown: str, where: str, row: object, field: str) -> str:
 
 
 def _jsonl_rows(path: Path, shown: str, field: str, progress: Progress) -> Iterator[str]:
-    with open(path, "rb") as raw:
-        lines = _open_binary(path, raw)
-        try:
-            for n, line in enumerate(lines, 1):
-                where = f"line {n}: "
-                try:
-                    row = json.loads(line.decode("utf-8"))
-                except UnicodeDecodeError as err:
-                    bad = f"not UTF-8 text (byte {line[err.start]:#04x})"
-                    raise _bad(shown, where, bad, f"convert it to UTF-8, {_DROP}") from None
-                except json.JSONDecodeError as err:
-                    if not line.strip():
-                        continue  # a blank line, as at the end of many files
-                    bad = f"not JSON ({err.msg}, column {err.colno})"
-                    raise _bad(shown, where, bad, f"fix that line, {_DROP}") from None
-                if n % 1024 == 0:
-                    progress(raw.tell())
-                yield _row_text(shown, where, row, field)
-        except (gzip.BadGzipFile, EOFError, zlib.error):
-            raise _bad(shown, "", "not a readable gzip file", f"fetch it again, {_DROP}") from None
+    with _opened(path, shown) as (raw, lines):
+        for n, line in enumerate(lines, 1):
+            where = f"line {n}: "
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                bad = f"not UTF-8 text (byte {line[err.start]:#04x})"
+                raise _bad(shown, where, bad, f"convert it to UTF-8, {_DROP}") from None
+            except json.JSONDecodeError as err:
+                if not line.strip():
+                    continue  # a blank line, as at the end of many files
+                bad = f"not JSON ({err.msg}, column {err.colno})"
+                raise _bad(shown, where, bad, f"fix that line, {_DROP}") from None
+            if n % 1024 == 0:
+                progress(raw.tell())
+            yield _row_text(shown, where, row, field)
 
 
 def _reason(err: Exception) -> str:
