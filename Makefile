@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?=# `make install EXTRAS=gpu` on a GPU machine: NVIDIA's bindings for MLflow's GPU metrics
 
-.PHONY: install repro test lint bench bench-corpus tune gpu-check clean
+.PHONY: install repro test lint bench bench-corpus bench-tokenizer tune gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -53,6 +53,12 @@ bench: install
 # peak RSS (pipeline/bench/corpus.py); needs ~2.5 GB of scratch space in $TMPDIR
 bench-corpus: install
 	$(BIN)/python -m pipeline.bench.corpus --mb 100 400 800
+
+# the tokenizers on the corpus of data/raw/ (one text file): BPE training time, encode
+# throughput and bytes per token (pipeline/bench/tokenizer.py)
+TEXT ?= $(firstword $(wildcard data/raw/*.txt))
+bench-tokenizer: install
+	$(BIN)/python -m pipeline.bench.tokenizer --text $(TEXT)
 
 tune: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.tune --trials 50

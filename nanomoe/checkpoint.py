@@ -95,7 +95,14 @@ def resume_training(trainer: Run, path: str | Path) -> None:
     trainer.interval_moe = MoEStats(**ckpt["interval_moe"]) if ckpt["interval_moe"] else None
 
 
-MODEL_KEYS = ("model", "model_config", "fgram_ids", "chars", "step")
+MODEL_KEYS = ("model", "model_config", "fgram_ids", "chars", "tokenizer", "step")
+
+
+def tokenizer_entry(tok) -> dict:
+    """What a checkpoint holds of its tokenizer: ``tokenizer`` (its ``to_dict``), and for the
+    character tokenizer ``chars`` too, as checkpoints always had."""
+    entry = {"tokenizer": tok.to_dict()}
+    return {"chars": tok.chars, **entry} if tok.kind == "char" else entry
 
 
 def model_file(ckpt: dict) -> bytes:

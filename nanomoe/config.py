@@ -105,13 +105,16 @@ class GPTConfig(Config):
     top_k: int = 1
     aux_loss_coef: float = 0.01
     z_loss_coef: float = 0.001
-    # Mined character n-grams, contextualized and folded into the token embedding.
+    # Mined token n-grams, contextualized and folded into the token embedding.
     fgram: bool = False
     fgram_max_n: int = 3
     fgram_n_head: int = 2
+    # The tokenizer its ids come from (nanomoe/tokenizer.py): "char" or "bpe".
+    tokenizer: str = "char"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(self.tokenizer in ("char", "bpe"), "tokenizer", "must be char or bpe")
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             _require(int(getattr(self, name)) >= 1, name, "must be a positive integer")
         _require(self.n_embd % self.n_head == 0, "n_embd", "must be divisible by n_head")

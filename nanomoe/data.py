@@ -50,7 +50,7 @@ def prepare(text: str, out_dir: str | os.PathLike, val_fraction: float = 0.1) ->
 
 PREPARE_FIX = "re-run the prepare stage (dvc repro prepare)"
 DTYPES = ("uint16", "uint32")  # the token dtypes prepare writes
-_META_TYPES = {"chars": str, "vocab_size": int, "dtype": str, "n_train": int, "n_val": int}
+_META_TYPES = {"vocab_size": int, "dtype": str, "n_train": int, "n_val": int}
 
 
 def _is_int(value: object) -> bool:
@@ -65,22 +65,21 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
     meta = read_json(path, PREPARE_FIX)
     if not isinstance(meta, dict):
         raise InputError(path, "must be a JSON object", PREPARE_FIX)
-    for key, kind in _META_TYPES.items():
+    tokenizer = meta.get("tokenizer", "char")
+    if tokenizer not in ("char", "bpe"):
+        raise InputError(path, f"tokenizer: must be char or bpe, got {tokenizer!r}", PREPARE_FIX)
+    types = {"chars": str, **_META_TYPES} if tokenizer == "char" else _META_TYPES
+    for key, kind in types.items():
         if key not in meta:
             raise InputError(path, f"{key}: is missing", PREPARE_FIX)
         if not (_is_int(meta[key]) if kind is int else isinstance(meta[key], kind)):
             bad = f"{key}: must be {kind.__name__}, got {meta[key]!r}"
             raise InputError(path, bad, PREPARE_FIX)
-    chars, size, dtype = meta["chars"], meta["vocab_size"], meta["dtype"]
-    if not chars or len(set(chars)) != len(chars):
-        raise InputError(path, "chars: must be the corpus's distinct characters", PREPARE_FIX)
-    eod = meta.get("eod")
-    if eod is not None and eod != len(chars):
-        bad = f"eod: must be {len(chars)}, the id after the characters, got {eod!r}"
-        raise InputError(path, bad, PREPARE_FIX)
-    if size != len(chars) + (eod is not None):
-        extra = " and the end-of-document token" if eod is not None else ""
-        bad = f"vocab_size={size}, but chars holds {len(chars)} characters{extra}"
+    size, dtype = meta["vocab_size"], meta["dtype"]
+    if tokenizer == "char":
+        _check_chars(path, meta)
+    elif meta.get("eod") not in (None, size - 1):
+        bad = f"eod: must be {size - 1}, the last id, got {meta['eod']!r}"
         raise InputError(path, bad, PREPARE_FIX)
     if dtype not in DTYPES:
         bad = f"dtype {dtype!r} is not a token dtype prepare writes ({', '.join(DTYPES)})"
@@ -91,6 +90,20 @@ def load_meta(data_dir: str | os.PathLike) -> dict:
         if meta[key] < 2:
             raise InputError(path, f"{key}: must be >= 2, got {meta[key]}", PREPARE_FIX)
     return meta
+
+
+def _check_chars(path: Path, meta: dict) -> None:
+    """A char vocabulary: distinct characters, the end id after them, counted by vocab_size."""
+    chars, size, eod = meta["chars"], meta["vocab_size"], meta.get("eod")
+    if not chars or len(set(chars)) != len(chars):
+        raise InputError(path, "chars: must be the corpus's distinct characters", PREPARE_FIX)
+    if eod is not None and eod != len(chars):
+        bad = f"eod: must be {len(chars)}, the id after the characters, got {eod!r}"
+        raise InputError(path, bad, PREPARE_FIX)
+    if size != len(chars) + (eod is not None):
+        extra = " and the end-of-document token" if eod is not None else ""
+        bad = f"vocab_size={size}, but chars holds {len(chars)} characters{extra}"
+        raise InputError(path, bad, PREPARE_FIX)
 
 
 def load_tokenizer(data_dir: str | os.PathLike) -> CharTokenizer:

@@ -1,4 +1,4 @@
-"""F-grams: frequent character n-grams, mined from the training split and folded into the
+"""F-grams: frequent token n-grams, mined from the training split and folded into the
 embedding of the position where they end.
 
 Three pieces, each vectorized:
@@ -6,7 +6,8 @@ Three pieces, each vectorized:
 - ``mine_fgrams``: counts every n-gram for n = 2..N with one ``np.unique`` per n over
   integer keys, keeps those seen at least ``min_count`` times, and ranks them by
   ``score = count * (n - 1)``: the characters an n-gram lets the model predict from a
-  single unit, so long frequent n-grams beat short ones of equal count.
+  single unit, so long frequent n-grams beat short ones of equal count. The table's file
+  is ``nanomoe/fgram_table.py``'s.
 - ``FgramMatcher``: for every position, the length of the longest mined n-gram ending there
   (0 for none), by exact integer keys and ``searchsorted``; no loop over batch or time.
 - ``FgramContextualizer``: a one-layer Transformer over each matched span, whose output at
@@ -18,31 +19,24 @@ Three pieces, each vectorized:
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanomoe.atomic import atomic_write_text
-from nanomoe.config import InputError, MiningConfig, read_json
+from nanomoe.config import MiningConfig
+from nanomoe.fgram_table import Fgram, load_fgrams, save_fgrams
+
+__all__ = [
+    "Fgram",
+    "mine_fgrams",
+    "save_fgrams",
+    "load_fgrams",
+    "FgramMatcher",
+    "FgramContextualizer",
+]
 
 _INT64_LIMIT = 2**63
-
-
-@dataclass(frozen=True)
-class Fgram:
-    ids: tuple[int, ...]
-    count: int
-    score: int
-
-    @property
-    def n(self) -> int:
-        return len(self.ids)
 
 
 def _check_key_range(vocab_size: int, max_n: int) -> None:
@@ -108,102 +102,6 @@ def mine_fgrams(
             found.append(Fgram(_unkey(key, n, vocab_size), count, count * (n - 1)))
     found.sort(key=lambda g: (-g.score, -g.n, g.ids))
     return found[:max_fgrams]
-
-
-def save_fgrams(
-    path: str | os.PathLike,
-    fgrams: list[Fgram],
-    chars: str,
-    meta: dict | None = None,
-    vocab_size: int | None = None,
-) -> None:
-    """The table as JSON; ``vocab_size``: the ids' vocabulary when it holds more than
-    ``chars`` (the end-of-document token after them)."""
-    doc = {
-        "vocab_size": vocab_size or len(chars),
-        "score": "count * (n - 1)",
-        **(meta or {}),
-        "fgrams": [
-            {
-                "text": "".join(chars[i] for i in g.ids),
-                "ids": list(g.ids),
-                "count": g.count,
-                "score": g.score,
-            }
-            for g in fgrams
-        ],
-    }
-    atomic_write_text(path, json.dumps(doc, indent=1, ensure_ascii=False))
-
-
-MINE_FIX = "re-run the mine_fgrams stage (dvc repro mine_fgrams)"
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _checked_fgram(path: Path, i: int, entry: object, vocab_size: int, chars: str | None) -> Fgram:
-    """Entry ``i`` of the table as an Fgram, or an InputError naming it."""
-
-    def bad(problem: str) -> InputError:
-        return InputError(path, f"fgrams[{i}]: {problem}", MINE_FIX)
-
-    if not isinstance(entry, dict):
-        raise bad("must be an object with ids, count and score")
-    for key in ("ids", "count", "score"):
-        if key not in entry:
-            raise bad(f"{key}: is missing")
-    ids, count, score = entry["ids"], entry["count"], entry["score"]
-    if not isinstance(ids, list) or not all(_is_int(t) for t in ids):
-        raise bad(f"ids: must be a list of integers, got {ids!r}")
-    if len(ids) < 2:
-        raise bad(f"ids: an F-gram has 2 or more characters, got {len(ids)}")
-    if not all(0 <= t < vocab_size for t in ids):
-        raise bad(f"ids: {ids} has an id outside the vocabulary [0, {vocab_size})")
-    if not _is_int(count) or count < 1 or not _is_int(score):
-        raise bad("count and score: must be integers, count >= 1")
-    if chars is not None and max(ids) >= len(chars):
-        raise bad(f"ids: {ids} holds the end-of-document id {len(chars)}; F-grams never span it")
-    if chars is not None and "text" in entry:
-        spelled = "".join(chars[t] for t in ids)
-        if entry["text"] != spelled:
-            problem = f"text {entry['text']!r}, but its ids spell {spelled!r} in meta.json's chars"
-            raise bad(f"{problem}: mined from another corpus")
-    return Fgram(tuple(ids), count, score)
-
-
-def load_fgrams(
-    path: str | os.PathLike,
-    max_n: int | None = None,
-    vocab_size: int | None = None,
-    chars: str | None = None,
-) -> list[Fgram]:
-    """Mined F-grams from JSON, keeping only those of length <= ``max_n`` when given.
-
-    The table is checked: valid JSON, every entry with integer ids (2 or more, each inside
-    the vocabulary it was mined over) and counts. Pass meta.json's ``vocab_size`` and
-    ``chars`` to check also that it was mined over this corpus's vocabulary; an id out of
-    range would silently alias onto another n-gram's key. Errors are InputErrors naming the
-    file and the entry.
-    """
-    path = Path(path)
-    doc = read_json(path, MINE_FIX)
-    if not isinstance(doc, dict) or not isinstance(doc.get("fgrams"), list):
-        raise InputError(path, "must be a JSON object with a list 'fgrams'", MINE_FIX)
-    size = doc.get("vocab_size")
-    if not _is_int(size) or size < 1:
-        raise InputError(path, f"vocab_size: must be a positive integer, got {size!r}", MINE_FIX)
-    theirs = vocab_size if vocab_size is not None or chars is None else len(chars)
-    if theirs is not None and theirs != size:
-        problem = f"mined over a vocabulary of {size} tokens, meta.json has {theirs}"
-        raise InputError(path, problem, MINE_FIX)
-    mined = doc.get("mine_max_n")
-    if max_n is not None and _is_int(mined) and mined < max_n:
-        problem = f"mined up to n={mined}, shorter than the max_n={max_n} asked for"
-        raise InputError(path, problem, MINE_FIX)
-    out = [_checked_fgram(path, i, g, size, chars) for i, g in enumerate(doc["fgrams"])]
-    return [g for g in out if max_n is None or g.n <= max_n]
 
 
 class FgramMatcher(nn.Module):

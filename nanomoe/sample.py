@@ -20,7 +20,7 @@ from nanomoe.checkpoint import load_checkpoint, model_from_checkpoint
 from nanomoe.config import InputError, SampleConfig
 from nanomoe.device import resolve_device
 from nanomoe.model import GPT
-from nanomoe.tokenizer import CharTokenizer
+from nanomoe.tokenizer import CharTokenizer, Tokenizer, tokenizer_from_dict
 
 CKPT_FIX = "pass --checkpoint the ckpt.pt of a finished training run (dvc repro trains them)"
 
@@ -34,7 +34,7 @@ def generate_text(
     seed: int = 1337,
     device: str = "cpu",
 ) -> str:
-    """Prompt plus ``tokens`` sampled characters, deterministic for a given seed.
+    """Prompt plus ``tokens`` sampled tokens, deterministic for a given seed.
     ``top_k`` 0 or None: no top-k filtering."""
     model = model_from_checkpoint(ckpt)
     return _generate(
@@ -42,16 +42,24 @@ def generate_text(
     )
 
 
-def tokenizer_of(ckpt: dict, model: GPT) -> CharTokenizer:
-    """The checkpoint's vocabulary: its characters, and the end-of-document token when the
-    model has one id more than it has characters (the id after them)."""
+def tokenizer_of(ckpt: dict, model: GPT) -> Tokenizer:
+    """The checkpoint's tokenizer; a checkpoint from before tokenizers were saved holds its
+    characters, and the end-of-document token when the model has one id more than it has
+    characters (the id after them)."""
+    if "tokenizer" in ckpt:
+        tok = tokenizer_from_dict(ckpt["tokenizer"])
+        if tok.vocab_size != model.config.vocab_size:
+            raise ValueError(
+                f"its tokenizer has {tok.vocab_size} ids, its model {model.config.vocab_size}"
+            )
+        return tok
     chars = ckpt["chars"]
     return CharTokenizer(chars, eod=model.config.vocab_size == len(chars) + 1)
 
 
 def _generate(
     model: GPT,
-    tok: CharTokenizer,
+    tok: Tokenizer,
     prompt: str,
     tokens: int,
     temperature: float,
@@ -70,7 +78,7 @@ def _generate(
     return tok.decode(ids)
 
 
-def read_checkpoint(path: str | Path) -> tuple[GPT, CharTokenizer]:
+def read_checkpoint(path: str | Path) -> tuple[GPT, Tokenizer]:
     """The model and vocabulary of a checkpoint file. A missing, truncated or foreign file,
     a folder, or a checkpoint whose weights do not fit its config raises an InputError
     naming the file."""
@@ -88,7 +96,8 @@ def read_checkpoint(path: str | Path) -> tuple[GPT, CharTokenizer]:
         raise InputError(path, problem, CKPT_FIX) from None
     if not isinstance(ckpt, dict):
         raise InputError(path, f"holds a {type(ckpt).__name__}, not a NanoMoE checkpoint", CKPT_FIX)
-    for key, kind in (("chars", str), ("model_config", dict), ("model", dict)):
+    vocab = ("tokenizer", dict) if "tokenizer" in ckpt else ("chars", str)
+    for key, kind in (vocab, ("model_config", dict), ("model", dict)):
         if not isinstance(ckpt.get(key), kind):
             problem = f"has no {key!r} ({kind.__name__}): not a NanoMoE checkpoint"
             raise InputError(path, problem, CKPT_FIX)
@@ -104,8 +113,10 @@ def read_checkpoint(path: str | Path) -> tuple[GPT, CharTokenizer]:
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     """The options of every sampling command, whatever the model's source."""
-    p.add_argument("--prompt", default="\n", help="text to continue (characters of the corpus)")
-    p.add_argument("--tokens", type=int, default=500, help="characters to generate")
+    p.add_argument(
+        "--prompt", default="\n", help="text to continue (a char model: characters of its corpus)"
+    )
+    p.add_argument("--tokens", type=int, default=500, help="tokens to generate")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=200, help="0 disables top-k filtering")
     p.add_argument("--seed", type=int, default=1337)
@@ -124,7 +135,7 @@ def sampling_config(p: argparse.ArgumentParser, a: argparse.Namespace) -> Sample
     return s
 
 
-def print_sample(model: GPT, tok: CharTokenizer, a: argparse.Namespace, s: SampleConfig) -> int:
+def print_sample(model: GPT, tok: Tokenizer, a: argparse.Namespace, s: SampleConfig) -> int:
     """Generate from ``model`` as the options say and print it; 2 on a bad device or prompt."""
     try:
         device = str(resolve_device(a.device))

@@ -29,8 +29,12 @@ class Switch:
     low: Any = False
     high: Any = True
     fields: tuple[str, ...] = ()  # the GPTConfig fields it sets to its level; () = (name,)
-    data: tuple[str, ...] = ()  # files (from the project root) a cell needs at the high level
+    # files (from the project root) a cell needs at the high level; ``{name}`` in a path is
+    # that switch's level as the cell spells it (``data/{tokenizer}/fgrams.json``)
+    data: tuple[str, ...] = ()
     params: tuple[str, ...] = ()  # params.yaml keys a cell depends on at the high level
+    always: bool = False  # its data at both levels too: its level chooses which files
+    model: bool = True  # its level changes the model's computation (the tokenizer: the ids)
 
     @property
     def levels(self) -> tuple[Any, Any]:
@@ -46,6 +50,10 @@ class Switch:
 
     def label(self, level: Any) -> str:
         return self.labels[self.levels.index(level)]
+
+    def needs(self, level: Any) -> bool:
+        """Whether a cell at ``level`` needs this switch's data."""
+        return self.always or level == self.high
 
     def spell(self, level: Any) -> str:
         """``level`` as a command line, a folder name and DVC's ``${item.<name>}`` write it:
@@ -75,11 +83,36 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "fgram",
         labels=("-fgram", "+fgram"),
-        data=("data/fgrams.json",),
+        data=("data/{tokenizer}/fgrams.json",),
         params=("fgram.max_n", "fgram.n_head"),
+    ),
+    # The tokenizer: characters, or a byte-level BPE learned from the train split. Every
+    # cell reads its own tokenizer's files (data/char/..., data/bpe/...).
+    Switch(
+        "tokenizer",
+        labels=("-bpe", "+bpe"),
+        low="char",
+        high="bpe",
+        data=("data/{tokenizer}/tokenizer.json", "data/{tokenizer}/prepared"),
+        params=("tokenizer.match_bytes",),
+        always=True,
+        model=False,
     ),
 )
 BY_NAME: dict[str, Switch] = {s.name: s for s in SWITCHES}
+
+
+def data_files(levels: Levels) -> list[str]:
+    """The files (from the project root) a cell at ``levels`` reads: each switch's ``data``
+    where it needs it, its placeholders filled in with the cell's levels."""
+    spelled = {s.name: s.spell(levels.get(s.name, s.low)) for s in SWITCHES}
+    order = sorted(SWITCHES, key=lambda s: not s.always)  # the data every cell reads first
+    return [
+        path.format(**spelled)
+        for s in order
+        if s.needs(levels.get(s.name, s.low))
+        for path in s.data
+    ]
 
 
 def baseline() -> dict[str, Any]:
@@ -88,13 +121,20 @@ def baseline() -> dict[str, Any]:
 
 
 def full() -> dict[str, Any]:
-    """Every switch at its high level: the model the tuner tunes."""
-    return {s.name: s.high for s in SWITCHES}
+    """Every switch of the model at its high level, the others (the tokenizer) at their low
+    level: the full model, which the tuner tunes."""
+    return {s.name: s.high if s.model else s.low for s in SWITCHES}
 
 
 def full_grid() -> dict[str, list]:
     """Every switch at both levels: the full 2^k design."""
     return {s.name: list(s.levels) for s in SWITCHES}
+
+
+def model_grid() -> dict[str, list]:
+    """Every switch of the model at both levels, the others (the tokenizer) at their low
+    level: the variants a benchmark on one token stream compares."""
+    return {s.name: list(s.levels) if s.model else [s.low] for s in SWITCHES}
 
 
 def variant_name(levels: Levels) -> str:

@@ -1,4 +1,6 @@
-"""The character tokenizer: one id per character of the corpus, plus, for a corpus of several
+"""The character tokenizer, and the one file format of every tokenizer (``save_tokenizer``).
+
+The character tokenizer: one id per character of the corpus, plus, for a corpus of several
 documents, one end-of-document id after them.
 
 The vocabulary is whatever characters the corpus holds (any Unicode), sorted by code point,
@@ -11,12 +13,24 @@ No torch here: the prepare stage encodes whole corpora with it and must stay lig
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
+from nanomoe.config import InputError
+
 EOD_TEXT = "<|endoftext|>"  # how decode shows the end-of-document token
+MIN_VOCAB = 256 + 1  # a BPE's least: every byte, and the end-of-document token (no merges)
+MAX_VOCAB = 2**16  # a BPE's most: ids that fit its uint16 token files
 
 
 class CharTokenizer:
+    kind = "char"
+
     def __init__(self, chars: str, eod: bool = False) -> None:
         if len(set(chars)) != len(chars):
             raise ValueError("CharTokenizer: vocabulary has repeated characters")
@@ -74,3 +88,47 @@ class CharTokenizer:
         bits per byte leave it out of both the nats and the bytes."""
         sizes = [len(c.encode("utf-8")) for c in self.chars] + [0] * self.eod
         return np.array(sizes, dtype=np.int64)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "chars": self.chars, "eod": self.eod}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CharTokenizer:
+        return cls(d["chars"], eod=d["eod"])
+
+
+Tokenizer = Any  # CharTokenizer or nanomoe.bpe.BPETokenizer: encode, decode, token_bytes, ...
+KINDS = ("char", "bpe")
+
+
+def tokenizer_from_dict(d: dict) -> Tokenizer:
+    """The tokenizer a ``to_dict`` describes (a checkpoint's, or a tokenizer file's)."""
+    if not isinstance(d, dict) or d.get("kind") not in KINDS:
+        raise ValueError(f"kind: must be one of {', '.join(KINDS)}")
+    if d["kind"] == "char":
+        return CharTokenizer.from_dict(d)
+    from nanomoe.bpe import BPETokenizer  # tiktoken only where BPE is used
+
+    return BPETokenizer.from_dict(d)
+
+
+def tokenizer_text(tok: Tokenizer) -> str:
+    """The tokenizer file's text: the same tokenizer always gives the same bytes."""
+    return json.dumps(tok.to_dict(), ensure_ascii=False, indent=1) + "\n"
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_tokenizer(path: str | os.PathLike, fix: str) -> tuple[Tokenizer, str]:
+    """(the tokenizer in a tokenizer file, the file's sha256); a missing or broken file is
+    an InputError naming it and ``fix``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        return tokenizer_from_dict(json.loads(text)), text_sha256(text)
+    except FileNotFoundError:
+        raise InputError(path, "not found", fix) from None
+    except (ValueError, KeyError, TypeError) as err:  # JSON, UTF-8, or a field
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+        raise InputError(path, f"not a tokenizer file ({reason})", fix) from None

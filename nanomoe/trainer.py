@@ -73,8 +73,11 @@ class TrainResult:
     wall_s: float
     params_total: int
     params_active: int
-    history: list[dict] = field(default_factory=list)  # step, train_loss, val_loss, lr
+    history: list[dict] = field(default_factory=list)  # step, train_loss, val_loss, val_bpb, lr
     moe: MoEStats | None = None  # routing over the last eval interval; None without MoE
+    # bits per UTF-8 byte (NaN without token_bytes): final, full split; best periodic estimate
+    val_bpb: float = math.nan
+    best_val_bpb: float = math.nan
 
 
 def set_seed(seed: int) -> None:
@@ -93,8 +96,12 @@ class Trainer:
         callbacks: tuple[Callback, ...] | list[Callback] = (),
         checkpoint_path: str | Path | None = None,
         checkpoint_extra: dict | None = None,
+        token_bytes: np.ndarray | None = None,
     ) -> None:
+        """``token_bytes``: the raw UTF-8 bytes each token id stands for (the tokenizer's
+        ``token_bytes()``), for losses in bits per byte too."""
         self.cfg = config
+        self.token_bytes = None if token_bytes is None else torch.as_tensor(token_bytes)
         self.device = resolve_device(config.device, distributed.Launch.from_env().local_rank)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.model = model.to(self.device)
@@ -159,23 +166,30 @@ class Trainer:
         return autocast_for(self.device, self.dtype)
 
     def estimate_loss(self) -> dict[str, float]:
+        """train_loss and val_loss on the fixed eval batches, and val_bpb with token_bytes."""
         self.model.eval()
-        out = {
-            f"{name}_loss": batches_loss(
-                self.forward, batches, self.rows, self.device, self.autocast
+        out = {}
+        for name, batches in self.eval_batches.items():
+            sizes = self.token_bytes if name == "val" else None
+            loss, bpb = batches_loss(
+                self.forward, batches, self.rows, self.device, self.autocast, sizes
             )
-            for name, batches in self.eval_batches.items()
-        }
+            out[f"{name}_loss"] = loss
+            if sizes is not None:
+                out["val_bpb"] = bpb
         self.model.train()
         return out
 
-    def full_split_loss(self, data: np.ndarray) -> float:
-        """Mean cross-entropy over every token of ``data``: the number the report quotes."""
+    def full_split_loss(self, data: np.ndarray) -> tuple[float, float]:
+        """(mean cross-entropy, bits per byte) over every token of ``data``: the numbers the
+        report quotes."""
         self.model.eval()
         block, batch = self.model.config.block_size, max(64, self.cfg.batch_size)
-        loss = full_split_loss(self.forward, data, block, batch, self.device, self.autocast)
+        out = full_split_loss(
+            self.forward, data, block, batch, self.device, self.autocast, self.token_bytes
+        )
         self.model.train()
-        return loss
+        return out
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -254,9 +268,11 @@ class Trainer:
         total, active = self.model.num_params()
         finite = [r for r in self.history if math.isfinite(r["val_loss"])] or self.history
         best = min(finite, key=lambda r: r["val_loss"])  # the first of equals
+        bpbs = [r["val_bpb"] for r in self.history if math.isfinite(r.get("val_bpb", math.nan))]
+        val_loss, val_bpb = self.full_split_loss(self.val_data)
         result = TrainResult(
             steps=self.step,
-            val_loss=self.full_split_loss(self.val_data),
+            val_loss=val_loss,
             best_val_loss=best["val_loss"],
             best_step=best["step"],
             train_loss=self.history[-1]["train_loss"],
@@ -268,6 +284,8 @@ class Trainer:
             params_active=active,
             history=list(self.history),
             moe=self.interval_moe,
+            val_bpb=val_bpb,
+            best_val_bpb=min(bpbs, default=math.nan),
         )
         for cb in self.callbacks if self.is_main else ():
             cb.on_end(result)

@@ -1,4 +1,4 @@
-"""The ablation judged on final_val_loss: effects with their margins (``pipeline/stats.py``),
+"""The ablation judged on final_val_bpb: effects with their margins (``pipeline/stats.py``),
 the variants ranked (``pipeline/ranking.py``), and the method in words for the report.
 
 Two or more seeds: the replicated factorial with seeds as blocks, and Hsu's MCB for best.
@@ -27,6 +27,10 @@ from pipeline.stats import (
     lenth,
     pooled,
 )
+
+# The judged figure: bits per UTF-8 byte of the whole validation text after the last step,
+# the one unit that compares cells across tokenizers (nats per token do not).
+METRIC = "final_val_bpb"
 
 METHODS = {Pooled: "replicated factorial", Lenth: "lenth"}  # summary.json's ``method``
 
@@ -120,17 +124,19 @@ def _noise(per_seed: pd.DataFrame, losses: pd.DataFrame) -> tuple[Pooled | Lenth
     return None, math.nan
 
 
-def analyse(df: pd.DataFrame, grid: Mapping[str, Sequence[Any]]) -> Analysis:
+def analyse(
+    df: pd.DataFrame, grid: Mapping[str, Sequence[Any]], metric: str = METRIC
+) -> Analysis:
     """Effects of the grid's factors (the switches it gives both levels, each coded +1 at
-    its high level) with their margins, and the ranking of the variants, on final_val_loss:
-    ``df`` has one row per cell and seed (variant, the switches, seed, final_val_loss)."""
+    its high level) with their margins, and the ranking of the variants, on ``metric``:
+    ``df`` has one row per cell and seed (variant, the switches, seed, the metric)."""
     factors = [s.name for s in varying(grid)]
     coded = df.assign(**{s.name: df[s.name] == s.high for s in varying(grid)})
     per_seed = pd.DataFrame(
-        [factorial_effects(coded[coded.seed == s], factors, "final_val_loss")
+        [factorial_effects(coded[coded.seed == s], factors, metric)
          for s in sorted(df.seed.unique())]
     )  # fmt: skip
-    losses = df.pivot(index="variant", columns="seed", values="final_val_loss")
+    losses = df.pivot(index="variant", columns="seed", values=metric)
     if losses.isna().any().any():  # results.collect refuses this; a caller of analyse may not
         raise ValueError("analyse: every variant needs a loss for every seed")
     noise, margin = _noise(per_seed, losses) if factors else (None, math.nan)

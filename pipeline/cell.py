@@ -14,16 +14,16 @@ from typing import Any
 import numpy as np
 
 from nanomoe.config import GPTConfig, TrainConfig
-from nanomoe.data import load_meta, load_split
+from nanomoe.data import load_split
 from nanomoe.device import resolve_device
 from nanomoe.fgram import Fgram, load_fgrams
-from nanomoe.switches import BY_NAME, SWITCHES, Levels, variant_name
+from nanomoe.switches import BY_NAME, SWITCHES, Levels, data_files, variant_name
+from nanomoe.tokenizer import Tokenizer
 from pipeline.layout import Layout
 from pipeline.params import Params
 from pipeline.resume import ResumePoint
 from pipeline.stage import ParamsError, StageError
-
-DATA_FILES = ("train.bin", "val.bin", "meta.json")
+from pipeline.tokens import read_tokens
 
 
 @dataclass
@@ -32,7 +32,8 @@ class Cell:
 
     levels: dict[str, Any]  # every switch's level, by name
     seed: int
-    chars: list[str]
+    tokenizer: Tokenizer  # the one its data was encoded with
+    meta: dict  # its prepared data's meta.json: token counts, characters and bytes per split
     config: GPTConfig
     train_cfg: TrainConfig
     fgrams: list[Fgram] | None
@@ -48,13 +49,27 @@ class Cell:
 
 
 def switch_inputs(layout: Layout, levels: Levels) -> list[Path]:
-    """The files the switches at ``levels`` need (the registry's ``data``)."""
-    return [layout.root / path for s in SWITCHES if levels[s.name] == s.high for path in s.data]
+    """The files the switches at ``levels`` need (the registry's ``data``; a folder: its
+    files)."""
+    paths = [layout.root / path for path in data_files(levels)]
+    return [f for p in paths for f in (sorted(p.iterdir()) if p.is_dir() else [p])]
+
+
+def budget(params: Params, meta: dict, seed: int) -> TrainConfig:
+    """The cell's TrainConfig: ``train.max_iters`` steps, or with ``tokenizer.match_bytes``
+    as many as see the bytes a char cell sees: max_iters x (the train split's characters,
+    one more per document, as a char cell's tokens) / (its tokens). A char cell: max_iters."""
+    if not params.tokenizer.match_bytes:
+        return params.train_config(seed)
+    char_tokens = meta["text"]["train"]["chars"] + meta.get("documents", {}).get("train", 0)
+    steps = max(1, round(params.train.max_iters * char_tokens / meta["n_train"]))
+    keys = {"max_iters": "tokenizer.match_bytes (train.max_iters scaled)"}
+    return params.train_config(seed, {"max_iters": steps}, keys)
 
 
 def prepare_cell(params: Params, layout: Layout, levels: Levels, seed: int) -> Cell:
     """Everything that can fail before training: config, data, F-grams, prompt, device."""
-    levels = {s.name: levels[s.name] for s in SWITCHES}
+    levels = {s.name: levels.get(s.name, s.low) for s in SWITCHES}
     for name, level in levels.items():
         if level not in params.grid[name]:
             raise StageError(
@@ -62,37 +77,41 @@ def prepare_cell(params: Params, layout: Layout, levels: Levels, seed: int) -> C
                 "level this cell trains; run python -m pipeline.grid to write dvc.yaml's train "
                 "stages from the grid"
             )
-    prepared = layout.require(layout.prepared)
-    train_cfg = params.train_config(seed)
+    kind = levels["tokenizer"]
+    tok, meta = read_tokens(layout, kind)
+    prepared = layout.prepared(kind)
+    train_cfg = budget(params, meta, seed)
     try:
         resolve_device(train_cfg.device)
     except ValueError as err:
         raise ParamsError(f"params.yaml: train.{err}") from None
-    meta = load_meta(prepared)
     config = params.model_config(meta["vocab_size"], levels)
     fgrams = None
     if config.fgram:
         fgrams = load_fgrams(
-            layout.require(layout.fgrams),
+            layout.require(layout.fgrams(kind)),
             max_n=config.fgram_max_n,
             vocab_size=meta["vocab_size"],
-            chars=meta["chars"],
+            chars=tok,
         )
-    unknown = sorted(set(params.sample.prompt or "") - set(meta["chars"]))
-    if unknown:
-        raise StageError(
-            f"params.yaml: sample.prompt: has characters not in the corpus: {''.join(unknown)!r}"
-        )
+    if tok.kind == "char":  # a byte-level BPE encodes any text
+        unknown = sorted(set(params.sample.prompt or "") - set(tok.chars))
+        if unknown:
+            raise StageError(
+                "params.yaml: sample.prompt: has characters not in the corpus: "
+                f"{''.join(unknown)!r}; use only the corpus's characters, or a bpe cell"
+            )
     return Cell(
         levels,
         seed,
-        chars=meta["chars"],
+        tokenizer=tok,
+        meta=meta,
         config=config,
         train_cfg=train_cfg,
         fgrams=fgrams,
         train=load_split(prepared, "train"),
         val=load_split(prepared, "val"),
         files=layout.run_files(levels, seed),
-        inputs=[prepared / n for n in DATA_FILES] + switch_inputs(layout, levels),
+        inputs=switch_inputs(layout, levels),
         resume=ResumePoint(*layout.resume_files(levels, seed)),
     )

@@ -65,7 +65,8 @@ def relog_history(run: Run, history: list[dict]) -> set[int]:
     logged = run.logged_steps("val_loss")
     for row in history:
         if row["step"] not in logged:
-            run.log_metrics({k: row[k] for k in ("train_loss", "val_loss", "lr")}, row["step"])
+            keys = ("train_loss", "val_loss", "val_bpb", "lr")
+            run.log_metrics({k: row[k] for k in keys if k in row}, row["step"])
             logged.add(row["step"])
     return logged
 
@@ -76,6 +77,8 @@ def log_results(run: Run, result: TrainResult, files: dict[str, Path], model: by
         "final_val_loss": result.val_loss,  # the full validation split: the reported number
         "best_val_loss": result.best_val_loss,  # the best periodic estimate, as nanoGPT's
         "best_step": float(result.best_step),
+        "final_val_bpb": result.val_bpb,  # the same in bits per byte, across tokenizers
+        "best_val_bpb": result.best_val_bpb,
         "final_train_loss": result.train_loss,
         "tokens_per_sec": result.tokens_per_sec,
         "wall_s": result.wall_s,

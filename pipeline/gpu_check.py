@@ -5,7 +5,7 @@
     python -m pipeline.gpu_check [--train-steps 300] [--bench-steps 30] [--out PATH]
 
 Runs as it stands on a bare CUDA machine: it imports torch, numpy and tqdm only (no PyYAML,
-MLflow, DVC or Optuna; no ``make install``), and reads ``data/prepared`` when it is there
+MLflow, DVC or Optuna; no ``make install``), and reads ``data/char/prepared`` when it is there
 (else synthetic tokens). nanoGPT's shakespeare_char GPU config: 6 layers, 6 heads, 384
 dims, block 256, batch 64, lr 1e-3, warmup 100, cosine to 1e-4, beta2 0.99 (dropout 0 here,
 as in the ablation). The bench times the dense and the full (rope+moe+fgram) model, eager
@@ -30,7 +30,7 @@ from nanomoe.atomic import atomic_write_text
 from nanomoe.config import GPTConfig, MiningConfig, TrainConfig
 from nanomoe.fgram import mine_fgrams
 from nanomoe.model import GPT
-from nanomoe.switches import Levels, baseline, cells, config_fields, full, full_grid
+from nanomoe.switches import Levels, baseline, cells, config_fields, full, model_grid
 from nanomoe.trainer import Trainer, set_seed
 from pipeline.bench.measure import load_tokens, matmul_peak_gflops, sync
 from pipeline.stage import StageError, run_stage
@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-steps", type=int, default=300, help="steps per variant (300)")
     ap.add_argument("--bench-steps", type=int, default=30, help="timed steps per bench row (30)")
     ap.add_argument("--out", type=Path, default=Path("experiments/gpu/gpu_check.json"))
-    ap.add_argument("--data", type=Path, default=Path("data/prepared"), help="prepared splits")
+    ap.add_argument(
+        "--data", type=Path, default=Path("data/char/prepared"), help="prepared splits"
+    )
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # tests: cpu
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: tiny model
     a = ap.parse_args(argv)
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     trained = []
-    for levels in cells(full_grid()):
+    for levels in cells(model_grid()):
         cell = train_briefly(levels, data, fgrams, model_kw, base)
         trained.append(cell)
         print(

@@ -22,13 +22,71 @@ import argparse
 import itertools
 
 from nanomoe.atomic import atomic_write_text
-from nanomoe.switches import SWITCHES, Switch, cells
+from nanomoe.switches import SWITCHES, Switch, cells, data_files
 from pipeline.layout import project_root
 from pipeline.params import load_params
 from pipeline.stage import StageError, run_stage
 
-BEGIN = "  # --- train stages: written by `python -m pipeline.grid`; do not edit by hand ---"
-END = "  # --- end of the train stages written by `python -m pipeline.grid` ---"
+BEGIN = "  # --- the grid's stages: written by `python -m pipeline.grid`; do not edit by hand ---"
+END = "  # --- end of the stages written by `python -m pipeline.grid` ---"
+TOKENIZERS = "tokenizer"  # the switch whose levels each have their own data stages
+# The code each data stage runs (tests/test_stage_deps.py holds them to the imports).
+BASE = [
+    "pipeline/__init__.py",
+    "pipeline/stage.py",
+    "pipeline/layout.py",
+    "pipeline/params.py",
+    "pipeline/sources.py",
+    "nanomoe/__init__.py",
+    "nanomoe/atomic.py",
+    "nanomoe/config.py",
+    "nanomoe/switches.py",
+    "nanomoe/tokenizer.py",
+]
+READ = ["pipeline/stream.py", "pipeline/shards.py", "pipeline/split.py"]  # the corpus, split
+DATA_STAGES = {
+    "tokenizer": {
+        "what": "each tokenizer, learned from the train split",
+        "deps": ["data/raw", "pipeline/tokenizer.py", *READ, *BASE, "nanomoe/bpe.py"],
+        "params": [
+            "data.val_fraction",
+            "data.text_field",
+            "tokenizer.vocab_size",
+            "tokenizer.train_max_chars",
+        ],
+        "outs": ["data/${item.tokenizer}/tokenizer.json"],
+    },
+    "prepare": {
+        "what": "the splits, encoded with each tokenizer",
+        "deps": [
+            "data/raw",
+            "data/${item.tokenizer}/tokenizer.json",
+            "pipeline/prepare.py",
+            *READ,
+            *BASE,
+            "nanomoe/bpe.py",
+        ],
+        "params": ["data.val_fraction", "data.text_field", "data.max_val_tokens"],
+        "outs": ["data/${item.tokenizer}/prepared"],
+    },
+    "mine_fgrams": {
+        "what": "F-grams over each tokenizer's train ids",
+        "deps": [
+            "data/${item.tokenizer}/prepared",
+            "pipeline/mine_fgrams.py",
+            "pipeline/tokens.py",
+            *BASE,
+            "nanomoe/bpe.py",
+            "nanomoe/data.py",
+            "nanomoe/fgram.py",
+        ],
+        "params": [
+            f"fgram.{k}" for k in ("mine_max_n", "min_count", "max_fgrams", "mine_max_tokens")
+        ],
+        "outs": ["data/${item.tokenizer}/fgrams.json"],
+        "metrics": ["data/${item.tokenizer}/fgram_metrics.json"],
+    },
+}
 # The code every train stage runs (tests/test_stage_deps.py holds it to the imports).
 CODE = [
     "nanomoe",
@@ -45,6 +103,7 @@ CODE = [
     "pipeline/tracking.py",
     "pipeline/run_callback.py",
     "pipeline/resume.py",
+    "pipeline/tokens.py",
 ]
 PARAMS = ["model", "train", "sample"]  # every cell's; each switch adds its own at its high level
 # A cell's plain outs, in DVC's cache. A plain out with ``cache: false`` turns DVC's run cache
@@ -58,17 +117,36 @@ def _splits(switch: Switch) -> bool:
     return bool(switch.data or switch.params)
 
 
+def data_stages(tokenizers: list[str]) -> list[str]:
+    """The lines of the data stages: each a DVC matrix over ``tokenizers``."""
+    lines = []
+    for name, stage in DATA_STAGES.items():
+        lines += ["", f"  {name}:  # {stage['what']}", "    matrix:"]
+        lines += [f"      tokenizer: [{', '.join(tokenizers)}]"]
+        lines += [
+            f"    cmd: python -m pipeline.{name} --tokenizer ${{item.tokenizer}}",
+            "    deps:",
+        ]
+        lines += [f"      - {d}" for d in stage["deps"]]
+        lines += ["    params:", *(f"      - {p}" for p in stage["params"]), "    outs:"]
+        lines += [f"      - {o}" for o in stage["outs"]]
+        for m in stage.get("metrics", []):
+            lines += ["    metrics:", f"      - {m}:", "          cache: false"]
+    return lines
+
+
 def train_stages(grid: dict[str, list]) -> str:
-    """The text of every train stage of ``grid`` (switch -> its levels, low first)."""
+    """The text of every stage of ``grid`` (switch -> its levels, low first): the data
+    stages of each tokenizer, then the train stages."""
     split = [s for s in SWITCHES if _splits(s)]
     folder = FOLDER.format("_".join(f"{s.name}-${{item.{s.name}}}" for s in SWITCHES))
-    flags = " ".join(f"--{s.name} ${{item.{s.name}}}" for s in SWITCHES)
-    lines = [BEGIN]
+    flags = [f"--{s.name} ${{item.{s.name}}}" for s in SWITCHES]  # three to a line
+    lines = [BEGIN, *data_stages(grid[TOKENIZERS])]
     for fixed in itertools.product(*(grid[s.name] for s in split)):
         at = dict(zip((s.name for s in split), fixed, strict=True))
         high = [s for s in split if at[s.name] == s.high]
         name = stage_name(at)
-        deps = ["data/prepared", *(p for s in high for p in s.data), *CODE]
+        deps = [*data_files(at), *CODE]
         params = [*PARAMS, *(p for s in high for p in s.params)]
         on = (
             f"{', '.join(s.name for s in high)} on"
@@ -79,7 +157,8 @@ def train_stages(grid: dict[str, list]) -> str:
         for s in SWITCHES:
             levels = [at[s.name]] if s.name in at else grid[s.name]
             lines.append(f"      {s.name}: [{', '.join(s.spell(v) for v in levels)}]")
-        lines += ["      seed: ${seeds}", "    cmd: >-", f"      python -m pipeline.train {flags}"]
+        lines += ["      seed: ${seeds}", "    cmd: >-", "      python -m pipeline.train"]
+        lines += [f"      {' '.join(flags[i : i + 3])}" for i in range(0, len(flags), 3)]
         lines += ["      --seed ${item.seed}", "    deps:", *(f"      - {d}" for d in deps)]
         lines += ["    params:", *(f"      - {p}" for p in params), "    outs:"]
         lines += [f"      - {folder}/{out}" for out in CACHED]

@@ -78,12 +78,16 @@ class Layout:
                 paths[Path(path).name] = self.root / path
         return paths
 
-    def only(self, stage: str, kind: str = "outs") -> Path:
-        """The one entry of ``kind`` (outs, metrics) that ``stage`` declares."""
+    def only(self, stage: str, kind: str = "outs", **item: object) -> Path:
+        """The one entry of ``kind`` (outs, metrics) that ``stage`` declares, ``${item.<key>}``
+        filled in from ``item``."""
         entries = self.stages[stage].get(kind, [])
         if len(entries) != 1:
             raise StageError(f"dvc.yaml: stage {stage} must declare exactly one entry in {kind}")
-        return self.root / _path(entries[0])
+        path = _path(entries[0])
+        for key, value in item.items():
+            path = path.replace(f"${{item.{key}}}", _dvc_value(value))
+        return self.root / path
 
     def data_deps(self, stage: str) -> list[Path]:
         """The deps of ``stage`` that are data, not code."""
@@ -93,10 +97,19 @@ class Layout:
     def require(self, path: Path) -> Path:
         """``path``, or a one-line error naming the stage that writes it."""
         if not path.exists():
-            stage = next((s for s in self.stages if path in self.outs(s).values()), None)
+            stage = next((w for s in self.stages if (w := self._writes(s, path))), None)
             fix = f"run the {stage} stage first (dvc repro {stage})" if stage else "dvc repro"
             raise StageError(f"{self.relative(path)}: not found; {fix}")
         return path
+
+    def _writes(self, stage: str, path: Path) -> str | None:
+        """Whether ``stage`` writes ``path``; a matrix stage over ``tokenizer``: its instance
+        that does (``prepare@bpe``)."""
+        for level in self.stages[stage].get("matrix", {}).get("tokenizer", [None]):
+            item = {"tokenizer": level} if level else {}
+            if path in self.outs(stage, **item).values():
+                return f"{stage}@{level}" if level else stage
+        return None
 
     def relative(self, path: Path) -> Path:
         return path.relative_to(self.root) if path.is_relative_to(self.root) else path
@@ -107,23 +120,26 @@ class Layout:
     def raw(self) -> Path:
         return self.only("download")
 
-    @property
-    def prepared(self) -> Path:
-        return self.only("prepare")
+    # one of each per level of grid.tokenizer (a DVC matrix over ``tokenizer``)
 
-    @property
-    def fgrams(self) -> Path:
-        return self.only("mine_fgrams")
+    def tokenizer(self, tokenizer: str) -> Path:
+        return self.only("tokenizer", tokenizer=tokenizer)
 
-    @property
-    def fgram_metrics(self) -> Path:
-        return self.only("mine_fgrams", "metrics")
+    def prepared(self, tokenizer: str) -> Path:
+        return self.only("prepare", tokenizer=tokenizer)
+
+    def fgrams(self, tokenizer: str) -> Path:
+        return self.only("mine_fgrams", tokenizer=tokenizer)
+
+    def fgram_metrics(self, tokenizer: str) -> Path:
+        return self.only("mine_fgrams", "metrics", tokenizer=tokenizer)
 
     def train_stage(self, levels: Levels) -> str:
         """The train stage whose matrix holds the cells at these switch ``levels``."""
         for name, spec in self.stages.items():
             matrix = spec.get("matrix", {})
-            if all(_holds(matrix.get(s.name, []), levels[s.name]) for s in SWITCHES):
+            at = {s.name: levels.get(s.name, s.low) for s in SWITCHES}
+            if all(_holds(matrix.get(s.name, []), at[s.name]) for s in SWITCHES):
                 return name
         raise StageError(
             f"dvc.yaml: no train stage holds {variant_name(levels)}; run python -m pipeline.grid "

@@ -19,6 +19,7 @@ import yaml
 
 from nanomoe.config import Config, GPTConfig, MiningConfig, SampleConfig, TrainConfig, display_path
 from nanomoe.switches import BY_NAME, SWITCHES, Levels, config_fields, full, full_grid
+from nanomoe.tokenizer import MAX_VOCAB, MIN_VOCAB
 from pipeline.layout import project_root
 from pipeline.sources import DataParams
 from pipeline.stage import ParamsError
@@ -34,6 +35,29 @@ class SampleParams(SampleConfig):
     prompt: str | None = None  # None: the first character of the validation split
 
 
+@dataclass
+class TokenizerParams(Config):
+    """``tokenizer:``: the BPE's size and sample, and the training budget across tokenizers."""
+
+    vocab_size: int = 1024  # BPE ids, the end-of-document token included
+    train_max_chars: int = 20_000_000  # BPE learns from the first this-many train characters
+    # false: every cell trains train.max_iters steps. true: each tokenizer's steps are scaled
+    # so that its cells see the bytes a char cell sees (its train tokens per character)
+    match_bytes: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        lo, hi = MIN_VOCAB, MAX_VOCAB
+        if not lo <= self.vocab_size <= hi:
+            raise ValueError(
+                f"vocab_size: must be in [{lo}, {hi}]: the 256 bytes plus the end-of-document "
+                f"token at least, and ids that fit the uint16 token files at most; got "
+                f"{self.vocab_size}"
+            )
+        if self.train_max_chars < 1:
+            raise ValueError("train_max_chars: must be a positive integer")
+
+
 def _section_keys(section: str, cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
     return {f.name: f"{section}.{f.name}" for f in fields(cls) if f.name not in skip}
 
@@ -41,6 +65,7 @@ def _section_keys(section: str, cls: type, skip: tuple[str, ...] = ()) -> dict[s
 # The params.yaml key of every config field: the one map from sections to dataclasses.
 KEYS: dict[type, dict[str, str]] = {
     DataParams: _section_keys("data", DataParams),
+    TokenizerParams: _section_keys("tokenizer", TokenizerParams),
     MiningConfig: {
         "max_n": "fgram.mine_max_n",
         "min_count": "fgram.min_count",
@@ -57,7 +82,18 @@ KEYS: dict[type, dict[str, str]] = {
     TrainConfig: _section_keys("train", TrainConfig, skip=("seed",)),  # seed: the matrix's
     SampleParams: _section_keys("sample", SampleParams),
 }
-SECTIONS = ("data", "fgram", "model", "moe", "train", "grid", "seeds", "sample", "tune")
+SECTIONS = (
+    "data",
+    "tokenizer",
+    "fgram",
+    "model",
+    "moe",
+    "train",
+    "grid",
+    "seeds",
+    "sample",
+    "tune",
+)
 
 
 def build(cls: type[C], keys: Mapping[str, str], raw: Mapping[str, Any], **fixed: Any) -> C:
@@ -120,6 +156,7 @@ class Params:
     of every cell's config; ``model_config``/``train_config`` make one cell's."""
 
     data: DataParams
+    tokenizer: TokenizerParams
     mining: MiningConfig
     model: GPTConfig  # every switch on, so every rule was checked; vocab_size a placeholder
     train: TrainConfig
@@ -239,6 +276,7 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
     all_on = {"vocab_size": 2, **config_fields(full())}
     params = Params(
         data=build(DataParams, KEYS[DataParams], raw),
+        tokenizer=build(TokenizerParams, KEYS[TokenizerParams], raw),
         mining=build(MiningConfig, KEYS[MiningConfig], raw),
         model=build(GPTConfig, KEYS[GPTConfig], raw, **all_on),
         train=build(TrainConfig, KEYS[TrainConfig], raw, seed=seeds[0]),

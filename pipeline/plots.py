@@ -36,18 +36,17 @@ def plot_curve(history: list[dict], title: str, path: Path) -> None:
     fig, ax = new_figure(6, 4)
     ax.plot(steps, [r["train_loss"] for r in history], label="train")
     ax.plot(steps, [r["val_loss"] for r in history], label="val")
-    ax.set(xlabel="step", ylabel="cross-entropy (nats/char)", title=title)
+    ax.set(xlabel="step", ylabel="cross-entropy (nats/token)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
 
 
 def curve_csv(history: list[dict]) -> str:
-    """curve.csv: step, train_loss, val_loss and lr at each eval."""
+    """curve.csv: step, train_loss, val_loss (nats/token), val_bpb and lr at each eval."""
     buf = io.StringIO()
-    w = csv.DictWriter(
-        buf, fieldnames=["step", "train_loss", "val_loss", "lr"], lineterminator="\n"
-    )
+    names = ["step", "train_loss", "val_loss", "val_bpb", "lr"]
+    w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
     w.writeheader()
     for row in history:
         w.writerow({k: row[k] for k in w.fieldnames})
@@ -55,11 +54,11 @@ def curve_csv(history: list[dict]) -> str:
 
 
 def _mean_curve(curves: list) -> tuple[list, list]:
-    """Mean val loss by step over a variant's seeds (pandas frames with step, val_loss)."""
+    """Mean val bits per byte by step over a variant's seeds (frames with step, val_bpb)."""
     import pandas as pd
 
-    mean = pd.concat(curves).groupby("step", as_index=False).val_loss.mean()
-    return mean.step.to_list(), mean.val_loss.to_list()
+    mean = pd.concat(curves).groupby("step", as_index=False).val_bpb.mean()
+    return mean.step.to_list(), mean.val_bpb.to_list()
 
 
 def _style(i: int) -> str:
@@ -69,20 +68,21 @@ def _style(i: int) -> str:
 
 
 def plot_ablation(curves: dict, order: list[str], lowest: float, path: Path) -> None:
-    """Every variant's mean val-loss curve against the step, legend in rank order."""
+    """Every variant's mean val-bpb curve against the step, legend in rank order."""
     fig, ax = new_figure(8, 5)
     for i, variant in enumerate(order):
         steps, loss = _mean_curve(curves[variant])
         ax.plot(steps, loss, label=variant, linestyle=_style(i))
-    ax.set(xlabel="step", ylabel="val loss (nats/char)", title="NanoMoE ablation: validation loss")
-    ax.set_ylim(lowest - 0.1, lowest + 1.2)
+    title = "NanoMoE ablation: validation bits per byte"
+    ax.set(xlabel="step", ylabel="val bits per UTF-8 byte", title=title)
+    ax.set_ylim(lowest - 0.15, lowest + 1.7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path, dpi=110)
 
 
 def plot_compute(curves: dict, flops_per_step: dict, order: list[str], lowest: float, path: Path):
-    """Mean val loss against training compute (FLOPs = step x tokens/step x FLOPs/token),
+    """Mean val bits per byte against training compute (FLOPs = step x tokens/step x FLOPs/token),
     not wall clock: cells run at different times on a machine whose speed drifts."""
     fig, ax = new_figure(8, 5)
     for i, variant in enumerate(order):
@@ -91,10 +91,10 @@ def plot_compute(curves: dict, flops_per_step: dict, order: list[str], lowest: f
         ax.plot(flops, loss, label=variant, linestyle=_style(i))
     ax.set(
         xlabel="training compute (TFLOP: 6 x active params + attention, per token)",
-        ylabel="val loss (nats/char)",
-        title="NanoMoE ablation: validation loss against compute",
+        ylabel="val bits per UTF-8 byte",
+        title="NanoMoE ablation: validation bits per byte against compute",
     )
-    ax.set_ylim(lowest - 0.1, lowest + 1.2)
+    ax.set_ylim(lowest - 0.15, lowest + 1.7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path, dpi=110)

@@ -48,11 +48,14 @@ def shown(switch: Switch, level: Any) -> str:
 def variant_table(df: pd.DataFrame, ranking: Ranking) -> pd.DataFrame:
     t = df.groupby("variant").agg(
         **{s.name: (s.name, "first") for s in SWITCHES},
+        final_val_bpb=("final_val_bpb", "mean"),
+        final_std=("final_val_bpb", "std"),
+        best_val_bpb=("best_val_bpb", "mean"),
         final_val_loss=("final_val_loss", "mean"),
-        final_std=("final_val_loss", "std"),
         best_val_loss=("best_val_loss", "mean"),
         best_step=("best_step", "median"),
-        train_loss=("train_loss", "mean"),
+        bytes_seen=("bytes_seen", "mean"),
+        epochs=("epochs", "mean"),
         tokens_per_sec=("tokens_per_sec", "mean"),
         params_total=("params_total", "first"),
         params_active=("params_active", "first"),
@@ -71,7 +74,7 @@ def verdict(a: Analysis) -> str:
             return "**No verdict**: the grid varies no switch: one variant, nothing to compare."
         return (
             "**No verdict**: one seed gives too few effects to estimate the noise (see Method); "
-            f"`{r.order[0]}` has the lowest final val loss, but no gap is judged against noise."
+            f"`{r.order[0]}` has the lowest final val bpb, but no gap is judged against noise."
         )
     rule = "Hsu's MCB margin" if a.n_seeds > 1 else "the per-comparison 95% margin"
     if r.best is not None:
@@ -154,53 +157,64 @@ def spread_lines(a: Analysis) -> list[str]:
     return lines
 
 
+def budget_words(df: pd.DataFrame) -> str:
+    """The training budget: one figure when every cell had it, else a range per tokenizer."""
+    steps, tokens = df.groupby("tokenizer").steps.first(), df.groupby("tokenizer").tokens.first()
+    if steps.nunique() == 1:
+        return f"{int(steps.iloc[0]):,} steps and {int(tokens.iloc[0]):,} tokens each"
+    each = ", ".join(f"{t} {int(n):,}" for t, n in steps.items())
+    return f"steps matched in bytes (tokenizer.match_bytes): {each}"
+
+
 def render_markdown(
     df: pd.DataFrame, table: pd.DataFrame, a: Analysis, samples: dict, provenance: list[str]
 ) -> str:
-    steps, tokens = int(df.steps.iloc[0]), int(df.tokens.iloc[0])
     held = [f"{s.name} {shown(s, df[s.name].iloc[0])}" for s in SWITCHES if s.name not in a.factors]
     lines = [
         "# NanoMoE ablation report",
         "",
-        f"{len(table)} variants x {a.n_seeds} seed(s), {steps:,} steps and {tokens:,} tokens "
-        f"each; factors: {', '.join(a.factors) or 'none'}"
+        f"{len(table)} variants x {a.n_seeds} seed(s), {budget_words(df)}; factors: "
+        f"{', '.join(a.factors) or 'none'}"
         + (f"; held fixed: {', '.join(held)}" if held else "")
-        + ". **Every comparison uses the final val loss**: the mean cross-entropy (nats per "
-        "character) over the whole validation split after the last step, with no auxiliary "
-        "loss in it. *Best val loss* is the lowest periodic estimate during training (the "
-        "fixed eval batches), the number nanoGPT reports, with its step.",
+        + ". **Every comparison uses the final val bpb**: bits per UTF-8 byte of the whole "
+        "validation text after the last step (the summed cross-entropy of the targets over "
+        "ln 2 x their bytes, end-of-document targets left out), pure cross-entropy with no "
+        "auxiliary loss in it, and the same text for every tokenizer. *Best val bpb* is the "
+        "lowest periodic estimate during training (the fixed eval batches), as nanoGPT "
+        "reports its best loss; *val loss* is nats per token, each tokenizer's own unit.",
         "",
         f"**Method**: {a.method}.",
         "",
         verdict(a),
         "",
-        "## Variants, sorted by final validation loss",
+        "## Variants, sorted by final validation bits per byte",
         "",
-        f"| variant | {' | '.join(BY_NAME)} | final val loss"
+        f"| variant | {' | '.join(BY_NAME)} | final val bpb"
         + (" (mean ± std)" if a.n_seeds > 1 else "")
-        + " | gap to lowest (± margin) | best val loss (step) | train loss | tokens/s "
-        "| params total | params active |",
-        "|---" * (len(SWITCHES) + 8) + "|",
+        + " | gap to lowest (± margin) | best val bpb | final val loss (nats/token) "
+        "| best val loss (step) | MB seen | epochs | tokens/s | params total | params active |",
+        "|---" * (len(SWITCHES) + 11) + "|",
     ]
     for r in table.to_dict("records"):
         gap = a.ranking.gaps.get(r["variant"])
         tied = " (tied)" if a.judged and r["variant"] in a.ranking.tied[1:] else ""
         levels = " | ".join(shown(s, r[s.name]) for s in SWITCHES)
         lines.append(
-            f"| `{r['variant']}` | {levels} | {_pm(r['final_val_loss'], r['final_std'])} | "
-            f"{'lowest' if gap is None else _pm(*gap) + tied} | "
-            f"{r['best_val_loss']:.4f} ({r['best_step']:,.0f}) | {r['train_loss']:.4f} | "
-            f"{r['tokens_per_sec']:,.0f} | {r['params_total']:,} | {r['params_active']:,} |"
+            f"| `{r['variant']}` | {levels} | {_pm(r['final_val_bpb'], r['final_std'])} | "
+            f"{'lowest' if gap is None else _pm(*gap) + tied} | {r['best_val_bpb']:.4f} | "
+            f"{r['final_val_loss']:.4f} | {r['best_val_loss']:.4f} ({r['best_step']:,.0f}) | "
+            f"{r['bytes_seen'] / 1e6:.2f} | {r['epochs']:.2f} | {r['tokens_per_sec']:,.0f} | "
+            f"{r['params_total']:,} | {r['params_active']:,} |"
         )
-    lines += ["", "## Effects on final validation loss (negative = better)", "", *effects_lines(a)]
+    lines += ["", "## Effects on final val bpb (negative = better)", "", *effects_lines(a)]
     lines += ["", *spread_lines(a)] if a.spread else []
     lines += ["", *provenance]
     lines += ["", "## Samples, one per variant", "", "| variant | sample |", "|---|---|"]
     for variant in table.variant:
         text = samples[variant][:240].replace("|", "\\|").replace("\n", " ↵ ")
         lines.append(f"| `{variant}` | {text} |")
-    lines += ["", "![validation loss curves](ablation.png)", ""]
-    lines += ["![validation loss against training compute](compute.png)", ""]
+    lines += ["", "![validation bits per byte curves](ablation.png)", ""]
+    lines += ["![validation bits per byte against training compute](compute.png)", ""]
     return "\n".join(lines)
 
 
@@ -223,13 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     missing = unresolved(list(df.run_id))
     origin = provenance_lines(df, missing, tracking_uri())
     atomic_write_text(out["report.md"], render_markdown(df, table, a, samples, origin))
-    lowest = float(table.final_val_loss.min())
+    lowest = float(table.final_val_bpb.min())
     plot_ablation(curves, a.ranking.order, lowest, out["ablation.png"])
     per_step = (df.tokens / df.steps * df.flops_per_token).groupby(df.variant).first()
     plot_compute(curves, per_step.to_dict(), a.ranking.order, lowest, out["compute.png"])
     summ = summary(df, a, params.grid, missing)
     atomic_write_text(out["summary.json"], json.dumps(summ, indent=2))
-    print(table[["variant", "final_val_loss", "final_std", "best_val_loss"]].to_string(index=False))
+    print(table[["variant", "final_val_bpb", "final_std", "best_val_bpb"]].to_string(index=False))
     for r in a.effects.itertuples():
         mark = ("distinguishable" if r.distinguishable else "within noise") if a.judged else ""
         print(f"{r.effect:24s} {_pm(r.delta, r.margin):>18s}  {mark}")

@@ -21,7 +21,9 @@ from pipeline.stage import StageError
 
 Grid = Mapping[str, Sequence[Any]]  # params.yaml's grid: every switch -> its levels, low first
 FIGURES = [
-    "final_val_loss",
+    "final_val_bpb",  # the ranked figure: bits per byte of the validation text
+    "best_val_bpb",
+    "final_val_loss",  # nats per token: its own tokenizer's unit
     "best_val_loss",
     "best_step",
     "train_loss",
@@ -29,6 +31,9 @@ FIGURES = [
     "wall_s",
     "steps",
     "tokens",
+    "bytes_seen",
+    "epochs",
+    "vocab_size",
     "flops_per_token",
     "params_total",
     "params_active",
@@ -60,8 +65,9 @@ def read_curve(path: Path) -> pd.DataFrame:
         curve = pd.read_csv(path)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
         raise StageError(f"{display_path(path)}: not valid CSV; {RERUN}") from None
-    if not {"step", "val_loss"} <= set(curve.columns):
-        raise StageError(f"{display_path(path)}: needs columns step and val_loss; {RERUN}")
+    if not {"step", "val_loss", "val_bpb"} <= set(curve.columns):
+        bad = "needs columns step, val_loss and val_bpb"
+        raise StageError(f"{display_path(path)}: {bad}; {RERUN}")
     return curve
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from nanomoe.switches import BY_NAME, baseline, config_fields, variant_name
-from pipeline.analysis import Analysis
+from pipeline.analysis import METRIC, Analysis
 from pipeline.params import Params
 from pipeline.provenance import mixed, runtime_values
 from pipeline.tracking import Run, flatten, git_commit, tracked
@@ -33,13 +33,15 @@ def summary(
     df: pd.DataFrame, a: Analysis, grid: Mapping[str, Sequence[Any]], unresolved: list[str]
 ) -> dict:
     """summary.json, the DVC metrics: the verdict and every effect with its margin.
-    ``dense_final_val_loss`` is the baseline variant's (the grid's all-low cell);
+    ``metric`` names the judged figure (``final_val_bpb``); ``dense_final_val_bpb`` is the
+    baseline variant's (the grid's all-low cell);
     ``runtime`` what the cells trained under, ``unresolved_runs`` the cell runs the MLflow
     store lacks (see provenance.py)."""
-    losses = df.groupby("variant").final_val_loss.mean()
+    losses = df.groupby("variant")[METRIC].mean()
     ranking, base = a.ranking, baseline_variant(grid)
     noise = a.noise
     out = {
+        "metric": METRIC,  # bits per UTF-8 byte of the validation text
         "method": a.kind,  # "replicated factorial", "lenth" or "none" (too little to judge)
         "n_seeds": int(df.seed.nunique()),
         "df": None if noise is None else noise.df,  # pooled: an integer; Lenth's m/3: not
@@ -51,9 +53,9 @@ def summary(
         "best_variant": ranking.best,  # null when tied or no verdict
         "lowest_variant": ranking.order[0],
         "tied_with_lowest": ranking.tied,
-        "lowest_final_val_loss": float(losses[ranking.order[0]]),
+        "lowest_final_val_bpb": float(losses[ranking.order[0]]),
         "baseline_variant": base,
-        "dense_final_val_loss": float(losses[base]),
+        "dense_final_val_bpb": float(losses[base]),
         "effects": {
             r.effect: {
                 "delta": float(r.delta),
@@ -106,8 +108,8 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
     }
     train = {k: v for k, v in params.train.to_dict().items() if k != "seed"}
     metrics = {
-        "lowest_final_val_loss": summ["lowest_final_val_loss"],
-        "dense_final_val_loss": summ["dense_final_val_loss"],
+        "lowest_final_val_bpb": summ["lowest_final_val_bpb"],
+        "dense_final_val_bpb": summ["dense_final_val_bpb"],
         "df": summ["df"],
         "sigma": summ["sigma"],
         "simultaneous_margin": summ["simultaneous_margin"],

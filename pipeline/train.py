@@ -20,7 +20,7 @@ import numpy as np
 
 from nanomoe import distributed
 from nanomoe.atomic import atomic_write_bytes, atomic_write_text
-from nanomoe.checkpoint import load_checkpoint, model_file
+from nanomoe.checkpoint import load_checkpoint, model_file, tokenizer_entry
 from nanomoe.device import runtime
 from nanomoe.model import GPT
 from nanomoe.sample import generate_text
@@ -50,11 +50,15 @@ def cell_metrics(cell: Cell, result: TrainResult, world_size: int) -> dict:
         "final_val_loss": result.val_loss,  # the full validation split after the last step
         "best_val_loss": result.best_val_loss,  # the lowest periodic estimate (eval batches)
         "best_step": result.best_step,
+        # the same in bits per UTF-8 byte of the validation text: across tokenizers
+        "final_val_bpb": result.val_bpb,
+        "best_val_bpb": result.best_val_bpb,
         "train_loss": result.train_loss,
         "tokens_per_sec": result.tokens_per_sec,
         "wall_s": result.wall_s,
         "steps": result.steps,
         "tokens": result.tokens,
+        **seen(cell.meta, result.tokens),
         "flops_per_token": result.flops_per_token,
         "params_total": result.params_total,
         "params_active": result.params_active,
@@ -64,6 +68,17 @@ def cell_metrics(cell: Cell, result: TrainResult, world_size: int) -> dict:
         metrics.update(lb_loss=result.moe.lb_loss, z_loss=result.moe.z_loss)
         metrics["expert_load"] = result.moe.load
     return metrics
+
+
+def seen(meta: dict, tokens: int) -> dict:
+    """What the cell saw in training, in the train split's units: its bytes (tokens x the
+    split's bytes per token) and epochs, and the vocabulary it predicts over."""
+    per_token = meta["text"]["train"]["bytes"] / meta["n_train"]
+    return {
+        "bytes_seen": round(tokens * per_token),
+        "epochs": tokens / meta["n_train"],
+        "vocab_size": meta["vocab_size"],
+    }
 
 
 def store_failed(err: Exception, cell: Cell) -> StageError:
@@ -85,7 +100,8 @@ def fit_cell(cell: Cell, callbacks: list, resume: bool, fp: dict) -> TrainResult
         cell.train_cfg,
         callbacks=callbacks,
         checkpoint_path=cell.resume.checkpoint,
-        checkpoint_extra={"chars": cell.chars, "fingerprint": fp},
+        checkpoint_extra={**tokenizer_entry(cell.tokenizer), "fingerprint": fp},
+        token_bytes=cell.tokenizer.token_bytes(),
     )
     return trainer.fit(resume_from=cell.resume.checkpoint if resume else None)
 
@@ -101,7 +117,7 @@ def train_cell(
 
     atomic_write_bytes(files["ckpt.pt"], checkpoint.read_bytes())
     s = params.sample
-    prompt = s.prompt or cell.chars[int(np.asarray(cell.val[:1])[0])]
+    prompt = s.prompt or cell.tokenizer.decode(np.asarray(cell.val[:1]))
     ckpt = load_checkpoint(files["ckpt.pt"])
     sample = generate_text(ckpt, prompt, s.tokens, s.temperature, s.top_k, seed=cell.seed)
     atomic_write_text(

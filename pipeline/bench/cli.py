@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_data(full: bool) -> tuple[np.ndarray, np.ndarray, int, str]:
     layout = Layout.load()
-    d = layout.prepared
+    d = layout.prepared("char")  # the benchmarks compare models on one token stream
     if full:
         layout.require(d / "meta.json")
     return load_tokens(d, str(layout.relative(d)))

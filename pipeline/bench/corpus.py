@@ -3,7 +3,8 @@ generated sharded corpus, at several sizes.
 
 For each size it writes a corpus of that many MB (several Parquet shards and one JSONL shard
 of unique documents, in a scratch folder, never committed), points a throwaway project at it
-with checksums, and runs ``python -m pipeline.download`` then ``python -m pipeline.prepare``
+with checksums, and runs ``python -m pipeline.download``, then ``pipeline.tokenizer`` and
+``pipeline.prepare`` for each tokenizer
 as child processes, timing each and reading its peak resident memory from the kernel
 (``wait4``). The corpus is generated in another child, so that this process stays small: a
 child starts as a copy of its parent, and the kernel's peak counts that copy too.
@@ -85,12 +86,12 @@ def make_project(root: Path, shards: list[Path]) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
 
 
-def run(root: Path, module: str) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of ``python -m module`` in ``root``."""
+def run(root: Path, module: str, *args: str) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of ``python -m module args`` in ``root``."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     env.pop("NANOMOE_DATA_URL", None)
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", module]
+    cmd = [sys.executable, "-m", module, *args]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
@@ -99,6 +100,12 @@ def run(root: Path, module: str) -> tuple[float, float]:
         sys.exit(f"error: {module} failed in {root}; run it there to see why")
     print("   ", out.strip().splitlines()[-1][:110])
     return wall, usage.ru_maxrss / 1024  # kB on Linux
+
+
+# download, then each tokenizer learned and its splits prepared
+STAGES = [("download",)] + [
+    (stage, "--tokenizer", kind) for kind in ("char", "bpe") for stage in ("tokenizer", "prepare")
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             disk = sum(s.stat().st_size for s in shards) / 1e6
             make_project(folder / "project", shards)
             print(f"corpus {mb} MB of text: {len(shards)} shards, {disk:.0f} MB on disk")
-            for stage in ("download", "prepare"):
-                wall, rss = run(folder / "project", f"pipeline.{stage}")
-                rows.append((mb, disk, stage, wall, rss))
+            for stage, *args in STAGES:
+                wall, rss = run(folder / "project", f"pipeline.{stage}", *args)
+                rows.append((mb, disk, " ".join([stage, *args[1:]]), wall, rss))
             shutil.rmtree(folder)
     head = ("text MB", "disk MB", "stage", "s", "disk MB/s", "text MB/s", "peak RSS MB")
     print("\n" + " ".join(f"{h:>11}" for h in head) + "    RSS/text    RSS/disk")

@@ -22,11 +22,11 @@ from nanomoe.config import GPTConfig, TrainConfig
 from nanomoe.grouped import expert_loop
 from nanomoe.model import GPT
 from nanomoe.schedule import lr_at
-from nanomoe.switches import BY_NAME, Levels, cells, config_fields, full_grid
+from nanomoe.switches import BY_NAME, Levels, cells, config_fields, model_grid
 from nanomoe.trainer import Trainer, set_seed
 
 MOE = BY_NAME["moe"]
-MOE_VARIANTS = {**full_grid(), MOE.name: [MOE.high]}  # every variant with MoE on
+MOE_VARIANTS = {**model_grid(), MOE.name: [MOE.high]}  # every variant with MoE on
 
 
 def ab_dispatch(

@@ -25,7 +25,7 @@ from nanomoe.atomic import atomic_write_text
 from nanomoe.config import GPTConfig, TrainConfig
 from nanomoe.model import GPT
 from nanomoe.schedule import lr_at
-from nanomoe.switches import Levels, cells, config_fields, full_grid
+from nanomoe.switches import Levels, cells, config_fields, model_grid
 from nanomoe.trainer import Trainer, set_seed
 from pipeline.bench.measure import matmul_peak_gflops
 
@@ -88,7 +88,7 @@ def run(
     before) and the peak measured again after, since the machine drifts."""
     rows = [
         bench_variant(levels, train, val, vocab, fgrams, steps, full)
-        for levels in cells(full_grid())
+        for levels in cells(model_grid())
     ]
     peak_end = matmul_peak_gflops()
     machine["fp32_matmul_peak_gflops_end"] = round(peak_end, 1)

@@ -1,4 +1,4 @@
-"""Tune NanoMoE's MoE and F-gram settings with Optuna: minimize the full validation loss.
+"""Tune NanoMoE's MoE and F-gram settings with Optuna: minimize the full validation bits per byte.
 
     python -m pipeline.tune --trials 50              # a study in experiments/tune/journal.log
     python -m pipeline.tune --trials 50              # again, in a second terminal: 2 workers
@@ -25,7 +25,7 @@ stopped for tune.heartbeat_grace seconds (a database storage only).
 Writes best.json, trials.csv and plots to experiments/tune/ (to experiments/tune/<study>/
 for a study not named tune.study_name), and logs to MLflow experiment ``nanomoe-tune`` one
 parent run per study and one nested run per trial. Missing prepared data or F-grams are
-brought up to date first with ``dvc repro mine_fgrams``.
+brought up to date first with ``dvc repro mine_fgrams@<tokenizer>``.
 """
 
 from __future__ import annotations

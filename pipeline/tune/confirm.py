@@ -2,7 +2,7 @@
 
 Two arms, the study's best settings ("tuned") and params.yaml's values of the same
 hyper-parameters ("default"), each train the full model on the ablation's own schedule and
-evaluation (``train:`` of params.yaml, full-split val loss at the end) on K fresh seeds: seeds
+evaluation (``train:`` of params.yaml, full-split val bpb at the end) on K fresh seeds: seeds
 the study never trained with. The seeds are interleaved (tuned, default, next seed, ...), so
 a confirmation cut short still holds pairs.
 
@@ -53,8 +53,12 @@ def arm_settings(study: optuna.Study, ctx: TrialContext) -> dict[str, dict[str, 
 def train_arm(ctx: TrialContext, run, chosen: dict[str, Any], seed: int) -> dict:
     """The full model at ``chosen``, trained exactly as an ablation cell is."""
     model, train_cfg = full_model(ctx, chosen, seed, {})
-    result = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=[MLflowCallback(run)]).fit()
-    final = {"final_val_loss": result.val_loss, "best_val_loss": result.best_val_loss}
+    trainer = Trainer(
+        model, ctx.train, ctx.val, train_cfg, [MLflowCallback(run)], token_bytes=ctx.token_bytes
+    )
+    result = trainer.fit()
+    final = {"final_val_bpb": result.val_bpb, "best_val_bpb": result.best_val_bpb}
+    final |= {"final_val_loss": result.val_loss, "best_val_loss": result.best_val_loss}
     run.log_metrics(final, step=result.steps)
     cost = {"params_active": result.params_active, "flops_per_token": result.flops_per_token}
     return {**final, **cost, "steps": result.steps, "wall_s": result.wall_s}
@@ -67,7 +71,7 @@ def confirm(study: optuna.Study, ctx: TrialContext, k: int, lock: Path) -> dict:
         seeds = fresh_seeds(ctx.seed, k)
         done = dict(study.user_attrs.get(ATTR, {}))
         for key, old in list(done.items()):
-            if "final_val_loss" not in old:  # a run its process never finished
+            if "final_val_bpb" not in old:  # a run its process never finished
                 close_dead_run(old.get("mlflow_run_id"), "its process died", "KILLED")
                 del done[key]
             elif old["params"] != arms[old["arm"]]:  # the study's best has changed since
@@ -77,7 +81,7 @@ def confirm(study: optuna.Study, ctx: TrialContext, k: int, lock: Path) -> dict:
             for arm in ARMS:
                 key, chosen = f"{arm}/{seed}", arms[arm]
                 if done.get(key, {}).get("params") == chosen:
-                    print(f"  {arm:7s} seed {seed}: kept {done[key]['final_val_loss']:.4f}")
+                    print(f"  {arm:7s} seed {seed}: kept {done[key]['final_val_bpb']:.4f}")
                     continue
                 run = ctx.runs.start_confirmation(study.study_name, arm, chosen, seed)
                 done[key] = {"arm": arm, "seed": seed, "params": chosen, "mlflow_run_id": run.id}
@@ -85,7 +89,7 @@ def confirm(study: optuna.Study, ctx: TrialContext, k: int, lock: Path) -> dict:
                 with tracked(run):
                     done[key].update(train_arm(ctx, run, chosen, seed))
                 study.set_user_attr(ATTR, done)
-                print(f"  {arm:7s} seed {seed}: {done[key]['final_val_loss']:.4f}", flush=True)
+                print(f"  {arm:7s} seed {seed}: {done[key]['final_val_bpb']:.4f}", flush=True)
         study.set_user_attr(ATTR, done)
         info = summarize(study)
         print_confirmation(info)
@@ -95,9 +99,9 @@ def confirm(study: optuna.Study, ctx: TrialContext, k: int, lock: Path) -> dict:
 def summarize(study: optuna.Study) -> dict | None:
     """Each arm's mean and 95% interval, and the difference paired by seed, over the seeds
     both arms finished."""
-    done = [r for r in study.user_attrs.get(ATTR, {}).values() if "final_val_loss" in r]
+    done = [r for r in study.user_attrs.get(ATTR, {}).values() if "final_val_bpb" in r]
     seeds = sorted({r["seed"] for r in done})
-    loss = {(r["arm"], r["seed"]): r["final_val_loss"] for r in done}
+    loss = {(r["arm"], r["seed"]): r["final_val_bpb"] for r in done}
     paired = [s for s in seeds if all((arm, s) in loss for arm in ARMS)]
     if not paired:
         return None
@@ -117,7 +121,7 @@ def summarize(study: optuna.Study) -> dict | None:
     diffs = [loss["tuned", s] - loss["default", s] for s in paired]
     mean, half = t_interval(diffs)
     return {
-        "metric": "final full-split val loss at train.max_iters (nats/char)",
+        "metric": "final full-split val bpb at train.max_iters (bits per byte)",
         "seeds": paired,
         "arms": arms,
         "difference": {

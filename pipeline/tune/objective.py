@@ -2,8 +2,9 @@
 
 The objective calls the same ``Trainer`` the train stage uses, with the trial's overrides of
 the params.yaml configs on the ablation's schedule, and returns the full-split validation
-loss. Every eval reports its val loss to the ladder's pruner (ladder.py), which stops search
-trials at its rungs; a loss that is not finite prunes the trial.
+bits per byte (the report's figure). Every eval reports its val bpb to the ladder's pruner
+(ladder.py), which stops search trials at its rungs; a value that is not finite prunes the
+trial.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ from nanomoe.config import TrainConfig
 from nanomoe.fgram import load_fgrams
 from nanomoe.model import GPT
 from nanomoe.moe import MoEStats
-from nanomoe.switches import full
 from nanomoe.trainer import Callback, NonFiniteLossError, Trainer, set_seed
 from pipeline.params import Params
 from pipeline.run_callback import MLflowCallback
 from pipeline.tune.ladder import Ladder
 from pipeline.tune.runs import StudyRuns
-from pipeline.tune.settings import TuneSettings
+from pipeline.tune.settings import TuneSettings, tuned_levels
 
 
 @dataclass
@@ -39,6 +39,8 @@ class TrialContext:
     ladder: Ladder
     seed: int
     vocab_size: int
+    tokenizer: str  # its level of the tokenizer switch
+    token_bytes: np.ndarray  # raw bytes per token id, for bits per byte
     train: np.ndarray  # memory-mapped splits
     val: np.ndarray
     fgrams_path: Path
@@ -47,21 +49,21 @@ class TrialContext:
 
 
 class PruneOnEval(Callback):
-    """Report each eval's val loss to the trial; prune when the pruner says so, or when the
-    loss is not finite."""
+    """Report each eval's val bpb to the trial; prune when the pruner says so, or when it is
+    not finite."""
 
     def __init__(self, trial: optuna.Trial, last_lower_rung: int | None = None) -> None:
         self.trial, self.last_lower_rung = trial, last_lower_rung
 
     def on_eval(self, step: int, metrics: dict[str, float], moe: MoEStats | None) -> None:
-        loss = metrics["val_loss"]
-        if not math.isfinite(loss):
+        bpb = metrics["val_bpb"]
+        if not math.isfinite(bpb):
             self.trial.set_user_attr("nonfinite", True)
-            raise optuna.TrialPruned(f"val loss {loss} at step {step}")
-        self.trial.report(loss, step)
+            raise optuna.TrialPruned(f"val bpb {bpb} at step {step}")
+        self.trial.report(bpb, step)
         if self.trial.should_prune():
             why = "reached the last lower rung" if step == self.last_lower_rung else "pruned"
-            raise optuna.TrialPruned(f"{why} at step {step} (val loss {loss:.4f})")
+            raise optuna.TrialPruned(f"{why} at step {step} (val bpb {bpb:.4f})")
 
 
 def full_model(
@@ -70,7 +72,7 @@ def full_model(
     """The full model (RoPE, MoE, F-grams) at one point of the space, seeded, and its
     TrainConfig: params.yaml's, with ``train`` and the point's overrides."""
     model_kw, train_kw = ctx.settings.overrides(chosen)
-    config = ctx.params.model_config(ctx.vocab_size, full(), overrides=model_kw)
+    config = ctx.params.model_config(ctx.vocab_size, tuned_levels(ctx.params), overrides=model_kw)
     train_cfg = ctx.params.train_config(seed, overrides={**train, **train_kw})
     fgrams = load_fgrams(ctx.fgrams_path, max_n=config.fgram_max_n)
     set_seed(seed)
@@ -78,14 +80,16 @@ def full_model(
 
 
 def objective(trial: optuna.Trial, chosen: dict[str, Any], run, ctx: TrialContext) -> float:
-    """Train the full model at one point of the space; return its full-split val loss."""
+    """Train the full model at one point of the space; return its full-split val bpb."""
     budget = {**ctx.ladder.budget(), "progress": False}
     model, train_cfg = full_model(ctx, chosen, ctx.seed, budget)
     run.log_params({"n_fgrams": len(model.fgram_ids)})
     callbacks = [MLflowCallback(run), PruneOnEval(trial, ctx.ladder.last_lower)]
-    trainer = Trainer(model, ctx.train, ctx.val, train_cfg, callbacks=callbacks)
+    trainer = Trainer(
+        model, ctx.train, ctx.val, train_cfg, callbacks=callbacks, token_bytes=ctx.token_bytes
+    )
     try:
-        return trainer.fit().val_loss
+        return trainer.fit().val_bpb
     except NonFiniteLossError as err:
         trial.set_user_attr("nonfinite", True)
         raise optuna.TrialPruned(str(err)) from None

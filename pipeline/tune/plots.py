@@ -51,7 +51,7 @@ def plot_history(trials: list[FrozenTrial], path: Path) -> None:
             xs.append(t.number)
             ys.append(best)
         ax.step(xs, ys, where="post", color="tab:red", label="best so far")
-    ax.set(xlabel="trial", ylabel="validation loss (nats/char)", title="optimization history")
+    ax.set(xlabel="trial", ylabel="validation bits per byte", title="optimization history")
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
@@ -114,11 +114,11 @@ def plot_by_param(trials: list[FrozenTrial], ladder: Ladder, path: Path) -> None
                 ax.set_xscale("log", base=2)
             if not xs:
                 ax.text(0.5, 0.5, "no trial yet", ha="center", va="center", transform=ax.transAxes)
-            ax.set(title=f"{label}: {rung} steps, {len(xs)} trials", ylabel="val loss")
+            ax.set(title=f"{label}: {rung} steps, {len(xs)} trials", ylabel="val bpb")
             ax.grid(alpha=0.3)
     for key, ax in zip(keys, axes[-1], strict=True):
         ax.set_xlabel(key)
-    fig.suptitle("validation loss against n_experts and fgram_max_n")
+    fig.suptitle("validation bits per byte against n_experts and fgram_max_n")
     save_figure(fig, path)
 
 
@@ -148,8 +148,8 @@ def plot_contour(trials: list[FrozenTrial], path: Path, x: str, y: str, rung: in
                 ax.text(j, i, f"{grid[i, j]:.3f}\n({n[i, j]})", ha="center", va="center", size=8)
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
     ax.set_yticks(range(len(ys)), [str(v) for v in ys])
-    ax.set(xlabel=x, ylabel=y, title=f"best val loss at {rung} steps over {x} x {y} (trials)")
-    fig.colorbar(im, ax=ax, label="validation loss (nats/char)")
+    ax.set(xlabel=x, ylabel=y, title=f"best val bpb at {rung} steps over {x} x {y} (trials)")
+    fig.colorbar(im, ax=ax, label="validation bits per byte")
     save_figure(fig, path)
 
 

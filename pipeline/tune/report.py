@@ -42,7 +42,7 @@ from pipeline.tune.plots import (
 from pipeline.tune.settings import params_text
 
 PLOTS = ("optimization_history.png", "param_importances.png", "by_param.png", "contour.png")
-METRIC = "full-split validation loss (nats/char)"
+METRIC = "full-split validation bits per byte (val_bpb)"
 
 
 def rung_counts(trials: list[FrozenTrial], ladder: Ladder) -> list[dict]:
@@ -99,7 +99,7 @@ def progress_line(study: optuna.Study, frozen: FrozenTrial, n_trials: int) -> st
     best_text = f"{best.value:.4f} (trial {best.number})" if best else "n/a"
     done = sum(t.state in FINISHED for t in trials)
     return (
-        f"trial {frozen.number:3d} {frozen.state.name.lower():8s} val_loss {value} "
+        f"trial {frozen.number:3d} {frozen.state.name.lower():8s} val_bpb {value} "
         f"after {frozen.user_attrs.get('steps', 0)} steps ({params}) | best {best_text} | "
         f"{done}/{n_trials} finished"
     )
@@ -154,7 +154,7 @@ def print_summary(info: dict, out: Path, root: Path) -> None:
     )
     if info["best_value"] is not None:
         params = " ".join(f"{k}={v}" for k, v in info["best_params"].items())
-        print(f"best val_loss {info['best_value']:.4f} (trial {info['best_trial']}): {params}")
+        print(f"best val_bpb {info['best_value']:.4f} (trial {info['best_trial']}): {params}")
     rungs = ", ".join(f"{r['steps']}: {r['trials']}" for r in info["rungs"])
     print(f"trials judged at each rung (steps: trials): {rungs}")
     print(

@@ -14,7 +14,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from nanomoe.switches import full, variant_name
 from pipeline.tracking import Client, Run, close_dead_run, git_commit
 from pipeline.tune.ladder import Ladder
 
@@ -37,7 +36,13 @@ class StudyRuns:
 
     @classmethod
     def attach(
-        cls, study: optuna.Study, ladder: Ladder, seed: int, n_trials: int, storage: str
+        cls,
+        study: optuna.Study,
+        ladder: Ladder,
+        seed: int,
+        n_trials: int,
+        storage: str,
+        variant: str,
     ) -> StudyRuns:
         """Find or create the study's parent run (call under the local lock)."""
         parent_id = study.user_attrs.get("mlflow_parent_run_id")
@@ -48,7 +53,7 @@ class StudyRuns:
             parent.log_params(
                 {
                     "study_name": study.study_name,
-                    "variant": variant_name(full()),
+                    "variant": variant,
                     "sampler": "TPESampler(seed=SeedSequence([seed, trial number]), constant_liar)",
                     "pruner": ladder.describe(),
                     "rungs": json.dumps(list(ladder.rungs)),
@@ -93,7 +98,7 @@ class StudyRuns:
         steps = frozen.user_attrs.get("steps", 0)
         metrics = {"steps_trained": steps}
         if state == "COMPLETE":
-            metrics["final_val_loss"] = frozen.value
+            metrics["final_val_bpb"] = frozen.value
         run.log_metrics(metrics, step=steps)
         run.end(STATUS.get(state, "FAILED"))
 
@@ -112,7 +117,7 @@ class StudyRuns:
             "n_failed": info["trials"]["fail"],
         }
         if info["best_value"] is not None:
-            metrics["best_val_loss"] = info["best_value"]
+            metrics["best_val_bpb"] = info["best_value"]
             self.parent.set_tags({"best_params": json.dumps(info["best_params"])})
         conf = info.get("confirmation")
         if conf:

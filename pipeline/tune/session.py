@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING
 import optuna
 import torch
 
-from nanomoe.data import load_meta, load_split
+from nanomoe.data import load_split
 from nanomoe.fgram import load_fgrams
+from nanomoe.switches import variant_name
+from nanomoe.tokenizer import Tokenizer
 from pipeline.stage import StageError
+from pipeline.tokens import read_tokens
 from pipeline.tune import storage as tune_storage  # through the module: tests wrap its opener
 from pipeline.tune.confirm import confirm
 from pipeline.tune.inputs import ensure_upstream, fingerprint
@@ -24,6 +27,7 @@ from pipeline.tune.jobs import cores, is_helper, resolve_jobs, start_helpers, st
 from pipeline.tune.objective import TrialContext
 from pipeline.tune.report import FINISHED, print_summary, write_report
 from pipeline.tune.runs import StudyRuns
+from pipeline.tune.settings import tuned_levels
 from pipeline.tune.workers import heartbeat_stopped, run_worker
 
 if TYPE_CHECKING:
@@ -34,11 +38,11 @@ def run(cmd: Command) -> int:
     quiet_optuna()
     if cmd.args.report_only:
         return report_only(cmd)
-    vocab_size = check_inputs(cmd)
+    tok = check_inputs(cmd)
     storage = connect(cmd)
     lock_path = cmd.layout.tune_dir / "tune.lock"  # serializes creating studies and claiming
     study, runs, n_trials = attach_study(cmd, storage, lock_path)
-    ctx = trial_context(cmd, vocab_size, runs, lock_path)
+    ctx = trial_context(cmd, tok, runs, lock_path)
     if cmd.args.trials is not None:
         announce(cmd, n_trials)
     helpers = start_helper_workers(cmd)
@@ -63,14 +67,14 @@ def report_only(cmd: Command) -> int:
     return 0
 
 
-def check_inputs(cmd: Command) -> int:
-    """The prepared data and the F-gram table, brought up to date and checked once here
-    rather than in a trial; the corpus's vocabulary size."""
-    layout = cmd.layout
-    ensure_upstream(layout, cmd.settings)
-    meta = load_meta(layout.prepared)
-    load_fgrams(layout.fgrams, vocab_size=meta["vocab_size"], chars=meta["chars"])
-    return meta["vocab_size"]
+def check_inputs(cmd: Command) -> Tokenizer:
+    """The tokenizer's prepared data and F-gram table, brought up to date and checked once
+    here rather than in a trial; the tokenizer."""
+    layout, kind = cmd.layout, tuned_levels(cmd.params)["tokenizer"]
+    ensure_upstream(layout, cmd.settings, kind)
+    tok, meta = read_tokens(layout, kind)
+    load_fgrams(layout.fgrams(kind), vocab_size=meta["vocab_size"], chars=tok)
+    return tok
 
 
 def connect(cmd: Command) -> optuna.storages.BaseStorage:
@@ -98,20 +102,24 @@ def attach_study(
             storage, cmd.name, ladder.pruner(), fp, cmd.where, create=a.trials is not None
         )
         n_trials = a.trials or len(study.get_trials(deepcopy=False, states=FINISHED))
-        runs = StudyRuns.attach(study, ladder, cmd.seed, n_trials, cmd.where)
+        variant = variant_name(tuned_levels(cmd.params))
+        runs = StudyRuns.attach(study, ladder, cmd.seed, n_trials, cmd.where, variant)
     return study, runs, n_trials
 
 
-def trial_context(cmd: Command, vocab_size: int, runs: StudyRuns, lock_path: Path) -> TrialContext:
+def trial_context(cmd: Command, tok: Tokenizer, runs: StudyRuns, lock_path: Path) -> TrialContext:
+    prepared = cmd.layout.prepared(tok.kind)
     return TrialContext(
         params=cmd.params,
         settings=cmd.settings,
         ladder=cmd.ladder,
         seed=cmd.seed,
-        vocab_size=vocab_size,
-        train=load_split(cmd.layout.prepared, "train"),
-        val=load_split(cmd.layout.prepared, "val"),
-        fgrams_path=cmd.layout.fgrams,
+        vocab_size=tok.vocab_size,
+        tokenizer=tok.kind,
+        token_bytes=tok.token_bytes(),
+        train=load_split(prepared, "train"),
+        val=load_split(prepared, "val"),
+        fgrams_path=cmd.layout.fgrams(tok.kind),
         runs=runs,
         lock_path=lock_path,
     )

@@ -46,6 +46,12 @@ REPLACED = {
 }
 
 
+def tuned_levels(params: Params) -> dict:
+    """The model the tuner tunes: every switch at its high level (RoPE, MoE, F-grams), on the
+    tokenizer the grid trains last (char by default, bpe in a [char, bpe] grid)."""
+    return {**full(), "tokenizer": params.grid["tokenizer"][-1]}
+
+
 def _fail(key: str, rule: str) -> None:
     raise ParamsError(f"params.yaml: tune.{key}: {rule}")
 
@@ -189,7 +195,7 @@ def check_space(settings: TuneSettings, ladder: Ladder, params: Params) -> None:
         chosen = dict(point)
         model, train = settings.overrides(chosen)
         try:
-            params.model_config(2, full(), overrides=model, keys=keys)
+            params.model_config(2, tuned_levels(params), overrides=model, keys=keys)
             params.train_config(
                 params.seeds[0], {**ladder.budget(), **train}, {**keys, **budget_keys}
             )

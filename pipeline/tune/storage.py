@@ -88,6 +88,8 @@ def open_study(
             load_if_exists=True,
             pruner=pruner,
         )
+        if not study.metric_names:  # optuna-dashboard's label for the value
+            study.set_metric_names(["val_bpb"])
     else:
         study = load_study(name, storage, where, pruner, hint="; run --trials N first")
     if "settings" not in study.user_attrs:
