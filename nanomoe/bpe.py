@@ -19,7 +19,7 @@ import numpy as np
 import rustbpe
 import tiktoken
 
-from nanomoe.tokenizer import EOD_TEXT, MAX_VOCAB, MIN_VOCAB
+from nanomoe.vocab import EOD_TEXT, MAX_VOCAB, MIN_VOCAB
 
 # GPT-4's split pattern (cl100k): words with their leading space or punctuation, up to three
 # digits, runs of punctuation, newlines, whitespace; no piece crosses a newline that starts

@@ -22,10 +22,7 @@ from typing import Any
 import numpy as np
 
 from nanomoe.config import InputError
-
-EOD_TEXT = "<|endoftext|>"  # how decode shows the end-of-document token
-MIN_VOCAB = 256 + 1  # a BPE's least: every byte, and the end-of-document token (no merges)
-MAX_VOCAB = 2**16  # a BPE's most: ids that fit its uint16 token files
+from nanomoe.vocab import EOD_TEXT
 
 
 class CharTokenizer:

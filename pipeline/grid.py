@@ -42,6 +42,7 @@ BASE = [
     "nanomoe/config.py",
     "nanomoe/switches.py",
     "nanomoe/tokenizer.py",
+    "nanomoe/vocab.py",
 ]
 READ = ["pipeline/stream.py", "pipeline/shards.py", "pipeline/split.py"]  # the corpus, split
 DATA_STAGES = {
@@ -79,6 +80,7 @@ DATA_STAGES = {
             "nanomoe/bpe.py",
             "nanomoe/data.py",
             "nanomoe/fgram.py",
+            "nanomoe/fgram_table.py",
         ],
         "params": [
             f"fgram.{k}" for k in ("mine_max_n", "min_count", "max_fgrams", "mine_max_tokens")

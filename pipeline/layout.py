@@ -147,8 +147,10 @@ class Layout:
         )
 
     def run_files(self, levels: Levels, seed: int) -> dict[str, Path]:
-        """The files one train cell writes, by name (metrics.json, ckpt.pt, ...)."""
-        return self.outs(self.train_stage(levels), **levels, seed=seed)
+        """The files one train cell writes, by name (metrics.json, ckpt.pt, ...); a switch
+        ``levels`` leaves out is at its low level."""
+        at = {s.name: levels.get(s.name, s.low) for s in SWITCHES}
+        return self.outs(self.train_stage(at), **at, seed=seed)
 
     def resume_files(self, levels: Levels, seed: int) -> tuple[Path, Path]:
         """(the cell's in-progress checkpoint, the file naming its MLflow run)."""

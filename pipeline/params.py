@@ -19,7 +19,7 @@ import yaml
 
 from nanomoe.config import Config, GPTConfig, MiningConfig, SampleConfig, TrainConfig, display_path
 from nanomoe.switches import BY_NAME, SWITCHES, Levels, config_fields, full, full_grid
-from nanomoe.tokenizer import MAX_VOCAB, MIN_VOCAB
+from nanomoe.vocab import MAX_VOCAB, MIN_VOCAB
 from pipeline.layout import project_root
 from pipeline.sources import DataParams
 from pipeline.stage import ParamsError

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.sources import shard_format
+from pipeline.sources import is_gzipped, shard_format
 from pipeline.stage import StageError
 
 CHUNK_CHARS = 1 << 20  # characters per read of a text document (4 MiB as UTF-32)
@@ -40,7 +40,7 @@ def _opened(path: Path, shown: str) -> Iterator[tuple[io.BufferedReader, io.Buff
     block is one line naming the shard."""
     with open(path, "rb") as raw:
         try:
-            yield raw, gzip.GzipFile(fileobj=raw, mode="rb") if path.name.endswith(".gz") else raw
+            yield raw, gzip.GzipFile(fileobj=raw, mode="rb") if is_gzipped(path.name) else raw
         except (gzip.BadGzipFile, EOFError, zlib.error):
             raise _bad(shown, "", "not a readable gzip file", f"fetch it again, {_DROP}") from None
 

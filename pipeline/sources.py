@@ -45,7 +45,12 @@ class Shard:
 
     @property
     def gzipped(self) -> bool:
-        return self.name.endswith(".gz")
+        return is_gzipped(self.name)
+
+
+def is_gzipped(name: str) -> bool:
+    """Whether a shard named ``name`` is gzipped (``.gz``, in any case, as the format is)."""
+    return name.lower().endswith(".gz")
 
 
 def shard_format(name: str) -> str:
