@@ -124,9 +124,7 @@ def _noise(per_seed: pd.DataFrame, losses: pd.DataFrame) -> tuple[Pooled | Lenth
     return None, math.nan
 
 
-def analyse(
-    df: pd.DataFrame, grid: Mapping[str, Sequence[Any]], metric: str = METRIC
-) -> Analysis:
+def analyse(df: pd.DataFrame, grid: Mapping[str, Sequence[Any]], metric: str = METRIC) -> Analysis:
     """Effects of the grid's factors (the switches it gives both levels, each coded +1 at
     its high level) with their margins, and the ranking of the variants, on ``metric``:
     ``df`` has one row per cell and seed (variant, the switches, seed, the metric)."""

@@ -95,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-steps", type=int, default=300, help="steps per variant (300)")
     ap.add_argument("--bench-steps", type=int, default=30, help="timed steps per bench row (30)")
     ap.add_argument("--out", type=Path, default=Path("experiments/gpu/gpu_check.json"))
-    ap.add_argument(
-        "--data", type=Path, default=Path("data/char/prepared"), help="prepared splits"
-    )
+    ap.add_argument("--data", type=Path, default=Path("data/char/prepared"), help="prepared splits")
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # tests: cpu
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: tiny model
     a = ap.parse_args(argv)

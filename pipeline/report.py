@@ -85,7 +85,7 @@ def verdict(a: Analysis) -> str:
         )
     names = ", ".join(f"`{v}`" for v in r.tied)
     return (
-        f"**No single best variant**: {names} are tied with the lowest final val loss "
+        f"**No single best variant**: {names} are tied with the lowest final val bpb "
         f"(their gaps to it are within {rule} of {a.best_margin:.4f})."
     )
 

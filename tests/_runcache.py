@@ -1,5 +1,5 @@
-"""A tiny 4-cell project (rope x moe, F-grams off) committed to git with DVC, and readers of
-its MLflow store and run.json files: for the run-cache tests."""
+"""A tiny 4-cell project (rope x moe, F-grams off, characters) committed to git with DVC, and
+readers of its MLflow store and run.json files: for the run-cache tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 from _project import git, make_project, run_module, tail
 
-GRID = {"rope": [False, True], "moe": [False, True], "fgram": [False]}
+GRID = {"rope": [False, True], "moe": [False, True], "fgram": [False], "tokenizer": ["char"]}
 GITIGNORE = "__pycache__/\n/mlflow.db\n/mlartifacts/\n"
 TRAINED = "Running stage 'train"
 

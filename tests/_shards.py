@@ -33,7 +33,7 @@ def write_jsonl(path: Path, docs: list[str], field: str = "text") -> Path:
     lines = "".join(
         json.dumps({field: d, "id": i}, ensure_ascii=False) + "\n" for i, d in enumerate(docs)
     )
-    opener = gzip.open if path.name.endswith(".gz") else open
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "wt", encoding="utf-8") as f:
         f.write(lines)
     return path

@@ -7,6 +7,7 @@ may import it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from optuna.trial import TrialState
 
 from nanomoe.data import CharTokenizer, prepare
 from nanomoe.fgram import mine_fgrams, save_fgrams
+from nanomoe.tokenizer import text_sha256, tokenizer_text
 from pipeline.stage import run_stage as cli_run
 from pipeline.tune import cli as tune
 from pipeline.tune import storage as tune_storage
@@ -36,6 +38,8 @@ from pipeline.tune import storage as tune_storage
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the cat sat on a mat and then that dog ran there — café naïve".split()
 TINY = {
+    # the tuner trains grid.tokenizer's last level: char, whatever the repo's grid holds
+    "grid": {"tokenizer": ["char"]},
     "model": {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
     "moe": {"n_experts": 2, "top_k": 1},
     "fgram": {"mine_max_n": 4, "min_count": 2, "max_fgrams": 64, "max_n": 3, "n_head": 2},
@@ -76,8 +80,9 @@ def make_project(
     root: Path, tune_overrides: dict | None = None, data: bool = True, train: dict | None = None
 ) -> Path:
     """The throwaway project of tests/_project.py with this module's corpus, tiny settings
-    (``train`` overriding TINY's) and tune: section; with ``data``, the prepared splits and
-    mined F-grams too (written directly, as the DVC stages would)."""
+    (``train`` overriding TINY's) and tune: section; with ``data``, the char tokenizer's
+    data too: data/char/tokenizer.json, prepared/ and fgrams.json (written directly, as the
+    DVC stages tokenizer@char, prepare@char and mine_fgrams@char would)."""
     text = corpus()
     overrides = {
         **TINY,
@@ -86,13 +91,40 @@ def make_project(
     }
     project.make_project(root, text, overrides)
     if data:
-        params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
-        meta = prepare(text, root / "data" / "prepared", params["data"]["val_fraction"])
-        ids = np.array(CharTokenizer(meta["chars"]).encode(text[: meta["n_train"]]))
-        f = params["fgram"]
-        grams = mine_fgrams(ids, meta["vocab_size"], f["mine_max_n"], f["min_count"], 64)
-        save_fgrams(root / "data" / "fgrams.json", grams, meta["chars"], {"mine_max_n": 4})
+        write_char_data(root, text)
     return root
+
+
+def write_char_data(root: Path, text: str) -> None:
+    """data/char/ for the one text ``text``: the tokenizer file, the prepared splits with
+    the meta.json pipeline/prepare.py writes (the tokenizer file's sha256, each split's
+    characters and UTF-8 bytes), and the F-grams mined from the train split."""
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    tok = CharTokenizer.from_text(text)  # one text: no end-of-document token
+    tok_text = tokenizer_text(tok)
+    data = root / "data" / "char"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "tokenizer.json").write_text(tok_text, encoding="utf-8")
+    prepared = data / "prepared"
+    split = prepare(text, prepared, params["data"]["val_fraction"])  # the ids, nanoGPT's cut
+    assert split["chars"] == tok.chars
+    n = split["n_train"]
+    texts = {"train": text[:n], "val": text[n:]}
+    meta = {
+        "tokenizer": "char",
+        "tokenizer_sha256": text_sha256(tok_text),
+        "vocab_size": tok.vocab_size,
+        "chars": tok.chars,
+        "dtype": split["dtype"],
+        "n_train": split["n_train"],
+        "n_val": split["n_val"],
+        "text": {k: {"chars": len(t), "bytes": len(t.encode("utf-8"))} for k, t in texts.items()},
+    }
+    (prepared / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    ids = np.array(tok.encode(texts["train"]))
+    f = params["fgram"]
+    grams = mine_fgrams(ids, tok.vocab_size, f["mine_max_n"], f["min_count"], 64)
+    save_fgrams(data / "fgrams.json", grams, tok, {"mine_max_n": f["mine_max_n"]})
 
 
 def env_for(root: Path) -> dict[str, str]:

@@ -24,24 +24,31 @@ def set_grid(root, grid: dict) -> None:
     assert out.returncode == 0, out.stderr
 
 
+def label(name: str, level) -> str:
+    if name == "rope":
+        return "rope" if level else "abspos"
+    if name == "tokenizer":
+        return "+bpe" if level == "bpe" else "-bpe"
+    return f"{'+' if level else '-'}{name}"
+
+
 def write_cell(root, levels: dict, seed: int, loss: float) -> None:
     """A finished cell's files, as the train stage writes them, without training it."""
     name = "_".join(f"{k}-{str(v).lower()}" for k, v in levels.items()) + f"_seed-{seed}"
     folder = root / "experiments" / "ablation" / name
     folder.mkdir(parents=True, exist_ok=True)
-    label = "".join(
-        ("rope" if v else "abspos") if k == "rope" else f"{'+' if v else '-'}{k}"
-        for k, v in levels.items()
-    )
     metrics = {
-        "variant": label, **levels, "seed": seed, "final_val_loss": loss,
+        "variant": "".join(label(k, v) for k, v in levels.items()), **levels, "seed": seed,
+        "final_val_bpb": loss, "best_val_bpb": loss, "final_val_loss": loss,
         "best_val_loss": loss, "best_step": 12, "train_loss": loss, "tokens_per_sec": 1.0,
-        "wall_s": 1.0, "steps": 12, "tokens": 768, "flops_per_token": 1.0,
-        "params_total": 10, "params_active": 10,
+        "wall_s": 1.0, "steps": 12, "tokens": 768, "bytes_seen": 768, "epochs": 0.5,
+        "vocab_size": 65, "flops_per_token": 1.0, "params_total": 10, "params_active": 10,
     }  # fmt: skip
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "run.json").write_text(json.dumps({"run_id": "0" * 32, "experiment": "x"}))
-    (folder / "curve.csv").write_text(f"step,train_loss,val_loss,lr\n0,4,4,0\n12,{loss},{loss},0\n")
+    (folder / "curve.csv").write_text(
+        f"step,train_loss,val_loss,val_bpb,lr\n0,4,4,4,0\n12,{loss},{loss},{loss},0\n"
+    )
     (folder / "sample.txt").write_text("sample")
 
 
@@ -64,7 +71,8 @@ def test_dvc_lists_sixteen_cells_named_in_registry_order(project):
     assert listed.returncode == 0, listed.stderr
     trains = [n for n in listed.stdout.split() if n.startswith("train")]
     assert len(trains) == 16
-    assert "train_moe_fgram@true-true-true-true-1337" in trains  # rope, moe, fgram, bias, seed
+    # rope, moe, fgram, tokenizer (held at char), bias, seed: the new switch goes last
+    assert "train_moe_fgram@true-true-true-char-true-1337" in trains
 
 
 def test_a_two_by_two_subset_trains_and_the_grid_wins_over_model_bias(project):
@@ -80,8 +88,8 @@ def test_a_two_by_two_subset_trains_and_the_grid_wins_over_model_bias(project):
     cells = sorted((project / "experiments" / "ablation").glob("*/metrics.json"))
     metrics = [json.loads(p.read_text()) for p in cells]
     assert {m["variant"] for m in metrics} == {
-        "abspos-moe-fgram-bias", "abspos-moe-fgram+bias", "rope-moe-fgram-bias",
-        "rope-moe-fgram+bias",
+        "abspos-moe-fgram-bpe-bias", "abspos-moe-fgram-bpe+bias", "rope-moe-fgram-bpe-bias",
+        "rope-moe-fgram-bpe+bias",
     }  # fmt: skip
     with_bias = {m["bias"]: m["params_total"] for m in metrics if not m["rope"]}
     assert with_bias[True] > with_bias[False]  # the biases are there: the grid won
@@ -96,7 +104,8 @@ def test_a_sixteen_cell_table_has_fifteen_contrasts_judged_by_lenth_with_m_15(pr
     for i, (rope, moe, fgram, bias) in enumerate(
         (r, m, f, b) for r in (0, 1) for m in (0, 1) for f in (0, 1) for b in (0, 1)
     ):
-        levels = {"rope": bool(rope), "moe": bool(moe), "fgram": bool(fgram), "bias": bool(bias)}
+        levels = {"rope": bool(rope), "moe": bool(moe), "fgram": bool(fgram)}
+        levels |= {"tokenizer": "char", "bias": bool(bias)}  # registry order
         loss = 2.0 - 0.2 * rope - 0.1 * bias + 0.001 * ((i * 7) % 5)
         write_cell(project, levels, 1337, loss)
     out = run_module(project, "pipeline.report")

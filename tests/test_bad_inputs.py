@@ -30,19 +30,30 @@ from nanomoe.config import GPTConfig, InputError
 from nanomoe.data import load_meta, load_split
 from nanomoe.fgram import load_fgrams
 from nanomoe.sample import read_checkpoint
+from nanomoe.tokenizer import CharTokenizer, tokenizer_from_dict, tokenizer_text
 from pipeline.stage import os_error_line
 
-TRAIN = ("pipeline.train", "--rope", "true", "--moe", "false", "--fgram", "true", "--seed", "1")
+TRAIN = (
+    "pipeline.train", "--rope", "true", "--moe", "false", "--fgram", "true",
+    "--tokenizer", "char", "--seed", "1",
+)  # fmt: skip
+DENSE = (*TRAIN[:5], "--fgram", "false", *TRAIN[7:])  # reads no F-gram table
+CHAR = ("--tokenizer", "char")  # the data stages' instance a char cell reads
+PREPARE = ("pipeline.prepare", *CHAR)
+MINE = ("pipeline.mine_fgrams", *CHAR)
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    """A tiny project after download, prepare and mine_fgrams (in-process: fast)."""
-    from pipeline import download, mine_fgrams, prepare
+    """A tiny project after download, and the char tokenizer, prepare and mine_fgrams
+    (in-process: fast)."""
+    from pipeline import download, mine_fgrams, prepare, tokenizer
 
     root = make_project(tmp_path_factory.mktemp("prepared"))
     with contextlib.chdir(root):
-        assert download.main([]) == 0 and prepare.main([]) == 0 and mine_fgrams.main([]) == 0
+        assert download.main([]) == 0
+        for stage in (tokenizer, prepare, mine_fgrams):
+            assert stage.main(list(CHAR)) == 0
     return root
 
 
@@ -174,6 +185,18 @@ class Row:
 
 
 SAMPLE = ("nanomoe.sample", "--checkpoint", "ckpt.pt", "--prompt", "a")
+CELL = "experiments/ablation/rope-true_moe-true_fgram-true_tokenizer-char_seed-1"
+
+
+def _tokenizer_of_another_corpus(root: Path) -> None:
+    """data/char/tokenizer.json re-learned from a corpus whose last character differs (the
+    tokenizer stage re-run without prepare): as many ids, other characters."""
+    path = root / "data/char/tokenizer.json"
+    tok = tokenizer_from_dict(json.loads(path.read_text(encoding="utf-8")))
+    assert "€" not in tok.chars
+    other = CharTokenizer(tok.chars[:-1] + "€", eod=tok.eod)
+    path.write_text(tokenizer_text(other), encoding="utf-8")
+
 
 COMMANDS = [
     # params.yaml, read by every stage: through the cheapest one
@@ -199,6 +222,18 @@ COMMANDS = [
     Row("exponent-in-an-int-field", ("pipeline.download",),
         params_text(r"^  max_iters: .*$", "  max_iters: 1e3"),
         "params.yaml: train.max_iters", "must be int"),
+    # Kills: TokenizerParams' lower bound on vocab_size dropped (a BPE without every byte)
+    Row("tokenizer-vocab-size-256-below-the-bytes-and-end-token", ("pipeline.download",),
+        edit_params(lambda p: p["tokenizer"].update(vocab_size=256)),
+        "params.yaml: tokenizer.vocab_size", "must be in [257, 65536]"),
+    # Kills: TokenizerParams' upper bound on vocab_size dropped (ids past uint16's files)
+    Row("tokenizer-vocab-size-65537-past-uint16", ("pipeline.download",),
+        edit_params(lambda p: p["tokenizer"].update(vocab_size=2**16 + 1)),
+        "params.yaml: tokenizer.vocab_size", "must be in [257, 65536]"),
+    # Kills: read_grid's level check skipped (an unknown tokenizer silently dropped)
+    Row("grid-tokenizer-unknown-wordpiece", ("pipeline.download",),
+        edit_params(lambda p: p["grid"].update(tokenizer=["char", "wordpiece"])),
+        "params.yaml: grid.tokenizer", "its levels are char and bpe"),
     # download: nothing is written unless the new shard is good
     Row("data-url-unreachable", ("pipeline.download",),
         edit_params(lambda p: p["data"].update(url="file:///nonexistent/input.txt")),
@@ -221,50 +256,66 @@ COMMANDS = [
             sha256=["a" * 64] * 3)),
         "params.yaml: data.sha256", "one per shard"),
     # prepare: the shards in data/raw/, each read through before anything is written
-    Row("raw-missing", ("pipeline.prepare",), remove("data/raw/corpus.txt"),
+    Row("raw-missing", PREPARE, remove("data/raw/corpus.txt"),
         "data/raw", "dvc repro download"),
-    Row("raw-not-utf8", ("pipeline.prepare",), write("data/raw/corpus.txt", b"caf\xe9\n" * 50),
+    Row("raw-not-utf8", PREPARE, write("data/raw/corpus.txt", b"caf\xe9\n" * 50),
         "data/raw/corpus.txt", "UTF-8"),
-    Row("text-column-missing", ("pipeline.prepare",),
+    Row("text-column-missing", PREPARE,
         shard_in_raw("docs.parquet", lambda p: write_parquet_columns(p, body=["a", "b"])),
         "data/raw/docs.parquet", "data.text_field"),
-    Row("text-column-not-strings", ("pipeline.prepare",),
+    Row("text-column-not-strings", PREPARE,
         shard_in_raw("docs.parquet", lambda p: write_parquet_columns(p, text=[1, 2])),
         "data/raw/docs.parquet", "data.text_field to a string column"),
-    Row("jsonl-row-not-a-string", ("pipeline.prepare",),
+    Row("jsonl-row-not-a-string", PREPARE,
         shard_in_raw("docs.jsonl", b'{"text": "ok"}\n{"text": 5}\n'),
         "data/raw/docs.jsonl: line 2", "fix the row"),
-    Row("parquet-row-null", ("pipeline.prepare",),
+    Row("parquet-row-null", PREPARE,
         shard_in_raw("docs.parquet", lambda p: write_parquet_columns(p, text=["ok", None])),
         "data/raw/docs.parquet: row 2", "fill it"),
-    Row("empty-parquet-shard", ("pipeline.prepare",),
+    Row("empty-parquet-shard", PREPARE,
         shard_in_raw("docs.parquet", lambda p: write_parquet_columns(p, text=pa.array([], "str"))),
         "data/raw/docs.parquet", "holds no text"),
-    Row("corrupt-parquet", ("pipeline.prepare",),
+    Row("corrupt-parquet", PREPARE,
         shard_in_raw("docs.parquet", b"PAR1 not really a parquet file PAR1"),
         "data/raw/docs.parquet", "fetch it again"),
-    Row("jsonl-line-not-json", ("pipeline.prepare",),
+    Row("jsonl-line-not-json", PREPARE,
         shard_in_raw("docs.jsonl", b'{"text": "a"}\n{"text": "b"}\n{"text": oops}\n'),
         "data/raw/docs.jsonl: line 3", "fix that line"),
-    Row("output-is-a-directory", ("pipeline.prepare",), make_dir("data/prepared/train.bin"),
-        "data/prepared/train.bin", "folder is in the way"),
+    Row("output-is-a-directory", PREPARE, make_dir("data/char/prepared/train.bin"),
+        "data/char/prepared/train.bin", "folder is in the way"),
+    # prepare encodes with the tokenizer stage's file. Kills: Layout.require naming the
+    # matrix stage without its instance (`dvc repro tokenizer` would learn every tokenizer)
+    Row("tokenizer-json-missing", PREPARE, remove("data/char/tokenizer.json"),
+        "data/char/tokenizer.json", "dvc repro tokenizer@char"),
+    # Kills: KeyError left out of read_tokenizer's except (a missing field: a traceback)
+    Row("tokenizer-json-without-its-chars", PREPARE,
+        edit_json("data/char/tokenizer.json", lambda d: d.pop("chars")),
+        "data/char/tokenizer.json", "dvc repro tokenizer@char"),
     # mine_fgrams reads the prepared data
-    Row("train-bin-truncated", ("pipeline.mine_fgrams",), truncate("data/prepared/train.bin", 20),
-        "data/prepared/train.bin", "dvc repro prepare"),
-    Row("meta-json-garbage", ("pipeline.mine_fgrams",),
-        write("data/prepared/meta.json", "{'vocab': oops"),
-        "data/prepared/meta.json", "dvc repro prepare"),
-    Row("meta-json-dtype-uint8", ("pipeline.mine_fgrams",),
-        edit_json("data/prepared/meta.json", lambda m: m.update(dtype="uint8")),
-        "data/prepared/meta.json", "dvc repro prepare"),
+    Row("train-bin-truncated", MINE, truncate("data/char/prepared/train.bin", 20),
+        "data/char/prepared/train.bin", "dvc repro prepare"),
+    Row("meta-json-garbage", MINE,
+        write("data/char/prepared/meta.json", "{'vocab': oops"),
+        "data/char/prepared/meta.json", "dvc repro prepare"),
+    Row("meta-json-dtype-uint8", MINE,
+        edit_json("data/char/prepared/meta.json", lambda m: m.update(dtype="uint8")),
+        "data/char/prepared/meta.json", "dvc repro prepare"),
     # train reads fgrams.json
-    Row("fgrams-json-garbage", TRAIN, write("data/fgrams.json", "not json at all"),
-        "data/fgrams.json", "dvc repro mine_fgrams"),
-    Row("fgrams-json-missing", TRAIN, remove("data/fgrams.json"),
-        "data/fgrams.json", "dvc repro mine_fgrams"),
+    Row("fgrams-json-garbage", TRAIN, write("data/char/fgrams.json", "not json at all"),
+        "data/char/fgrams.json", "dvc repro mine_fgrams"),
+    Row("fgrams-json-missing", TRAIN, remove("data/char/fgrams.json"),
+        "data/char/fgrams.json", "dvc repro mine_fgrams"),
     Row("fgrams-of-another-vocabulary", TRAIN,
-        edit_json("data/fgrams.json", lambda d: d.update(vocab_size=d["vocab_size"] + 5)),
-        "data/fgrams.json", "dvc repro mine_fgrams"),
+        edit_json("data/char/fgrams.json", lambda d: d.update(vocab_size=d["vocab_size"] + 5)),
+        "data/char/fgrams.json", "dvc repro mine_fgrams"),
+    # Kills: read_tokens' tokenizer_sha256 check dropped (a cell without F-grams, whose table
+    # would catch it too, trains on ids the tokenizer now spells otherwise)
+    Row("tokenizer-json-not-the-one-prepare-encoded-with", DENSE, _tokenizer_of_another_corpus,
+        "data/char/tokenizer.json", "dvc repro prepare@char"),
+    # Kills: prepare_cell's prompt check skipped for char cells (it fails after training)
+    Row("char-cell-sample-prompt-outside-the-corpus", TRAIN,
+        edit_params(lambda p: p["sample"].update(prompt="café €")),
+        "params.yaml: sample.prompt", "use only the corpus's characters"),
     # nanomoe.sample
     Row("checkpoint-garbage", SAMPLE, write("ckpt.pt", b"\x80\x02not a checkpoint" * 20),
         "ckpt.pt", "--checkpoint"),
@@ -274,7 +325,7 @@ COMMANDS = [
         "ckpt.pt", "has no 'model_config'"),
     # report reads what the train stages wrote
     Row("metrics-json-garbage", ("pipeline.report",),
-        write("experiments/ablation/rope-true_moe-true_fgram-true_seed-1/metrics.json", "{"),
+        write(f"{CELL}/metrics.json", "{"),
         "metrics.json", "dvc repro"),
 ]  # fmt: skip
 
@@ -306,13 +357,13 @@ def _first_fgram_without(key: str) -> Callable[[dict], None]:
 
 def _set_max_id(rel: str, root: Path) -> None:
     ids = np.fromfile(root / rel, dtype=np.uint16)
-    ids[-1] = load_meta(root / "data/prepared")["vocab_size"]
+    ids[-1] = load_meta(root / "data/char/prepared")["vocab_size"]
     ids.tofile(root / rel)
 
 
 def _load_fgrams_for(root: Path):
-    meta = load_meta(root / "data/prepared")
-    return load_fgrams(root / "data/fgrams.json", 3, meta["vocab_size"], meta["chars"])
+    meta = load_meta(root / "data/char/prepared")
+    return load_fgrams(root / "data/char/fgrams.json", 3, meta["vocab_size"], meta["chars"])
 
 
 def _other_chars(doc: dict) -> None:
@@ -329,31 +380,34 @@ def _weights_that_do_not_fit(root: Path) -> None:
 
 
 FILES = [
-    ("train-bin-odd-size", lambda r: (r / "data/prepared/train.bin").open("ab").write(b"\0"),
-     lambda r: load_split(r / "data/prepared", "train"), "data/prepared/train.bin",
+    ("train-bin-odd-size", lambda r: (r / "data/char/prepared/train.bin").open("ab").write(b"\0"),
+     lambda r: load_split(r / "data/char/prepared", "train"), "data/char/prepared/train.bin",
      "whole number"),
-    ("meta-json-missing-n-val", edit_json("data/prepared/meta.json", lambda m: m.pop("n_val")),
-     lambda r: load_split(r / "data/prepared", "val"), "data/prepared/meta.json", "n_val"),
+    ("meta-json-missing-n-val", edit_json("data/char/prepared/meta.json", lambda m: m.pop("n_val")),
+     lambda r: load_split(r / "data/char/prepared", "val"), "data/char/prepared/meta.json",
+     "n_val"),
     ("meta-json-vocab-size-not-chars",
-     edit_json("data/prepared/meta.json", lambda m: m.update(vocab_size=m["vocab_size"] - 1)),
-     lambda r: load_meta(r / "data/prepared"), "data/prepared/meta.json", "vocab_size"),
-    ("val-bin-id-outside-vocab", lambda r: _set_max_id("data/prepared/val.bin", r),
-     lambda r: load_split(r / "data/prepared", "val"), "data/prepared/val.bin", "token id"),
+     edit_json("data/char/prepared/meta.json", lambda m: m.update(vocab_size=m["vocab_size"] - 1)),
+     lambda r: load_meta(r / "data/char/prepared"), "data/char/prepared/meta.json", "vocab_size"),
+    ("val-bin-id-outside-vocab", lambda r: _set_max_id("data/char/prepared/val.bin", r),
+     lambda r: load_split(r / "data/char/prepared", "val"), "data/char/prepared/val.bin",
+     "token id"),
     ("fgram-id-equal-to-vocab-size",  # (0, 65) with 65 characters would alias onto (1, 0)
-     edit_json("data/fgrams.json", lambda d: _fgram_entry(d, ids=[0, d["vocab_size"]])),
-     _load_fgrams_for, "data/fgrams.json", "outside the vocabulary"),
-    ("fgram-entry-missing-count", edit_json("data/fgrams.json", _first_fgram_without("count")),
-     _load_fgrams_for, "data/fgrams.json", "count: is missing"),
-    ("fgram-of-one-character", edit_json("data/fgrams.json", lambda d: _fgram_entry(d, ids=[3])),
-     _load_fgrams_for, "data/fgrams.json", "2 or more"),
-    ("fgram-text-of-another-corpus", edit_json("data/fgrams.json", _other_chars),
-     _load_fgrams_for, "data/fgrams.json", "another corpus"),
+     edit_json("data/char/fgrams.json", lambda d: _fgram_entry(d, ids=[0, d["vocab_size"]])),
+     _load_fgrams_for, "data/char/fgrams.json", "outside the vocabulary"),
+    ("fgram-entry-missing-count", edit_json("data/char/fgrams.json", _first_fgram_without("count")),
+     _load_fgrams_for, "data/char/fgrams.json", "count: is missing"),
+    ("fgram-of-one-character",
+     edit_json("data/char/fgrams.json", lambda d: _fgram_entry(d, ids=[3])),
+     _load_fgrams_for, "data/char/fgrams.json", "2 or more"),
+    ("fgram-text-of-another-corpus", edit_json("data/char/fgrams.json", _other_chars),
+     _load_fgrams_for, "data/char/fgrams.json", "another corpus"),
     ("fgrams-of-another-vocab-size",
-     edit_json("data/fgrams.json", lambda d: d.update(vocab_size=d["vocab_size"] + 5)),
-     _load_fgrams_for, "data/fgrams.json", "mined over a vocabulary of"),
+     edit_json("data/char/fgrams.json", lambda d: d.update(vocab_size=d["vocab_size"] + 5)),
+     _load_fgrams_for, "data/char/fgrams.json", "mined over a vocabulary of"),
     ("fgrams-mined-shorter-than-asked",
-     edit_json("data/fgrams.json", lambda d: d.update(mine_max_n=2)),
-     _load_fgrams_for, "data/fgrams.json", "mined up to n=2"),
+     edit_json("data/char/fgrams.json", lambda d: d.update(mine_max_n=2)),
+     _load_fgrams_for, "data/char/fgrams.json", "mined up to n=2"),
     ("checkpoint-truncated", _truncated_checkpoint,
      lambda r: read_checkpoint(r / "c.pt"), "c.pt", "truncated"),
     ("checkpoint-weights-do-not-fit", _weights_that_do_not_fit,
@@ -380,12 +434,12 @@ def test_a_write_that_fails_names_the_destination_not_the_temp_file(project, mon
     from nanomoe.atomic import atomic_write_text
 
     monkeypatch.chdir(project)
-    target = project / "data" / "fgrams.json"
+    target = project / "data" / "char" / "fgrams.json"
     target.unlink()
     target.mkdir()
     with pytest.raises(OSError) as err:
         atomic_write_text(target, "{}")
     assert err.value.filename == str(target)
     line = os_error_line(err.value)
-    assert line.startswith("data/fgrams.json: ") and "folder is in the way" in line
+    assert line.startswith("data/char/fgrams.json: ") and "folder is in the way" in line
     assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]  # cleaned up

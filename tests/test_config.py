@@ -114,10 +114,11 @@ def test_gpt_with_fgram_on_and_no_fgrams_raises():
 
 def test_variant_names_are_distinct_and_never_start_with_a_dash():
     names = {variant_name(levels) for levels in cells(full_grid())}
-    assert len(names) == 8
+    assert len(names) == 16  # 2^3 model variants x 2 tokenizers
     assert not any(n.startswith("-") for n in names)
-    assert GPTConfig(rope=True, moe=True, top_k=1).variant == "rope+moe-fgram"
-    assert GPTConfig().variant == "abspos-moe-fgram"
+    assert GPTConfig(rope=True, moe=True, top_k=1).variant == "rope+moe-fgram-bpe"
+    assert GPTConfig(tokenizer="bpe").variant == "abspos-moe-fgram+bpe"
+    assert GPTConfig().variant == "abspos-moe-fgram-bpe"
 
 
 @dataclass

@@ -159,3 +159,44 @@ def test_iter_full_split_scores_every_target_exactly_once(n_tokens, block_size):
             assert not row[:first].any() and row[first:].all()
         scored += y[keep].tolist()
     assert sorted(scored) == list(range(8, n_tokens + 7))
+
+
+# --- meta.json of each tokenizer ----------------------------------------------------------
+
+
+def _bpe_meta(tmp_path, **changes) -> dict:
+    """A BPE split's meta.json in ``tmp_path``: ids only, no characters; the end token last."""
+    meta = {"tokenizer": "bpe", "vocab_size": 300, "eod": 299, "dtype": "uint16"}
+    meta |= {"n_train": 4, "n_val": 2, **changes}
+    (tmp_path / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    np.array([1, 2, 299, 3], dtype=np.uint16).tofile(tmp_path / "train.bin")
+    np.array([256, 299], dtype=np.uint16).tofile(tmp_path / "val.bin")
+    return meta
+
+
+def test_a_bpe_split_loads_without_characters(tmp_path):
+    """Mutation killed: load_meta asking every meta.json for ``chars`` (a BPE's has none)."""
+    meta = _bpe_meta(tmp_path)
+    assert load_meta(tmp_path) == meta
+    assert load_split(tmp_path, "val").tolist() == [256, 299]
+
+
+@pytest.mark.parametrize(
+    "changes, word",
+    [
+        ({"eod": 7}, "eod: must be 299"),  # the end token is the last id
+        ({"tokenizer": "wordpiece"}, "tokenizer: must be char or bpe"),
+        ({"tokenizer": "char"}, "chars: is missing"),  # a char split names its characters
+    ],
+    ids=["bpe-eod-not-last", "unknown-tokenizer", "char-without-chars"],
+)
+def test_meta_json_is_checked_for_its_own_tokenizer(tmp_path, changes, word):
+    """Mutations killed: the BPE end-token check removed; an unknown ``tokenizer`` read as a
+    BPE's; a char meta.json let through without ``chars``."""
+    from nanomoe.config import InputError
+
+    _bpe_meta(tmp_path, **changes)
+    with pytest.raises(InputError) as err:
+        load_meta(tmp_path)
+    message = str(err.value)
+    assert word in message and "meta.json" in message and "\n" not in message

@@ -23,22 +23,29 @@ from _project import REPO, TINY, env_for, make_project, run_module
 from pipeline.launch import nproc_setting
 from pipeline.stage import ParamsError
 
-CELL = ("--rope", "true", "--moe", "true", "--fgram", "true", "--seed", "1337")
-RUN_DIR = "experiments/ablation/rope-true_moe-true_fgram-true_seed-1337"
+CHAR = ("--tokenizer", "char")
+CELL = ("--rope", "true", "--moe", "true", "--fgram", "true", *CHAR, "--seed", "1337")
+RUN_DIR = "experiments/ablation/rope-true_moe-true_fgram-true_tokenizer-char_seed-1337"
 STEPS = 20
 # Every step is an eval, so curve.csv is the loss curve step by step.
 TRAIN = {"batch_size": 4, "max_iters": STEPS, "eval_interval": 1, "eval_iters": 2}
 TOLERANCE = 1e-5  # fp32, summation order differs: the measured gap is ~1e-7
+DATA_STAGES = ("pipeline.tokenizer", "pipeline.prepare", "pipeline.mine_fgrams")
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A tiny project with its data prepared and F-grams mined, to copy for each test."""
     root = tmp_path_factory.mktemp("prepared")
-    make_project(root, overrides={"train": TRAIN, "model": {**TINY["model"], "dropout": 0.0}})
-    for stage in ("pipeline.download", "pipeline.prepare", "pipeline.mine_fgrams"):
-        done = run_module(root, stage)
+    model = {**TINY["model"], "dropout": 0.0}
+    make_project(root, overrides={"train": TRAIN, "model": model, "data": {"val_fraction": 0.5}})
+    for stage, *args in (["pipeline.download"], *([s, *CHAR] for s in DATA_STAGES)):
+        done = run_module(root, stage, *args)
         assert done.returncode == 0, done.stderr[-2000:]
+    # the full split spans 3 batches of 64 windows of 16 (val_fraction 0.5): both ranks
+    # take some, so their sums must be added up
+    meta = json.loads((root / "data/char/prepared/meta.json").read_text(encoding="utf-8"))
+    assert meta["n_val"] - 1 > 2 * 64 * TINY["model"]["block_size"]
     return root
 
 
@@ -98,6 +105,8 @@ def single(prepared, tmp_path_factory):
 
 
 def test_two_gloo_ranks_give_the_one_process_curve_files_and_one_run(single, prepared, tmp_path):
+    """Kills, among others: the bytes of evaluate.full_split_loss left out of its global_sum
+    (the nats of both ranks over one rank's bytes: a final val bpb ~1.5x too high)."""
     root = project(prepared, tmp_path)
     done = train(root, nproc=2)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -105,6 +114,9 @@ def test_two_gloo_ranks_give_the_one_process_curve_files_and_one_run(single, pre
     one = json.loads((single / RUN_DIR / "metrics.json").read_text())
     two = json.loads((root / RUN_DIR / "metrics.json").read_text())
     assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], abs=TOLERANCE)
+    # bits per byte: each rank's nats and bytes summed over both before the division
+    assert two["final_val_bpb"] == pytest.approx(one["final_val_bpb"], abs=TOLERANCE)
+    assert two["bytes_seen"] == one["bytes_seen"]
     assert two["tokens"] == one["tokens"] == STEPS * 4 * 16  # the global batch, every step
     assert two["lb_loss"] == pytest.approx(one["lb_loss"], abs=TOLERANCE)
     assert two["z_loss"] == pytest.approx(one["z_loss"], abs=TOLERANCE)

@@ -164,6 +164,27 @@ def test_mined_fgrams_survive_a_save_load_round_trip(tmp_path, planted_corpus):
     assert load_fgrams(tmp_path / "f.json") == mined
 
 
+def test_a_table_saved_with_its_tokenizer_counts_the_end_token_and_never_holds_it(tmp_path):
+    """The mine_fgrams stage passes its tokenizer: the table's vocabulary counts the end
+    token, each F-gram is spelled by the tokenizer, and an entry holding the end token is
+    refused by name. Mutations killed: save_fgrams' vocab_size taken from the characters
+    (the end token left out); the end-of-document check of a loaded entry removed."""
+    from nanomoe.config import InputError
+
+    tok = CharTokenizer("ab—é", eod=True)  # ids 0-3, the end token 4
+    fgrams = [Fgram((2, 3), 5, 5), Fgram((0, 1, 0), 3, 6)]
+    path = tmp_path / "fgrams.json"
+    save_fgrams(path, fgrams, tok)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert doc["vocab_size"] == 5 and [e["text"] for e in doc["fgrams"]] == ["—é", "aba"]
+    assert load_fgrams(path, vocab_size=5, chars=tok) == fgrams
+    assert load_fgrams(path, vocab_size=5, chars=tok.chars) == fgrams  # meta.json's chars
+    doc["fgrams"][0] = {"ids": [2, 4], "count": 5, "score": 5}
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(InputError, match=r"fgrams\[0\]: ids: \[2, 4\] holds the end-of-doc"):
+        load_fgrams(path, vocab_size=5, chars=tok)
+
+
 # --- matcher ------------------------------------------------------------------------------
 
 

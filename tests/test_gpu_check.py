@@ -14,9 +14,11 @@ import torch
 from nanomoe import switches
 from pipeline import gpu_check
 
-# Every cell of a grid that gives each switch both levels: the ablation's 8 variants.
+# Every cell of a grid that gives each model switch both levels, on one token stream (the
+# char tokenizer's): the ablation's 8 model variants.
 ALL_VARIANTS = {
-    switches.variant_name(c) for c in switches.cells({s.name: s.levels for s in switches.SWITCHES})
+    switches.variant_name(c)
+    for c in switches.cells({s.name: s.levels if s.model else [s.low] for s in switches.SWITCHES})
 }
 
 
@@ -40,7 +42,7 @@ def test_without_cuda_it_fails_in_one_line_naming_cuda(tmp_path):
 def test_the_check_writes_bench_and_all_8_variants(monkeypatch, tmp_path):
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda m, **kw: real_compile(m, backend="aot_eager"))
-    monkeypatch.chdir(tmp_path)  # no data/prepared here: synthetic tokens
+    monkeypatch.chdir(tmp_path)  # no data/char/prepared here: synthetic tokens
     out = tmp_path / "gpu.json"
     argv = ["--device", "cpu", "--tiny", "--train-steps", "4", "--bench-steps", "2"]
     assert gpu_check.main([*argv, "--out", str(out)]) == 0
@@ -48,8 +50,8 @@ def test_the_check_writes_bench_and_all_8_variants(monkeypatch, tmp_path):
     assert figures["machine"]["data"].startswith("synthetic")
     bench = figures["bench"]
     assert [(r["variant"], r["compile"]) for r in bench] == [
-        ("abspos-moe-fgram", False), ("abspos-moe-fgram", True),
-        ("rope+moe+fgram", False), ("rope+moe+fgram", True),
+        ("abspos-moe-fgram-bpe", False), ("abspos-moe-fgram-bpe", True),
+        ("rope+moe+fgram-bpe", False), ("rope+moe+fgram-bpe", True),
     ]  # fmt: skip
     assert all(r["ms_per_step"] > 0 and 0 < r["mfu"] < 10 for r in bench)
     cells = figures["train"]

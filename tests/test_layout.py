@@ -12,14 +12,42 @@ import yaml
 from _project import make_project
 
 from nanomoe.config import GPTConfig, InputError, MiningConfig, TrainConfig
-from nanomoe.switches import BY_NAME, cells, config_fields, full, full_grid, variant_name
-from pipeline import download, prepare, report, tracking
+from nanomoe.switches import (
+    cells,
+    config_fields,
+    data_files,
+    full,
+    full_grid,
+    variant_name,
+)
+from pipeline import download, grid, prepare, report, tokenizer, tracking
 from pipeline.layout import Layout, project_root
 from pipeline.params import KEYS, load_params
 from pipeline.stage import ParamsError, StageError
 
 REPO = Path(__file__).resolve().parents[1]
-CELLS = cells(full_grid())
+ALL_CELLS = cells(full_grid())  # both tokenizers: 16 cells
+CELLS = cells(load_params(REPO / "params.yaml").grid)  # the shipped grid's, the project's too
+CHAR = ["--tokenizer", "char"]  # the char tokenizer's data stage instances
+
+
+def full_layout(root: Path = REPO) -> Layout:
+    """``root``'s dvc.yaml with the grid's stages written for the full grid (both
+    tokenizers), as `python -m pipeline.grid` writes them for ``grid.tokenizer: [char, bpe]``."""
+    text = (root / "dvc.yaml").read_text(encoding="utf-8")
+    return Layout(root, yaml.safe_load(grid.rewrite(text, full_grid()))["stages"])
+
+
+def data_deps(layout: Layout, stage: str, **item: str) -> set[Path]:
+    """The data deps of one instance of a matrix stage: ``${item.<key>}`` filled in."""
+    deps = set()
+    for dep in layout.data_deps(stage):
+        path = str(dep)
+        for key, value in item.items():
+            path = path.replace(f"${{item.{key}}}", value)
+        assert "${" not in path, f"{stage}: {path} names an item the test did not fill in"
+        deps.add(Path(path))
+    return deps
 
 
 @pytest.fixture
@@ -37,40 +65,59 @@ def project(tmp_path, monkeypatch):
 def test_a_path_changed_in_dvc_yaml_moves_what_the_stages_write_and_read(project):
     text = (project / "dvc.yaml").read_text(encoding="utf-8")
     (project / "dvc.yaml").write_text(text.replace("data/raw", "data/shards"))
-    assert download.main([]) == 0 and prepare.main([]) == 0
+    assert download.main([]) == 0
+    assert tokenizer.main(list(CHAR)) == 0 and prepare.main(list(CHAR)) == 0
     assert (project / "data/shards/corpus.txt").exists()
     assert not (project / "data/raw").exists()
-    assert (project / "data/prepared/meta.json").exists()
+    assert (project / "data/char/tokenizer.json").exists()
+    assert (project / "data/char/prepared/meta.json").exists()
 
 
 def test_a_cells_files_are_the_outs_of_its_train_stage():
     layout = Layout.load(REPO)
-    levels = {"rope": True, "moe": False, "fgram": True}
+    levels = {"rope": True, "moe": False, "fgram": True, "tokenizer": "char"}
     files = layout.run_files(levels, seed=7)
-    cell = REPO / "experiments/ablation/rope-true_moe-false_fgram-true_seed-7"
+    cell = REPO / "experiments/ablation/rope-true_moe-false_fgram-true_tokenizer-char_seed-7"
     names = ("ckpt.pt", "sample.txt", "curve.png", "run.json", "metrics.json", "curve.csv")
     assert files == {n: cell / n for n in names}
     assert layout.train_stage(levels) == "train_fgram"
+    bpe = {**levels, "tokenizer": "bpe"}
+    folder = "experiments/ablation/rope-true_moe-false_fgram-true_tokenizer-bpe_seed-7"
+    assert full_layout().run_files(bpe, seed=7) == {n: REPO / folder / n for n in names}
+    assert full_layout().train_stage(bpe) == "train_fgram_tokenizer"
 
 
-@pytest.mark.parametrize("levels", CELLS, ids=[variant_name(c) for c in CELLS])
+@pytest.mark.parametrize("levels", ALL_CELLS, ids=[variant_name(c) for c in ALL_CELLS])
 def test_every_stage_declares_the_upstream_files_it_reads(levels):
     """Kills: a switch's data (the registry's ``data``) left out of its cells' deps, or
-    given to cells that do not use it."""
-    layout = Layout.load(REPO)
-    assert layout.raw in layout.data_deps("prepare")
-    assert layout.prepared in layout.data_deps("mine_fgrams")
+    given to cells that do not use it; a cell, or a data stage instance, reading another
+    tokenizer's files (``data/char/...`` for a bpe cell)."""
+    layout = full_layout()
+    kind = levels["tokenizer"]
+    assert data_deps(layout, "tokenizer", tokenizer=kind) == {layout.raw}
+    assert data_deps(layout, "prepare", tokenizer=kind) == {layout.raw, layout.tokenizer(kind)}
+    assert data_deps(layout, "mine_fgrams", tokenizer=kind) == {layout.prepared(kind)}
     train = layout.data_deps(layout.train_stage(levels))
-    needed = {REPO / p for name, level in levels.items() if level for p in BY_NAME[name].data}
-    assert set(train) == {layout.prepared, *needed}
-    assert (layout.fgrams in train) == levels["fgram"]
+    expected = {layout.tokenizer(kind), layout.prepared(kind)}
+    expected |= {layout.fgrams(kind)} if levels["fgram"] else set()
+    assert set(train) == expected
+    assert set(train) == {REPO / p for p in data_files(levels)}  # the registry's ``data``
+    assert all(kind in p.relative_to(REPO).parts for p in train)
     cell = layout.run_files(levels, seed=1)["metrics.json"].parent
     assert cell.parent == layout.ablation  # the report reads where every cell writes
 
 
 def test_a_missing_input_names_the_stage_that_writes_it(project):
-    with pytest.raises(StageError, match=r"^data/prepared: not found; run the prepare stage"):
-        Layout.load().require(Layout.load().prepared)
+    """Kills: require() naming the matrix stage without its instance (``dvc repro prepare``
+    runs every tokenizer's), or another tokenizer's instance."""
+    fix = r"run the prepare@char stage first \(dvc repro prepare@char\)$"
+    with pytest.raises(StageError, match=rf"^data/char/prepared: not found; {fix}"):
+        Layout.load().require(Layout.load().prepared("char"))
+    layout = full_layout(project)
+    with pytest.raises(StageError, match=r"^data/bpe/tokenizer.json: not found; run the tok"):
+        layout.require(layout.tokenizer("bpe"))
+    with pytest.raises(StageError, match=r"\(dvc repro mine_fgrams@bpe\)$"):
+        layout.require(layout.fgrams("bpe"))
 
 
 def test_project_files_follow_the_working_directory_and_only_the_store_follows_dvc_root(
@@ -123,14 +170,18 @@ def write_cell(layout: Layout, levels: dict, seed: int) -> None:
     loss += 0.001 * seed
     metrics = {
         "variant": variant_name(levels), **levels,
-        "seed": seed, "final_val_loss": loss, "best_val_loss": loss - 0.01, "best_step": 10,
+        "seed": seed, "final_val_bpb": loss, "best_val_bpb": loss - 0.01,
+        "final_val_loss": loss * 0.7, "best_val_loss": loss * 0.69, "best_step": 10,
         "train_loss": loss - 0.1, "tokens_per_sec": 1000.0, "wall_s": 1.0, "steps": 10,
-        "tokens": 640, "flops_per_token": 1e6, "params_total": 100, "params_active": 90,
+        "tokens": 640, "bytes_seen": 640, "epochs": 0.5, "vocab_size": 65,
+        "flops_per_token": 1e6, "params_total": 100, "params_active": 90,
     }  # fmt: skip
     files["metrics.json"].parent.mkdir(parents=True, exist_ok=True)
     files["metrics.json"].write_text(json.dumps(metrics))
     files["run.json"].write_text(json.dumps({"run_id": f"{seed:032x}", "experiment": "x"}))
-    files["curve.csv"].write_text(f"step,train_loss,val_loss,lr\n0,3,3,0.001\n10,{loss},{loss},0\n")
+    files["curve.csv"].write_text(
+        f"step,train_loss,val_loss,val_bpb,lr\n0,3,3,4,0.001\n10,{loss},{loss},{loss},0\n"
+    )
     files["sample.txt"].write_text("sample")
 
 
@@ -144,7 +195,7 @@ def test_report_takes_the_seeds_of_params_and_says_in_one_line_what_it_ignores(p
     ignored = [line for line in out.splitlines() if "ignoring" in line]
     assert len(ignored) == 1 and "[99]" in ignored[0]
     table = (project / "experiments/ablation.csv").read_text().splitlines()
-    assert len(table) == 1 + 8 and all(",1337," in row for row in table[1:])
+    assert len(table) == 1 + len(CELLS) and all(",1337," in row for row in table[1:])
 
 
 def test_report_fails_in_one_line_naming_a_missing_cell(project):
@@ -153,7 +204,7 @@ def test_report_fails_in_one_line_naming_a_missing_cell(project):
         write_cell(layout, cell, seed=1337)
     with pytest.raises(StageError) as err:
         report.main([])
-    assert "\n" not in str(err.value) and "rope+moe+fgram seed 1337" in str(err.value)
+    assert "\n" not in str(err.value) and f"{variant_name(CELLS[-1])} seed 1337" in str(err.value)
     assert not (project / "experiments/report.md").exists()
 
 

@@ -1,4 +1,5 @@
-"""The real `dvc repro`, end to end, in a throwaway copy of the project."""
+"""The real `dvc repro`, end to end, in a throwaway copy of the project: a 2^3 grid of
+moe x fgram x tokenizer (char and a 320-token BPE) on a corpus that is not ASCII."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from _project import env_for, git, make_project, run_module, tail
+
+# rope held: the tokenizer is the factor under test, at 8 cells as before
+GRID = {"rope": [False], "moe": [False, True], "fgram": [False, True], "tokenizer": ["char", "bpe"]}
 
 
 def dvc(root, *args):
@@ -24,7 +29,9 @@ def dvc(root, *args):
 
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("project"))
+    overrides = {"grid": GRID, "tokenizer": {"vocab_size": 320}}
+    root = make_project(tmp_path_factory.mktemp("project"), overrides=overrides)
+    assert run_module(root, "pipeline.grid").returncode == 0
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     assert dvc(root, "init", "-q").returncode == 0
     assert dvc(root, "config", "core.analytics", "false").returncode == 0
@@ -35,8 +42,11 @@ def repro(tmp_path_factory):
 def test_dvc_repro_runs_every_stage(repro):
     root, first = repro
     assert first.returncode == 0, first.stderr[-3000:]
-    for stage in ("download", "prepare", "mine_fgrams", "report"):
+    for stage in ("download", "report"):
         assert f"Running stage '{stage}'" in first.stdout
+    for stage in ("tokenizer", "prepare", "mine_fgrams"):
+        for tok in ("char", "bpe"):
+            assert f"Running stage '{stage}@{tok}'" in first.stdout
     assert first.stdout.count("Running stage 'train") == 8
 
 
@@ -44,11 +54,12 @@ def test_report_has_one_row_per_variant_and_seven_effects_judged_by_lenth(repro)
     root, _ = repro
     df = pd.read_csv(root / "experiments" / "ablation.csv")
     assert len(df) == 8
-    assert set(map(tuple, df[["rope", "moe", "fgram"]].values.tolist())) == {
-        (r, m, f) for r in (False, True) for m in (False, True) for f in (False, True)
+    assert set(map(tuple, df[["moe", "fgram", "tokenizer"]].values.tolist())) == {
+        (m, f, t) for m in (False, True) for f in (False, True) for t in ("char", "bpe")
     }
-    assert list(df.columns[:5]) == ["variant", "rope", "moe", "fgram", "seed"]
+    assert list(df.columns[:6]) == ["variant", "rope", "moe", "fgram", "tokenizer", "seed"]
     assert (df.final_val_loss > 0).all() and (df.params_active <= df.params_total).all()
+    assert (df.final_val_bpb > 0).all() and (df.best_val_bpb > 0).all()
     assert (df.best_step <= df.steps).all()
     report = (root / "experiments" / "report.md").read_text(encoding="utf-8")
     summary = json.loads((root / "experiments" / "summary.json").read_text())
@@ -57,8 +68,9 @@ def test_report_has_one_row_per_variant_and_seven_effects_judged_by_lenth(repro)
     assert summary["df"] == pytest.approx(7 / 3) and summary["n_seeds"] == 1
     assert summary["sigma"] == pytest.approx(lenth["pse"] * math.sqrt(2))
     assert summary["best_rule"] == "per-comparison" and "per-comparison" in report
-    assert len(summary["effects"]) == 7 and "rope x moe x fgram" in report
-    assert summary["lowest_variant"] == df.sort_values("final_val_loss").variant.iloc[0]
+    assert len(summary["effects"]) == 7 and "moe x fgram x tokenizer" in report
+    assert summary["metric"] == "final_val_bpb"
+    assert summary["lowest_variant"] == df.sort_values("final_val_bpb").variant.iloc[0]
     if summary["best_variant"]:
         assert f"**Best variant: `{summary['best_variant']}`**" in report
     else:
@@ -75,15 +87,18 @@ def test_mlflow_store_holds_eight_cell_runs_and_one_ablation_summary(repro):
     assert len(runs) == 8
     assert (runs.status == "FINISHED").all()
     assert runs["metrics.val_loss"].notna().all()
+    assert runs["metrics.val_bpb"].notna().all()
+    assert runs["metrics.final_val_bpb"].notna().all()
     assert runs["metrics.final_val_loss"].notna().all()
     assert runs["metrics.best_val_loss"].notna().all()
     assert set(runs["tags.mlflow.runName"]) == set(
         pd.read_csv(root / "experiments/ablation.csv").variant
     )
-    assert set(runs["params.rope"]) == {"True", "False"}
+    assert set(runs["params.tokenizer"]) == {"char", "bpe"}
     client = mlflow.MlflowClient()
-    history = client.get_metric_history(runs.run_id.iloc[0], "val_loss")
-    assert [m.step for m in history] == [0, 6, 12]
+    for metric in ("val_loss", "val_bpb"):
+        history = client.get_metric_history(runs.run_id.iloc[0], metric)
+        assert [m.step for m in history] == [0, 6, 12]
     artifacts = {a.path for a in client.list_artifacts(runs.run_id.iloc[0])}
     assert {"metrics.json", "sample.txt", "curve.png"} <= artifacts
 
@@ -93,9 +108,10 @@ def test_mlflow_store_holds_eight_cell_runs_and_one_ablation_summary(repro):
     assert set(summary.data.tags["cell_run_ids"].split(",")) == set(runs.run_id)
     effects = json.loads((root / "experiments/summary.json").read_text())["effects"]
     assert (
-        summary.data.metrics["effect.rope_x_moe_x_fgram"] == effects["rope x moe x fgram"]["delta"]
+        summary.data.metrics["effect.moe_x_fgram_x_tokenizer"]
+        == effects["moe x fgram x tokenizer"]["delta"]
     )
-    assert summary.data.metrics["margin.rope"] == effects["rope (main)"]["margin"]
+    assert summary.data.metrics["margin.tokenizer"] == effects["tokenizer (main)"]["margin"]
     files = {a.path for a in client.list_artifacts(summary_id)}
     assert {"report.md", "ablation.png", "compute.png", "summary.json", "cells.json"} <= files
     # run ids stay out of metrics.json, which a resume must leave identical
@@ -130,21 +146,22 @@ def test_changing_fgram_params_touches_only_fgram_cells(repro, bytecode):
     }
     changed = {c for c in changed if c.startswith(("train", "report", "mine"))}
     assert changed == {
-        "train_fgram@true-false-true-1337",
-        "train_fgram@false-false-true-1337",
-        "train_moe_fgram@true-true-true-1337",
-        "train_moe_fgram@false-true-true-1337",
+        "train_fgram@false-false-true-char-1337",
+        "train_fgram_tokenizer@false-false-true-bpe-1337",
+        "train_moe_fgram@false-true-true-char-1337",
+        "train_moe_fgram_tokenizer@false-true-true-bpe-1337",
     }, status.stdout
 
 
 def test_holding_a_factor_retrains_no_cell_and_reports_the_smaller_design(repro, tmp_path):
-    """``grid.rope: [true]`` then ``python -m pipeline.grid``: ``dvc repro`` trains nothing
-    (grid is no dep of a cell) and the report analyses the 2^2 design of moe and fgram.
-    Kills: grid made a params dep of the train stages, or the report still analysing rope."""
+    """``grid.tokenizer: [bpe]`` then ``python -m pipeline.grid``: ``dvc repro`` trains
+    nothing (grid is no dep of a cell) and the report analyses the 2^2 design of moe and
+    fgram. Kills: grid made a params dep of the train stages, or the report still analysing
+    the tokenizer."""
     root = tmp_path / "held"
     shutil.copytree(repro[0], root, symlinks=True)
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
-    params["grid"]["rope"] = [True]
+    params["grid"]["tokenizer"] = ["bpe"]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     assert run_module(root, "pipeline.grid").returncode == 0
     again = dvc(root, "repro")
@@ -157,14 +174,38 @@ def test_holding_a_factor_retrains_no_cell_and_reports_the_smaller_design(repro,
     assert len(pd.read_csv(root / "experiments" / "ablation.csv")) == 4
 
 
-def test_sample_cli_continues_a_pipeline_checkpoint(repro):
+@pytest.mark.parametrize("tok", ["char", "bpe"])
+def test_sample_cli_continues_a_pipeline_checkpoint(repro, tok):
+    """A bpe cell takes any text as its prompt (here characters outside the corpus)."""
     root, _ = repro
-    ckpt = next((root / "experiments" / "ablation").glob("*moe-true_fgram-true*/ckpt.pt"))
+    cells = (root / "experiments" / "ablation").glob(f"*moe-true_fgram-true_tokenizer-{tok}*")
+    ckpt = next(cells) / "ckpt.pt"
+    prompt = "café" if tok == "char" else "日本 café"
     out = run_module(
-        root, "nanomoe.sample", "--checkpoint", str(ckpt), "--prompt", "café", "--tokens", "10"
+        root, "nanomoe.sample", "--checkpoint", str(ckpt), "--prompt", prompt, "--tokens", "10"
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("café")
+    assert out.stdout.startswith(prompt)
+
+
+def test_char_cells_bpb_is_nats_per_char_over_ln2_times_chars_per_byte(repro):
+    """One text file, char cells: each validation target is one character, so bits per byte
+    = nats/char / ln 2 x chars/bytes of the targets' text (the validation text but its
+    first character, which no window predicts; not ASCII here, so the factor is not 1).
+    Mutation killed: token_bytes of 1 per character (counting characters, not bytes)."""
+    root, _ = repro
+    df = pd.read_csv(root / "experiments" / "ablation.csv")
+    prepared = root / "data/char/prepared"
+    meta = json.loads((prepared / "meta.json").read_text(encoding="utf-8"))
+    ids = np.fromfile(prepared / "val.bin", dtype=meta["dtype"])
+    targets = "".join(meta["chars"][i] for i in ids[1:])
+    assert len(targets.encode("utf-8")) > len(targets) == meta["n_val"] - 1
+    char = df[df.tokenizer == "char"]
+    expected = char.final_val_loss / math.log(2) * len(targets) / len(targets.encode("utf-8"))
+    assert char.final_val_bpb.to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-9)
+    bpe = json.loads((root / "data/bpe/prepared/meta.json").read_text(encoding="utf-8"))
+    assert bpe["text"] == meta["text"]  # the same validation text, cut before encoding
+    assert bpe["n_val"] < meta["n_val"] and bpe["vocab_size"] == 320
 
 
 # --- dvc exp run --temp: the experiment runs in its copy, its runs land in our store -----
@@ -248,9 +289,9 @@ def test_dvc_exp_run_temp_uses_the_experiment_copy_and_logs_to_the_parent_store(
     # Only what moe.* feeds re-ran (the 4 MoE cells and the report), each in the temp copy.
     seeds = yaml.safe_load(params_before)["seeds"]
     moe_cells = [
-        f"{stage}@{rope}-true-{fgram}-{seed}"
+        f"{stage}{'_tokenizer' * (tok == 'bpe')}@false-true-{fgram}-{tok}-{seed}"
         for stage, fgram in (("train_moe", "false"), ("train_moe_fgram", "true"))
-        for rope in ("true", "false")
+        for tok in ("char", "bpe")
         for seed in seeds
     ]
     reran = re.findall(r"Running stage '([^']+)'", exp.stdout)

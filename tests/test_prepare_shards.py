@@ -1,5 +1,6 @@
-"""The streaming prepare stage: whole documents in each split, one end-of-document token
-after each, one text file cut as before, and no torch."""
+"""The streaming tokenizer and prepare stages: whole documents in each split, one
+end-of-document token after each, one text file cut as before, a BPE learned from the train
+split only and streamed to the ids it gives whole, and no torch."""
 
 from __future__ import annotations
 
@@ -10,20 +11,28 @@ import sys
 import numpy as np
 import pytest
 from _project import CORPUS, REPO, make_project
-from _shards import make_documents, sharded_corpus, write_text
+from _shards import make_documents, sharded_corpus, write_jsonl, write_text
 
 import pipeline.shards
 from nanomoe.data import prepare as prepare_in_memory
-from nanomoe.tokenizer import CharTokenizer
+from nanomoe.tokenizer import CharTokenizer, read_tokenizer
 from pipeline.layout import Layout
-from pipeline.prepare import prepare
+from pipeline.params import TokenizerParams
+from pipeline.prepare import prepare as prepare_stage
 from pipeline.sources import DataParams
-from pipeline.split import Splitter, doc_hash
+from pipeline.split import Splitter, doc_hash, is_val
 from pipeline.stage import StageError
+from pipeline.tokenizer import write_tokenizer
 
 
 def data(**kw) -> DataParams:
     return DataParams(url="https://example.org/x.txt", sha256=None, **kw)
+
+
+def prepare(layout: Layout, d: DataParams, kind: str = "char", vocab_size: int = 300):
+    """The tokenizer stage, then the prepare stage, of ``kind``."""
+    write_tokenizer(layout, d, TokenizerParams(vocab_size=vocab_size), kind)
+    return prepare_stage(layout, d, kind)
 
 
 @pytest.fixture
@@ -35,11 +44,11 @@ def project(tmp_path):
 
 def splits(root) -> tuple[dict, dict[str, list[str]]]:
     """meta.json, and each split's documents decoded (cut at the end-of-document token)."""
-    meta = json.loads((root / "data/prepared/meta.json").read_text(encoding="utf-8"))
+    meta = json.loads((root / "data/char/prepared/meta.json").read_text(encoding="utf-8"))
     tok = CharTokenizer(meta["chars"], eod=True)
     docs = {}
     for split in ("train", "val"):
-        ids = np.fromfile(root / f"data/prepared/{split}.bin", dtype=meta["dtype"])
+        ids = np.fromfile(root / f"data/char/prepared/{split}.bin", dtype=meta["dtype"])
         assert ids[-1] == meta["eod"], f"{split}.bin must end with a document's end"
         cuts = np.flatnonzero(ids == meta["eod"])
         docs[split] = [tok.decode(d) for d in np.split(ids, cuts + 1)[:-1]]
@@ -58,7 +67,9 @@ def test_char_tokens_are_the_characters_plus_one_end_token_per_document(project)
     assert meta["n_train"] + meta["n_val"] == sum(map(len, docs)) + len(docs)
     _, got = splits(project)  # the files: every document, each followed by the token
     assert sorted(got["train"] + got["val"]) == sorted(docs)
-    sizes = [(project / f"data/prepared/{s}.bin").stat().st_size // 2 for s in ("train", "val")]
+    sizes = [
+        (project / f"data/char/prepared/{s}.bin").stat().st_size // 2 for s in ("train", "val")
+    ]
     assert sizes == [meta["n_train"], meta["n_val"]]
     assert meta["eod"] == len(meta["chars"]) == meta["vocab_size"] - 1
     assert sum(meta["documents"].values()) == 60 and meta["documents"]["left out"] == 0
@@ -113,11 +124,13 @@ def test_one_text_file_is_cut_exactly_as_the_in_memory_split(project, tmp_path):
         mp.setattr(pipeline.shards, "CHUNK_CHARS", 13)
         prepare(Layout.load(project), data())
     expected = prepare_in_memory(CORPUS, tmp_path / "memory", 0.1)
-    for name in ("train.bin", "val.bin", "meta.json"):
-        assert (project / "data/prepared" / name).read_bytes() == (
+    for name in ("train.bin", "val.bin"):
+        assert (project / "data/char/prepared" / name).read_bytes() == (
             tmp_path / "memory" / name
         ).read_bytes(), name
-    assert "eod" not in expected
+    meta = json.loads((project / "data/char/prepared/meta.json").read_text(encoding="utf-8"))
+    assert {k: meta[k] for k in expected} == expected
+    assert "eod" not in expected and "eod" not in meta
 
 
 def test_several_text_files_are_documents_each(project):
@@ -160,7 +173,7 @@ def test_a_cap_below_the_first_validation_document_is_a_one_line_error(project):
     sharded_corpus(project / "data/raw", make_documents(60, seed=4))
     with pytest.raises(StageError, match="data.max_val_tokens: smaller than the first"):
         prepare(Layout.load(project), data(max_val_tokens=2))
-    assert not (project / "data/prepared").exists()
+    assert not (project / "data/char/prepared/train.bin").exists()
 
 
 def test_empty_rows_are_no_documents(project):
@@ -171,3 +184,92 @@ def test_empty_rows_are_no_documents(project):
     kept = [d for i, d in enumerate(docs) if i % 5]
     assert sum(meta["documents"].values()) == len(kept)
     assert meta["n_train"] + meta["n_val"] == sum(map(len, kept)) + len(kept)
+
+
+def bpe_splits(root) -> tuple[dict, dict[str, np.ndarray]]:
+    meta = json.loads((root / "data/bpe/prepared/meta.json").read_text(encoding="utf-8"))
+    ids = {
+        s: np.fromfile(root / f"data/bpe/prepared/{s}.bin", dtype="uint16")
+        for s in ("train", "val")
+    }
+    return meta, ids
+
+
+def test_bpe_documents_decode_to_themselves_each_followed_by_the_end_token(project):
+    """Every document, encoded in pieces (shards read 1 MiB at a time; here 13 characters),
+    decodes back whole. Mutation killed: SplitWriter encoding each piece as it comes (a word
+    cut at a piece edge gets other ids) or dropping its carry at a document's end."""
+    docs = make_documents(40, seed=5, longest=200)
+    sharded_corpus(project / "data/raw", docs)
+    layout = Layout.load(project)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline.shards, "CHUNK_CHARS", 13)
+        meta, _ = prepare(layout, data(), "bpe")
+    tok, sha = read_tokenizer(layout.tokenizer("bpe"), "x")
+    assert meta["tokenizer_sha256"] == sha and meta["eod"] == tok.eod_id == 299
+    _, ids = bpe_splits(project)
+    got = []
+    for split in ("train", "val"):
+        assert ids[split][-1] == tok.eod_id
+        for doc in np.split(ids[split], np.flatnonzero(ids[split] == tok.eod_id) + 1)[:-1]:
+            got.append(doc[:-1].tolist())
+            assert tok.encode(tok.decode(doc[:-1])) == doc[:-1].tolist()
+    assert sorted(tok.decode(d) for d in got) == sorted(d for d in docs if d)
+
+
+def test_one_text_file_in_bpe_is_its_train_cut_and_val_cut_each_encoded_whole(project):
+    """Mutation killed: the carry not flushed at the cut (the train text's last word lost)."""
+    (project / "data/raw/input.txt").write_text(CORPUS, encoding="utf-8")
+    layout = Layout.load(project)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline.shards, "CHUNK_CHARS", 29)
+        meta, _ = prepare(layout, data(), "bpe")
+    tok, _ = read_tokenizer(layout.tokenizer("bpe"), "x")
+    n_val = round(len(CORPUS) * 0.1)
+    _, ids = bpe_splits(project)
+    assert ids["train"].tolist() == tok.encode(CORPUS[: len(CORPUS) - n_val])
+    assert ids["val"].tolist() == tok.encode(CORPUS[len(CORPUS) - n_val :])
+    assert meta["text"]["val"] == {"chars": n_val, "bytes": len(CORPUS[-n_val:].encode())}
+    assert "eod" not in meta
+
+
+def test_the_bpe_learns_from_the_train_split_only_and_the_same_split_gives_the_same_file(
+    project,
+):
+    """Changing a validation document leaves tokenizer.json byte for byte as it was;
+    changing a train document does not. Mutation killed: train_sample taking val text too."""
+    docs = make_documents(60, seed=6, longest=150)
+    split = {d: is_val(doc_hash(d.encode()).digest(), 0.1) for d in docs}
+    val_doc = next(d for d in docs if split[d])
+    train_doc = next(d for d in docs if not split[d])
+    layout = Layout.load(project)
+
+    def learned(corpus: list[str]) -> bytes:
+        for f in (project / "data/raw").iterdir():
+            f.unlink()
+        sharded_corpus(project / "data/raw", corpus)
+        _, path = write_tokenizer(layout, data(), TokenizerParams(vocab_size=320), "bpe")
+        return path.read_bytes()
+
+    def changed(doc: str, to_val: bool) -> str:
+        """``doc`` with a val-only word added, still routed where it was."""
+        for k in range(1000):
+            new = doc + f"zzqq{k} " * 40  # a frequent pair: a merge if it were learned from
+            if is_val(doc_hash(new.encode()).digest(), 0.1) == to_val:
+                return new
+        raise AssertionError("no suffix keeps the document in its split")
+
+    first = learned(docs)
+    assert learned(docs) == first
+    assert learned([changed(d, True) if d == val_doc else d for d in docs]) == first
+    assert learned([changed(d, False) if d == train_doc else d for d in docs]) != first
+
+
+def test_a_shard_named_in_capitals_is_gunzipped_as_its_format_says(project):
+    """``DOCS.JSONL.GZ`` is a gzipped JSONL shard, as ``shard_format`` (case-blind) says.
+    Mutation killed: ``is_gzipped`` matching ``.gz`` case-sensitively (the gzip bytes then
+    read as JSONL: one error line about line 1, not a corpus)."""
+    docs = make_documents(30, seed=8)
+    write_jsonl(project / "data/raw/DOCS.JSONL.GZ", docs)
+    meta, _ = prepare(Layout.load(project), data())
+    assert sum(meta["documents"].values()) == len(docs)

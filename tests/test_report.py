@@ -29,8 +29,8 @@ def grid(**held: list) -> dict[str, list]:
 
 
 def loss_of(cell: dict, seed: int) -> float:
-    """Each switch's high level lowers the loss by a different amount (0.1, 0.05, 0.033),
-    plus noise of at most 0.001 that differs by cell and seed."""
+    """Each switch's high level lowers the loss (bits per byte) by a different amount (0.1,
+    0.05, 0.033, 0.025), plus noise of at most 0.001 that differs by cell and seed."""
     high = [cell[s.name] == s.high for s in SWITCHES]
     index = sum(h << i for i, h in enumerate(high))
     noise = np.random.default_rng([index, seed]).uniform(-0.001, 0.001)
@@ -41,16 +41,17 @@ def write_cell(folder: Path, cell: dict, seed: int, **overrides) -> Path:
     """The four files a train cell leaves for the report, in ``folder``."""
     loss = loss_of(cell, seed)
     metrics = {
-        "variant": variant_name(cell), **cell, "seed": seed, "final_val_loss": loss,
-        "best_val_loss": loss - 0.01, "best_step": 10, "train_loss": loss - 0.1,
-        "tokens_per_sec": 1000.0, "wall_s": 1.0, "steps": 10, "tokens": 640,
+        "variant": variant_name(cell), **cell, "seed": seed, "final_val_bpb": loss,
+        "best_val_bpb": loss - 0.01, "final_val_loss": loss * 0.7, "best_val_loss": loss * 0.69,
+        "best_step": 10, "train_loss": loss - 0.1, "tokens_per_sec": 1000.0, "wall_s": 1.0,
+        "steps": 10, "tokens": 640, "bytes_seen": 640, "epochs": 0.5, "vocab_size": 65,
         "flops_per_token": 1e6, "params_total": 100, "params_active": 90, **overrides,
     }  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "run.json").write_text(json.dumps({"run_id": f"{seed:032x}", "experiment": "x"}))
     (folder / "curve.csv").write_text(
-        f"step,train_loss,val_loss,lr\n0,3,3,0.001\n10,{loss},{loss},0\n"
+        f"step,train_loss,val_loss,val_bpb,lr\n0,3,3,4,0.001\n10,{loss},{loss},{loss},0\n"
     )
     (folder / "sample.txt").write_text(f"sample of {variant_name(cell)}")
     return folder / "metrics.json"
@@ -63,7 +64,7 @@ def write_grid(ablation: Path, g: dict, seeds: list[int]) -> None:
             write_cell(ablation / f"{name}_seed-{seed}", cell, seed)
 
 
-ROPE_HELD = grid(rope=[True])  # a 2^2 design in moe and fgram, rope on everywhere
+ROPE_HELD = grid(rope=[True], tokenizer=["char"])  # a 2^2 design in moe and fgram
 
 
 def test_holding_a_switch_leaves_a_2x2_design_whose_3_contrasts_do_not_name_it(tmp_path):
@@ -84,7 +85,7 @@ def test_one_seed_of_a_2x2_design_gives_no_verdict_rather_than_a_guess(tmp_path)
     # even though the rope+moe+fgram cell is lowest by a wide gap
     assert a.lenth is None and a.effects.margin.isna().all()
     assert not a.effects.distinguishable.any()
-    assert a.ranking.best is None and a.ranking.order[0] == "rope+moe+fgram"
+    assert a.ranking.best is None and a.ranking.order[0] == "rope+moe+fgram-bpe"
     md = report.render_markdown(df, report.variant_table(df, a.ranking), a, samples, [])
     assert "**Method**: no verdict: one seed and 2 varying switch(es) give 3 effect(s)" in md
     assert "seeds:" in md  # the fix: more seeds
@@ -107,7 +108,7 @@ def test_two_seeds_of_a_2x2_design_are_judged_as_a_replicated_factorial(tmp_path
     assert len(a.effects) == 3 and a.effects.margin.notna().all()
     judged = a.effects.set_index("effect").distinguishable.to_dict()
     assert judged == {"moe (main)": True, "fgram (main)": True, "moe x fgram": False}
-    assert a.ranking.best == "rope+moe+fgram"
+    assert a.ranking.best == "rope+moe+fgram-bpe"
     summ = summary(df, a, ROPE_HELD, [])
     assert summ["method"] == "replicated factorial" and summ["n_seeds"] == 2
     assert summ["df"] == 3 and summ["sigma"] == pytest.approx(a.noise.sigma)
@@ -128,7 +129,7 @@ def test_identical_losses_over_seeds_leave_every_variant_tied_without_crashing(t
     for cell in cells(ROPE_HELD):
         for seed in (1, 2):
             name = "_".join(f"{s.name}-{s.spell(cell[s.name])}" for s in SWITCHES)
-            write_cell(tmp_path / f"{name}_seed-{seed}", cell, seed, final_val_loss=2.0)
+            write_cell(tmp_path / f"{name}_seed-{seed}", cell, seed, final_val_bpb=2.0)
     df, _, samples = results.collect(tmp_path, ROPE_HELD, [1, 2])
     a = analyse(df, ROPE_HELD)
     assert a.noise.sigma == 0.0 and not a.effects.distinguishable.any()
@@ -143,10 +144,10 @@ def test_the_baseline_is_the_grids_all_low_cell(tmp_path):
     write_grid(tmp_path, ROPE_HELD, [1])
     df, _, _ = results.collect(tmp_path, ROPE_HELD, [1])
     summ = summary(df, analyse(df, ROPE_HELD), ROPE_HELD, [])
-    assert summ["baseline_variant"] == variant_name({"rope": True}) == "rope-moe-fgram"
-    assert summ["dense_final_val_loss"] == loss_of(
-        {**dict.fromkeys(BY_NAME, False), "rope": True}, 1
-    )
+    assert summ["baseline_variant"] == variant_name({"rope": True}) == "rope-moe-fgram-bpe"
+    assert summ["metric"] == "final_val_bpb"
+    low = {s.name: s.low for s in SWITCHES}
+    assert summ["dense_final_val_bpb"] == loss_of({**low, "rope": True}, 1)
 
 
 def test_a_grid_that_varies_no_switch_has_no_effects_and_no_best_variant(tmp_path):
@@ -162,18 +163,19 @@ def test_a_grid_that_varies_no_switch_has_no_effects_and_no_best_variant(tmp_pat
 
 
 def test_cells_outside_the_grid_or_the_seeds_are_ignored_with_one_note(tmp_path, capsys):
-    write_grid(tmp_path, grid(), [1, 2])  # an earlier 2^3 grid, two seeds
+    write_grid(tmp_path, grid(), [1, 2])  # an earlier 2^4 grid, two seeds
     df, _, _ = results.collect(tmp_path, ROPE_HELD, [1])
     assert len(df) == 4 and df.rope.all() and (df.seed == 1).all()
     notes = capsys.readouterr().out.splitlines()
-    assert len(notes) == 1 and notes[0].startswith("ignoring 12 run(s) on disk")
-    assert "abspos-moe-fgram" in notes[0] and "seeds [2]" in notes[0]
+    assert len(notes) == 1 and notes[0].startswith("ignoring 28 run(s) on disk")
+    assert "abspos-moe-fgram-bpe" in notes[0] and "seeds [2]" in notes[0]
 
 
 @pytest.mark.parametrize("value", [1, 0, "true", None], ids=repr)
 def test_a_switch_column_that_is_not_one_of_its_levels_stops_in_one_line(tmp_path, value):
     write_grid(tmp_path, ROPE_HELD, [1])
-    bad = write_cell(tmp_path / "odd", {**dict.fromkeys(BY_NAME, True)}, 1, moe=value)
+    odd = {**dict.fromkeys(BY_NAME, True), "tokenizer": "char"}
+    bad = write_cell(tmp_path / "odd", odd, 1, moe=value)
     with pytest.raises(StageError) as err:
         results.collect(tmp_path, ROPE_HELD, [1])
     line = str(err.value)
@@ -182,24 +184,27 @@ def test_a_switch_column_that_is_not_one_of_its_levels_stops_in_one_line(tmp_pat
 
 
 def test_the_report_stage_writes_the_grids_cells_and_logs_the_grid(tmp_path, monkeypatch):
-    root = make_project(tmp_path, overrides={"grid": {"rope": [True]}, "seeds": [1, 2]})
+    held = {"rope": [True], "tokenizer": ["char"]}
+    root = make_project(tmp_path, overrides={"grid": held, "seeds": [1, 2]})
     monkeypatch.chdir(root)
     for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "NANOMOE_DATA_URL"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
     layout = Layout.load()
-    for cell in cells(grid(rope=[True])):
+    for cell in cells(grid(**held)):
         for seed in (1, 2):
             write_cell(layout.run_files(cell, seed)["metrics.json"].parent, cell, seed)
     assert report.main([]) == 0
     table = pd.read_csv(root / "experiments/ablation.csv")
     assert table.columns[: len(results.COLUMNS)].to_list() == results.COLUMNS
-    assert table.columns.to_list()[1:5] == [*BY_NAME, "seed"] and len(table) == 8
+    assert table.columns.to_list()[1:6] == [*BY_NAME, "seed"] and len(table) == 8
+    assert {"final_val_bpb", "best_val_bpb", "bytes_seen", "epochs"} <= set(table.columns)
     summ = json.loads((root / "experiments/summary.json").read_text())
-    assert summ["factors"] == ["moe", "fgram"] and summ["baseline_variant"] == "rope-moe-fgram"
+    assert summ["factors"] == ["moe", "fgram"]
+    assert summ["baseline_variant"] == "rope-moe-fgram-bpe"
     md = (root / "experiments/report.md").read_text(encoding="utf-8")
     assert f"| variant | {' | '.join(BY_NAME)} |" in md
-    assert "| `rope-moe-fgram` | on | off | off |" in md
+    assert "| `rope-moe-fgram-bpe` | on | off | off | char |" in md
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     (run,) = mlflow.search_runs(experiment_names=["x"], output_format="list")
     params = run.data.params

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from unittest.mock import ANY
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -26,8 +27,9 @@ from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.resume import ResumePoint, fingerprint
 
-CELL = "train@false-false-false-1337"  # dense, abspos; tiny params: 12 steps, eval every 6
-RUN_DIR = "experiments/ablation/rope-false_moe-false_fgram-false_seed-1337"
+CELL = "train@false-false-false-char-1337"  # dense, abspos; tiny params: 12 steps, eval every 6
+RUN_DIR = "experiments/ablation/rope-false_moe-false_fgram-false_tokenizer-char_seed-1337"
+CHAR = ["--tokenizer", "char"]  # the char tokenizer's data stages, and a char cell
 TIMING = ("tokens_per_sec", "wall_s")
 
 
@@ -142,7 +144,7 @@ def test_a_store_lost_mid_run_keeps_the_files_and_the_rerun_completes_without_tr
     tmp_path, monkeypatch
 ):
     from nanomoe.trainer import Trainer
-    from pipeline import download, prepare, tracking, train
+    from pipeline import download, prepare, tokenizer, tracking, train
     from pipeline.stage import StageError
 
     root = make_project(tmp_path)
@@ -150,8 +152,9 @@ def test_a_store_lost_mid_run_keeps_the_files_and_the_rerun_completes_without_tr
     for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "NANOMOE_FAULT"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("NANOMOE_DATA_URL", str(root / "corpus.txt"))
-    assert download.main([]) == 0 and prepare.main([]) == 0
-    args = ["--rope", "false", "--moe", "true", "--fgram", "false", "--seed", "1337"]
+    assert download.main([]) == 0
+    assert tokenizer.main(CHAR) == 0 and prepare.main(CHAR) == 0
+    args = ["--rope", "false", "--moe", "true", "--fgram", "false", *CHAR, "--seed", "1337"]
     real_log = tracking.Run.log_metrics
     logged = []
 
@@ -164,7 +167,7 @@ def test_a_store_lost_mid_run_keeps_the_files_and_the_rerun_completes_without_tr
     monkeypatch.setattr(tracking.Run, "log_metrics", store_gone_after_first_eval)
     with pytest.raises(StageError, match=r"mlflow\.db: the MLflow store failed .* without"):
         train.main(args)
-    run_dir = root / "experiments/ablation/rope-false_moe-true_fgram-false_seed-1337"
+    run_dir = root / "experiments/ablation/rope-false_moe-true_fgram-false_tokenizer-char_seed-1337"
     written = json.loads((run_dir / "metrics.json").read_text())
     assert written["steps"] == 12  # training went on to the end and wrote its files
     assert [r.info.status for r in runs(root)] == ["FAILED"]
@@ -257,20 +260,21 @@ def test_an_edit_to_the_model_library_invalidates_a_checkpoint(tmp_path):
 @pytest.fixture
 def mined(tmp_path, monkeypatch):
     """A tiny project with its data prepared and F-grams mined (the stages in-process)."""
-    from pipeline import download, mine_fgrams, prepare
+    from pipeline import download, mine_fgrams, prepare, tokenizer
 
     root = make_project(tmp_path)
     monkeypatch.chdir(root)
     for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "NANOMOE_FAULT", "NANOMOE_NPROC"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("NANOMOE_DATA_URL", str(root / "corpus.txt"))
-    assert download.main([]) == 0 and prepare.main([]) == 0 and mine_fgrams.main([]) == 0
+    assert download.main([]) == 0
+    assert all(stage.main(CHAR) == 0 for stage in (tokenizer, prepare, mine_fgrams))
     return root
 
 
 def cell_and_fingerprint(root, fgram: bool):
-    """The abspos cell without MoE, with or without F-grams, as the train stage prepares it,
-    and its fingerprint."""
+    """The abspos char cell without MoE, with or without F-grams, as the train stage prepares
+    it, and its fingerprint (the tokenizer left out of ``levels``: its low level, char)."""
     levels = {"rope": False, "moe": False, "fgram": fgram}
     cell = prepare_cell(load_params(root / "params.yaml"), Layout.load(root), levels, 1337)
     return cell, fingerprint(cell.config, cell.train_cfg, cell.inputs)
@@ -279,14 +283,14 @@ def cell_and_fingerprint(root, fgram: bool):
 def test_a_new_fgram_table_invalidates_the_checkpoints_of_fgram_cells_only(mined):
     """An F-gram cell's inputs include the F-gram table; a cell without F-grams does not read
     it. Kills: the switches' data (switch_inputs) left out of prepare_cell's inputs; the
-    fgram switch's data=("data/fgrams.json",) removed from the registry."""
+    fgram switch's data=("data/{tokenizer}/fgrams.json",) removed from the registry."""
     fgram, fgram_fp = cell_and_fingerprint(mined, fgram=True)
     dense, dense_fp = cell_and_fingerprint(mined, fgram=False)
     saved_checkpoint(fgram.resume, fgram_fp)
     saved_checkpoint(dense.resume, dense_fp)
     assert fgram.resume.check(cell_and_fingerprint(mined, fgram=True)[1])[1] is None
 
-    table = Layout.load(mined).fgrams
+    table = Layout.load(mined).fgrams("char")
     doc = json.loads(table.read_text(encoding="utf-8"))
     doc["fgrams"] = doc["fgrams"][:-1]  # mined again, one F-gram fewer
     table.write_text(json.dumps(doc), encoding="utf-8")
@@ -297,3 +301,25 @@ def test_a_new_fgram_table_invalidates_the_checkpoints_of_fgram_cells_only(mined
     )
     resumed, why = dense.resume.check(cell_and_fingerprint(mined, fgram=False)[1])
     assert why is None and resumed is not None
+
+
+def test_the_tokenizer_and_its_prepared_ids_are_inputs_of_every_cell(mined):
+    """Every cell reads its tokenizer's files, whatever its other switches: a re-prepared
+    split invalidates the checkpoints of F-gram cells and the others alike. Kills: the
+    tokenizer switch's ``always=True`` dropped (a char cell, at the switch's low level, would
+    leave data/char/ out of its inputs); a data folder fingerprinted by its name, not its
+    files (switch_inputs not listing data/char/prepared/)."""
+    prepared = {f"data/char/prepared/{n}" for n in ("meta.json", "train.bin", "val.bin")}
+    for fgram in (False, True):
+        cell, fp = cell_and_fingerprint(mined, fgram=fgram)
+        inputs = {str(p.relative_to(mined)) for p in cell.inputs}
+        assert {"data/char/tokenizer.json", *prepared} <= inputs
+        assert ("data/char/fgrams.json" in inputs) == fgram
+        saved_checkpoint(cell.resume, fp)
+    val = mined / "data/char/prepared/val.bin"
+    ids = np.fromfile(val, dtype=np.uint16)
+    assert not np.array_equal(ids, ids[::-1])
+    ids[::-1].tofile(val)  # prepared again: as many ids, other ones
+    for fgram in (False, True):
+        cell, fp = cell_and_fingerprint(mined, fgram=fgram)
+        assert cell.resume.check(fp) == (None, "its inputs differ from this cell's")

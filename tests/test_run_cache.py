@@ -95,7 +95,10 @@ def test_a_params_toggle_and_back_restores_the_cells_and_opens_no_run(project, t
     print(f"toggle back: {time.monotonic() - t0:.1f} s")
     assert TRAINED not in back.stdout, tail(back)
     restored = re.findall(r"Stage '(train[^']*)' is cached - skipping run", back.stdout)
-    assert sorted(restored) == ["train_moe@false-true-false-1337", "train_moe@true-true-false-1337"]
+    assert sorted(restored) == [
+        "train_moe@false-true-false-char-1337",
+        "train_moe@true-true-false-char-1337",
+    ]
     assert len(cell_runs(root)) == len(before_runs) + 2  # no new run for a restored cell
     assert run_ids(root) == before_ids
     named = set(summary_run(root).data.tags["cell_run_ids"].split(","))
@@ -107,7 +110,7 @@ def test_a_changed_code_file_or_fgram_table_still_retrains_the_cells_that_use_it
     """The run cache hides no change. A comment added to nanomoe/model.py makes every cell
     stale, and one trains rather than restores; with F-grams in the grid, a new F-gram table
     (fgram.max_fgrams) retrains the F-gram cells only. Kills: a code dep left out of the
-    stage (grid.py's CODE), or data/fgrams.json left out of the F-gram cells' deps
+    stage (grid.py's CODE), or data/{tokenizer}/fgrams.json left out of the F-gram cells' deps
     (switches.py's fgram data)."""
     root = tmp_path / "changed"
     shutil.copytree(project[0], root, symlinks=True)
@@ -115,7 +118,9 @@ def test_a_changed_code_file_or_fgram_table_still_retrains_the_cells_that_use_it
         f.write("# a change the run cache must not hide\n")
     status = _ok(run_module(root, "dvc", "status"))
     assert len(re.findall(r"modified:\s+nanomoe\n", status.stdout)) == 4, tail(status)
-    code = _ok(run_module(root, "dvc", "repro", "--single-item", "train@true-false-false-1337"))
+    code = _ok(
+        run_module(root, "dvc", "repro", "--single-item", "train@true-false-false-char-1337")
+    )
     assert code.stdout.count(TRAINED) == 1, tail(code)  # not restored: no record of this code
 
     params = yaml.safe_load((root / "params.yaml").read_text())
@@ -129,7 +134,7 @@ def test_a_changed_code_file_or_fgram_table_still_retrains_the_cells_that_use_it
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     table = _ok(run_module(root, "dvc", "repro"))
     ran = re.findall(r"Running stage '(train[^']*)'", table.stdout)
-    assert ran == ["train_fgram@true-false-true-1337"], tail(table)  # not the F-gram-off cell
+    assert ran == ["train_fgram@true-false-true-char-1337"], tail(table)  # not the F-gram-off cell
 
 
 def test_a_tracking_server_that_does_not_answer_fails_the_stages_in_seconds(project):
@@ -146,6 +151,8 @@ def test_a_tracking_server_that_does_not_answer_fails_the_stages_in_seconds(proj
             "false",
             "--fgram",
             "false",
+            "--tokenizer",
+            "char",
             "--seed",
             "1337",
         ),

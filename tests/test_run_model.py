@@ -17,26 +17,28 @@ from _wait import wait_for
 from nanomoe.checkpoint import load_checkpoint
 from nanomoe.sample import generate_text
 from nanomoe.switches import full
-from pipeline import download, mine_fgrams, prepare, train
+from pipeline import download, mine_fgrams, prepare, tokenizer, train
 from pipeline import sample as run_sample
 from pipeline.cell_run import EXPERIMENT, MODEL_ARTIFACT
 from pipeline.layout import Layout
 from pipeline.tracking import Run, system_metrics
 
-LEVELS, SEED = full(), 1337  # every switch on: F-grams too
+LEVELS, SEED = full(), 1337  # every switch of the model on: F-grams too; the char tokenizer
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny project with the rope+moe+fgram cell trained; (root, run id, cell folder)."""
+    """A tiny project with the rope+moe+fgram char cell trained; (root, run id, cell
+    folder)."""
     root = make_project(tmp_path_factory.mktemp("runmodel"))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "NANOMOE_NPROC", "NANOMOE_DATA_URL"):
             mp.delenv(var, raising=False)
         mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
-        for stage in (download, prepare, mine_fgrams):
-            assert stage.main([]) == 0
+        assert download.main([]) == 0
+        for stage in (tokenizer, prepare, mine_fgrams):
+            assert stage.main([f"--tokenizer={LEVELS['tokenizer']}"]) == 0
         args = [f"--{k}={str(v).lower()}" for k, v in LEVELS.items()]
         assert train.main([*args, f"--seed={SEED}"]) == 0
     files = Layout.load(root).run_files(LEVELS, SEED)
@@ -70,10 +72,11 @@ def test_a_finished_cell_logs_a_weights_only_model_file_that_rebuilds_its_model(
     )  # fmt: skip
     model = torch.load(path, map_location="cpu", weights_only=True)
     ckpt = load_checkpoint(folder / "ckpt.pt")
-    assert set(model) == {"model", "model_config", "fgram_ids", "chars", "step"}
+    assert set(model) == {"model", "model_config", "fgram_ids", "chars", "tokenizer", "step"}
     assert "optimizer" not in model and "rng_torch" not in model
     assert model["fgram_ids"] and model["fgram_ids"] == ckpt["fgram_ids"]
     assert model["chars"] == ckpt["chars"] and model["model_config"] == ckpt["model_config"]
+    assert model["tokenizer"] == ckpt["tokenizer"] and model["tokenizer"]["kind"] == "char"
     assert model["model"].keys() == ckpt["model"].keys()
     assert all(torch.equal(model["model"][k], ckpt["model"][k]) for k in ckpt["model"])
     # the model file samples exactly as the checkpoint does

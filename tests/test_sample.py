@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nanomoe.checkpoint import load_checkpoint
+from nanomoe.checkpoint import load_checkpoint, tokenizer_entry
 from nanomoe.config import TrainConfig
 from nanomoe.sample import generate_text, main
 from nanomoe.trainer import Trainer
@@ -28,7 +28,7 @@ def checkpoint(tmp_path_factory, tiny_model, tiny_splits, tiny_tokenizer):
         val,
         cfg,
         checkpoint_path=path,
-        checkpoint_extra={"chars": tiny_tokenizer.chars},
+        checkpoint_extra=tokenizer_entry(tiny_tokenizer),  # as the train stage saves it
     ).fit()
     return path
 
@@ -82,14 +82,53 @@ def test_missing_checkpoint_fails_with_a_one_line_error(capsys, tmp_path):
     assert "nope.pt" in err and "\n" not in err.strip()
 
 
-def test_checkpoint_without_vocabulary_is_rejected(capsys, tmp_path, checkpoint):
+@pytest.mark.parametrize(
+    "drop, tokenizer, word",
+    [
+        (("chars", "tokenizer"), None, "chars"),  # no vocabulary at all
+        ((), "char", "tokenizer"),  # a tokenizer that is not its to_dict
+    ],
+    ids=["no-vocabulary", "tokenizer-not-a-dict"],
+)
+def test_checkpoint_without_vocabulary_is_rejected(
+    capsys, tmp_path, checkpoint, drop, tokenizer, word
+):
     ckpt = load_checkpoint(checkpoint)
-    del ckpt["chars"]
+    for key in drop:
+        del ckpt[key]
+    if tokenizer is not None:
+        ckpt["tokenizer"] = tokenizer
     bare = tmp_path / "bare.pt"
     torch.save(ckpt, bare)
     rc, out, err = run(capsys, "--checkpoint", str(bare), "--prompt", "the")
     assert rc != 0 and out == ""
-    assert "chars" in err and "\n" not in err.strip()
+    assert word in err and "\n" not in err.strip() and "Traceback" not in err
+
+
+def test_a_checkpoint_from_before_tokenizers_were_saved_samples_as_before(checkpoint):
+    """A checkpoint holding only ``chars`` (every checkpoint before the tokenizer switch)
+    samples as the same checkpoint with its tokenizer does. Mutation killed: tokenizer_of's
+    fallback to ``chars`` removed (a KeyError on every older checkpoint)."""
+    ckpt = load_checkpoint(checkpoint)
+    assert ckpt["tokenizer"]["kind"] == "char" and ckpt["chars"] == ckpt["tokenizer"]["chars"]
+    old = {k: v for k, v in ckpt.items() if k != "tokenizer"}
+    texts = [generate_text(c, "the", 30, seed=2) for c in (ckpt, old)]
+    assert texts[0] == texts[1]
+
+
+def test_a_tokenizer_of_another_size_than_the_model_is_one_line(capsys, tmp_path, checkpoint):
+    """Mutation killed: tokenizer_of's vocab_size check removed (ids past the tokenizer's
+    end are drawn and decoding them fails, or a wrong vocabulary decodes silently)."""
+    from nanomoe.tokenizer import CharTokenizer
+
+    ckpt = load_checkpoint(checkpoint)
+    chars = ckpt["tokenizer"]["chars"]
+    ckpt["tokenizer"] = CharTokenizer(chars[:-1]).to_dict()  # one id fewer than the model
+    other = tmp_path / "other.pt"
+    torch.save(ckpt, other)
+    rc, out, err = run(capsys, "--checkpoint", str(other), "--prompt", "the")
+    assert rc == 2 and out == ""
+    assert "other.pt" in err and "tokenizer has" in err and "\n" not in err.strip()
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """A throwaway project on a sharded corpus (Parquet, JSONL, gzipped JSONL and a text file):
-``dvc repro`` downloads, prepares with end-of-document tokens, mines F-grams that never span
-them and trains a tiny grid; a shard added later is the only one fetched."""
+``dvc repro`` downloads, learns both tokenizers, prepares with end-of-document tokens, mines
+F-grams that never span them and trains a tiny grid of fgram x tokenizer; a shard added later
+is the only one fetched."""
 
 from __future__ import annotations
 
@@ -42,9 +43,12 @@ def repro(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("sharded"))
     shards = sharded_corpus(root.parent / "shards", DOCS)
     point_at(root, shards)
-    set_params(
-        root, lambda p: p.update(grid={"rope": [True], "moe": [False], "fgram": [False, True]})
-    )
+    grid = {"rope": [True], "moe": [False], "fgram": [False, True], "tokenizer": ["char", "bpe"]}
+    def mutate(params):
+        params["grid"] = grid
+        params["tokenizer"]["vocab_size"] = 300
+
+    set_params(root, mutate)
     assert run_module(root, "pipeline.grid").returncode == 0
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     assert dvc(root, "init", "-q").returncode == 0
@@ -55,31 +59,36 @@ def repro(tmp_path_factory):
 
 def test_a_sharded_corpus_trains_a_tiny_grid(repro):
     root, _, first = repro
-    assert first.stdout.count("Running stage 'train") == 2
+    assert first.stdout.count("Running stage 'train") == 4
     for fgram in ("false", "true"):
-        cell = root / f"experiments/ablation/rope-true_moe-false_fgram-{fgram}_seed-1337"
-        metrics = json.loads((cell / "metrics.json").read_text(encoding="utf-8"))
-        assert math.isfinite(metrics["final_val_loss"]) and metrics["steps"] == 12
-        assert (cell / "sample.txt").read_text(encoding="utf-8")
+        for tok in ("char", "bpe"):
+            name = f"rope-true_moe-false_fgram-{fgram}_tokenizer-{tok}_seed-1337"
+            cell = root / "experiments/ablation" / name
+            metrics = json.loads((cell / "metrics.json").read_text(encoding="utf-8"))
+            assert math.isfinite(metrics["final_val_bpb"]) and metrics["steps"] == 12
+            assert (cell / "sample.txt").read_text(encoding="utf-8")
 
 
 def test_char_tokens_are_the_corpus_characters_plus_one_end_token_per_document(repro):
     root, _, _ = repro
-    meta = json.loads((root / "data/prepared/meta.json").read_text(encoding="utf-8"))
-    assert meta["n_train"] + meta["n_val"] == sum(map(len, DOCS)) + len(DOCS)
-    ids = np.concatenate(
-        [
-            np.fromfile(root / f"data/prepared/{s}.bin", dtype=meta["dtype"])
-            for s in ("train", "val")
-        ]
-    )
-    assert (ids == meta["eod"]).sum() == len(DOCS)
+    for tok in ("char", "bpe"):
+        meta = json.loads((root / f"data/{tok}/prepared/meta.json").read_text(encoding="utf-8"))
+        if tok == "char":
+            assert meta["n_train"] + meta["n_val"] == sum(map(len, DOCS)) + len(DOCS)
+        ids = np.concatenate(
+            [
+                np.fromfile(root / f"data/{tok}/prepared/{s}.bin", dtype=meta["dtype"])
+                for s in ("train", "val")
+            ]
+        )
+        assert (ids == meta["eod"]).sum() == len(DOCS)
 
 
-def test_no_mined_fgram_holds_the_end_token(repro):
+@pytest.mark.parametrize("tok", ["char", "bpe"])
+def test_no_mined_fgram_holds_the_end_token(repro, tok):
     root, _, _ = repro
-    meta = json.loads((root / "data/prepared/meta.json").read_text(encoding="utf-8"))
-    table = json.loads((root / "data/fgrams.json").read_text(encoding="utf-8"))
+    meta = json.loads((root / f"data/{tok}/prepared/meta.json").read_text(encoding="utf-8"))
+    table = json.loads((root / f"data/{tok}/fgrams.json").read_text(encoding="utf-8"))
     assert table["fgrams"] and table["vocab_size"] == meta["vocab_size"]
     assert all(meta["eod"] not in g["ids"] for g in table["fgrams"])
 

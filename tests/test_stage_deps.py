@@ -17,8 +17,19 @@ import pytest
 import yaml
 from _project import REPO
 
+from pipeline.grid import DATA_STAGES
+
 PROJECT_PACKAGES = ("nanomoe", "pipeline")
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+
+
+def where(name: str) -> str:
+    """Where a stage's deps are written: the grid's stages come from pipeline/grid.py."""
+    if name in DATA_STAGES:
+        return f"pipeline/grid.py's DATA_STAGES[{name!r}] (then python -m pipeline.grid)"
+    if "seed" in STAGES[name].get("matrix", {}):
+        return "pipeline/grid.py's CODE (then python -m pipeline.grid)"
+    return "dvc.yaml"
 
 
 # --- the import closure, by AST -----------------------------------------------------------
@@ -130,7 +141,8 @@ def test_every_module_a_stage_imports_is_a_declared_dep(name):
     deps = stage_deps(stage)
     missing = sorted(f for f in closure if not _covered(f, deps))
     assert not missing, (
-        f"stage {name} imports {', '.join(missing)} but dvc.yaml does not declare them as deps"
+        f"stage {name} imports {', '.join(missing)} but dvc.yaml does not declare them as deps; "
+        f"add them in {where(name)}"
     )
 
 
@@ -152,7 +164,7 @@ def test_no_stage_declares_code_it_does_not_import(name):
             unused += [f for f in files if f not in closure]
     assert not unused, (
         f"stage {name} declares {', '.join(unused)} as deps but never imports them, "
-        "so it re-runs when they change"
+        f"so it re-runs when they change; remove them from {where(name)}"
     )
 
 

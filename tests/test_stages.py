@@ -11,6 +11,9 @@ from _project import CORPUS, make_project, run_module
 from pipeline.params import load_params
 from pipeline.stage import ParamsError, StageError
 
+CHAR = ["--tokenizer", "char"]  # the char tokenizer's stage instances, and a char cell
+TRAIN_ARGS = ["--rope", "true", "--moe", "true", "--fgram", "false", *CHAR, "--seed", "1"]
+
 
 def _env(root):
     from _project import env_for
@@ -40,6 +43,8 @@ def _write_params(root, mutate):
         (lambda p: p["data"].update(sha256="xyz"), "data.sha256"),
         (lambda p: p.update(seeds=[]), "seeds"),
         (lambda p: p["sample"].update(temperature=0), "sample.temperature"),
+        (lambda p: p["tokenizer"].update(train_max_chars=0), "tokenizer.train_max_chars"),
+        (lambda p: p["tokenizer"].update(vocab_sizes=512), "tokenizer"),
     ],
 )
 def test_bad_params_fail_when_read_naming_the_key(tmp_path, mutate, key):
@@ -64,8 +69,10 @@ def test_shipped_params_are_valid_and_sized_like_nanogpt_cpu():
 @pytest.mark.parametrize(
     "args",
     [
-        ["--rope", "maybe", "--moe", "true", "--fgram", "false", "--seed", "1"],
-        ["--rope", "true", "--moe", "true", "--seed", "1"],
+        "--rope maybe --moe true --fgram false --tokenizer char --seed 1".split(),
+        "--rope true --moe true --tokenizer char --seed 1".split(),  # --fgram missing
+        "--rope true --moe true --fgram false --tokenizer wordpiece --seed 1".split(),
+        "--rope true --moe true --fgram false --seed 1".split(),  # --tokenizer missing
     ],
 )
 def test_train_stage_rejects_bad_flags_before_training(tmp_path, args):
@@ -80,9 +87,7 @@ def test_train_stage_rejects_bad_flags_before_training(tmp_path, args):
 def test_train_stage_rejects_bad_params_in_one_line_before_training(tmp_path):
     root = make_project(tmp_path)
     _write_params(root, lambda p: p["moe"].update(top_k=5))
-    out = run_module(
-        root, "pipeline.train", "--rope", "true", "--moe", "true", "--fgram", "false", "--seed", "1"
-    )
+    out = run_module(root, "pipeline.train", *TRAIN_ARGS)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "moe.top_k" in lines[0], out.stderr
@@ -91,6 +96,8 @@ def test_train_stage_rejects_bad_params_in_one_line_before_training(tmp_path):
 
 
 def test_train_stage_asks_for_prepare_when_data_is_missing(tmp_path):
+    """Kills: Layout.require naming the prepare stage without its matrix instance (a user
+    running ``dvc repro prepare@...`` needs the tokenizer's)."""
     root = make_project(tmp_path)
     out = run_module(
         root,
@@ -101,24 +108,29 @@ def test_train_stage_asks_for_prepare_when_data_is_missing(tmp_path):
         "false",
         "--fgram",
         "true",
+        "--tokenizer",
+        "char",
         "--seed",
         "1",
     )
     assert out.returncode == 2
-    assert "prepare" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "data/char/prepared" in out.stderr and "dvc repro prepare@char" in out.stderr
 
 
 def test_mine_stage_writes_fgrams_and_coverage_metrics(tmp_path):
     root = make_project(tmp_path)
     env = _env(root)
-    for stage in ("download", "prepare", "mine_fgrams"):
-        done = run_module(root, f"pipeline.{stage}", env=env)
+    done = run_module(root, "pipeline.download", env=env)
+    assert done.returncode == 0, done.stderr
+    for stage in ("tokenizer", "prepare", "mine_fgrams"):
+        done = run_module(root, f"pipeline.{stage}", *CHAR, env=env)
         assert done.returncode == 0, done.stderr
-    doc = json.loads((root / "data/fgrams.json").read_text(encoding="utf-8"))
+    doc = json.loads((root / "data/char/fgrams.json").read_text(encoding="utf-8"))
     assert doc["fgrams"] and all(2 <= len(g["ids"]) <= 4 for g in doc["fgrams"])
     assert all(g["text"] in CORPUS for g in doc["fgrams"])
     assert "the " in {g["text"] for g in doc["fgrams"]}  # frequent in the corpus
-    metrics = json.loads((root / "data/fgram_metrics.json").read_text())
+    metrics = json.loads((root / "data/char/fgram_metrics.json").read_text())
     cover = metrics["coverage_per_max_n"]
     assert 0 < cover["2"] <= cover["3"] <= cover["4"] <= 1
     assert sum(metrics["count_per_n"].values()) == metrics["count"] == len(doc["fgrams"])
@@ -128,13 +140,15 @@ def test_mine_stage_mines_only_the_first_mine_max_tokens_train_tokens(tmp_path, 
     """Mutation killed: fgram.mine_max_tokens read but the whole train split mined."""
     import numpy as np
 
-    from pipeline import download, mine_fgrams, prepare
+    from pipeline import download, mine_fgrams, prepare, tokenizer
 
     root = make_project(tmp_path, overrides={"fgram": {"mine_max_tokens": 300}})
     monkeypatch.chdir(root)
-    assert download.main([]) == 0 and prepare.main([]) == 0 and mine_fgrams.main([]) == 0
-    head = np.fromfile(root / "data/prepared/train.bin", dtype=np.uint16)[:300].tolist()
-    doc = json.loads((root / "data/fgrams.json").read_text(encoding="utf-8"))
+    assert download.main([]) == 0
+    for stage in (tokenizer, prepare, mine_fgrams):
+        assert stage.main(list(CHAR)) == 0
+    head = np.fromfile(root / "data/char/prepared/train.bin", dtype=np.uint16)[:300].tolist()
+    doc = json.loads((root / "data/char/fgrams.json").read_text(encoding="utf-8"))
     for g in doc["fgrams"]:
         n = len(g["ids"])
         assert g["count"] == sum(head[i : i + n] == g["ids"] for i in range(len(head) - n + 1))
@@ -145,10 +159,11 @@ def _prepared_project(tmp_path, monkeypatch):
     monkeypatch.chdir(root)
     for k in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
         monkeypatch.delenv(k, raising=False)
-    from pipeline import download, prepare
+    from pipeline import download, prepare, tokenizer
 
     monkeypatch.setenv("NANOMOE_DATA_URL", str(root / "corpus.txt"))
-    assert download.main([]) == 0 and prepare.main([]) == 0
+    assert download.main([]) == 0
+    assert tokenizer.main(list(CHAR)) == 0 and prepare.main(list(CHAR)) == 0
     return root
 
 
@@ -170,10 +185,10 @@ def test_a_training_run_that_fails_is_marked_failed_in_mlflow(tmp_path, monkeypa
 
     monkeypatch.setattr(Trainer, "fit", explode)
     with pytest.raises(NonFiniteLossError, match="step 3"):
-        train.main(["--rope", "true", "--moe", "true", "--fgram", "false", "--seed", "7"])
+        train.main(["--rope", "true", "--moe", "true", "--fgram", "false", *CHAR, "--seed", "7"])
     runs = _runs(root)
     assert list(runs.status) == ["FAILED"]
-    assert runs["tags.mlflow.runName"][0] == "rope+moe-fgram"
+    assert runs["tags.mlflow.runName"][0] == "rope+moe-fgram-bpe"
 
 
 def test_a_killed_training_run_is_not_left_running_in_mlflow(tmp_path, monkeypatch):
@@ -188,7 +203,7 @@ def test_a_killed_training_run_is_not_left_running_in_mlflow(tmp_path, monkeypat
     _write_params(root, lambda p: p["train"].update(max_iters=100_000, eval_interval=50_000))
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.train", "--rope", "false", "--moe", "false",
-         "--fgram", "false", "--seed", "1"],
+         "--fgram", "false", *CHAR, "--seed", "1"],
         cwd=root, env=env_for(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 180
@@ -211,7 +226,7 @@ def test_a_prompt_outside_the_corpus_is_rejected_before_training(tmp_path, monke
     root = _prepared_project(tmp_path, monkeypatch)
     _write_params(root, lambda p: p["sample"].update(prompt="ROMEO€"))
     with pytest.raises(StageError, match="sample.prompt"):
-        train.main(["--rope", "true", "--moe", "false", "--fgram", "false", "--seed", "1"])
+        train.main(["--rope", "true", "--moe", "false", "--fgram", "false", *CHAR, "--seed", "1"])
     assert not (root / "experiments").exists() and not (root / "mlflow.db").exists()
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from nanomoe.switches import SWITCHES
+from nanomoe.switches import model_grid
 from pipeline.analysis import analyse
 from pipeline.ranking import dunnett_one_sided, rank
 from pipeline.stats import cochran, factorial_effects, lenth, pooled, t_interval
@@ -169,12 +169,12 @@ def grid(loss_of, seeds=(1,)) -> pd.DataFrame:
     for seed in seeds:
         for rope, moe, fgram in itertools.product((False, True), repeat=3):
             loss = loss_of(rope, moe, fgram, seed)
-            cell = {"rope": rope, "moe": moe, "fgram": fgram, "seed": seed}
-            rows.append({"variant": f"{rope:d}{moe:d}{fgram:d}", **cell, "final_val_loss": loss})
+            cell = {"rope": rope, "moe": moe, "fgram": fgram, "tokenizer": "char", "seed": seed}
+            rows.append({"variant": f"{rope:d}{moe:d}{fgram:d}", **cell, "final_val_bpb": loss})
     return pd.DataFrame(rows)
 
 
-FULL_GRID = {s.name: list(s.levels) for s in SWITCHES}  # every switch at both levels: 2^3
+FULL_GRID = model_grid()  # every model switch at both levels, the tokenizer at char: 2^3
 NOISE = [0.003, -0.002, 0.001, -0.004, 0.002, 0.0, -0.001, 0.004]  # one per cell
 
 
@@ -207,7 +207,7 @@ def test_seeds_are_judged_by_the_pooled_noise_and_hsus_margin_for_best():
     rng = np.random.default_rng(0)
     df = grid(lambda r, m, f, s: 2.0 - 0.1 * r + rng.normal(0, 0.01), seeds=(1, 2))
     a = analyse(df, FULL_GRID)
-    y = df.pivot(index="variant", columns="seed", values="final_val_loss")
+    y = df.pivot(index="variant", columns="seed", values="final_val_bpb")
     p = pooled(y)
     assert a.kind == "replicated factorial" and a.noise == p and p.df == 7
     assert (a.effects.margin == p.me).all() and p.me == pytest.approx(

@@ -7,10 +7,13 @@ import ast
 from pathlib import Path
 
 import pytest
+import yaml
 from _project import REPO
 
 from nanomoe.config import GPTConfig
-from nanomoe.switches import SWITCHES, cells, full_grid, variant_name
+from nanomoe.switches import SWITCHES, cells, data_files, full_grid, variant_name
+from pipeline.grid import rewrite
+from pipeline.layout import Layout
 
 MODULES = sorted(p for pkg in ("nanomoe", "pipeline") for p in (REPO / pkg).rglob("*.py"))
 
@@ -89,10 +92,35 @@ def test_every_switch_sets_gptconfig_fields_and_builds_a_valid_config_at_each_le
 
 
 def test_variant_names_keep_their_spelling():
-    """Old results still read: the labels are the ones every committed cell carries."""
-    assert variant_name({"rope": True, "moe": True, "fgram": False}) == "rope+moe-fgram"
-    assert variant_name({"rope": False, "moe": False, "fgram": True}) == "abspos-moe+fgram"
-    assert variant_name({}) == "abspos-moe-fgram"
+    """Old results still read: the labels are the ones every committed cell carries, the
+    tokenizer's last (``-bpe`` for char, ``+bpe``). Kills: a label respelled or reordered."""
+    char = {"rope": True, "moe": True, "fgram": False, "tokenizer": "char"}
+    assert variant_name(char) == "rope+moe-fgram-bpe"
+    assert variant_name({**char, "tokenizer": "bpe"}) == "rope+moe-fgram+bpe"
+    assert variant_name({"rope": False, "moe": False, "fgram": True}) == "abspos-moe+fgram-bpe"
+    assert variant_name({}) == "abspos-moe-fgram-bpe"
+
+
+FULL = cells(full_grid())
+
+
+@pytest.mark.parametrize("levels", FULL, ids=[variant_name(c) for c in FULL])
+def test_a_cells_train_stage_reads_its_own_tokenizers_data_and_only_that(levels):
+    """A bpe cell's train stage depends on data/bpe/tokenizer.json and data/bpe/prepared
+    (and data/bpe/fgrams.json with F-grams on), a char cell's on the data/char ones, in
+    dvc.yaml as `python -m pipeline.grid` writes it for both tokenizers. Kills:
+    ``Switch.needs`` ignoring ``always`` (char cells would lose their tokenizer and splits
+    as deps, so a re-encoded corpus would not re-run them), ``data_files`` filling
+    ``{tokenizer}`` with another level or leaving it unfilled, or F-gram data given to cells
+    without F-grams."""
+    tok = levels["tokenizer"]
+    expected = [f"data/{tok}/tokenizer.json", f"data/{tok}/prepared"]
+    expected += [f"data/{tok}/fgrams.json"] * levels["fgram"]
+    assert data_files(levels) == expected
+    text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    layout = Layout(REPO, yaml.safe_load(rewrite(text, full_grid()))["stages"])
+    deps = layout.data_deps(layout.train_stage(levels))
+    assert [d.relative_to(REPO).as_posix() for d in deps] == expected
 
 
 def test_a_switch_parses_its_levels_as_the_train_command_spells_them():

@@ -40,10 +40,12 @@ from pipeline.cell_run import MODEL_ARTIFACT
 from pipeline.tune import storage as tune_storage
 
 START_TIMEOUT_S = 180  # about 20 s idle; generous for a loaded 2-core machine
-CELLS = [("false", "false", "false"), ("true", "true", "true")]  # dense, and rope+moe+fgram
+CELLS = [("false", "false", "false"), ("true", "true", "true")]  # dense, rope+moe+fgram; char
 TRIALS = 3
 ARTIFACTS = ("metrics.json", "sample.txt", "curve.png", "curve.csv")
 OVERRIDES = {
+    # the tuner trains grid.tokenizer's last level: char, whatever the repo's grid holds
+    "grid": {"tokenizer": ["char"]},
     "train": {"max_iters": 12, "eval_interval": 6, "warmup_iters": 2, "device": "cpu"},
     "tune": {**TUNE, "rungs": [6]},  # and the top, train.max_iters = 12
 }
@@ -155,13 +157,16 @@ def logged(server, tmp_path_factory) -> Logged:
     """A tiny project whose two train stages and a two-worker study log to the server."""
     root = make_project(tmp_path_factory.mktemp("team"), overrides=OVERRIDES)
     env = {**env_for(root), "OMP_NUM_THREADS": "1", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
-    for stage in ("pipeline.download", "pipeline.prepare", "pipeline.mine_fgrams"):
-        proc = run_module(root, stage, env=env)
+    proc = run_module(root, "pipeline.download", env=env)
+    assert proc.returncode == 0, proc.stderr
+    for stage in ("pipeline.tokenizer", "pipeline.prepare", "pipeline.mine_fgrams"):
+        proc = run_module(root, stage, "--tokenizer", "char", env=env)
         assert proc.returncode == 0, proc.stderr
     env["MLFLOW_TRACKING_URI"] = url = server.ready()
     py = [sys.executable, "-m"]
     trains = [
-        [*py, "pipeline.train", "--rope", r, "--moe", m, "--fgram", f, "--seed", "1337"]
+        [*py, "pipeline.train", "--rope", r, "--moe", m, "--fgram", f, "--tokenizer", "char"]
+        + ["--seed", "1337"]
         for r, m, f in CELLS
     ]
     run_logged([*trains, [*py, "pipeline.tune", "--trials", str(TRIALS), "--jobs", "2"]], root, env)
@@ -192,11 +197,13 @@ def test_train_runs_land_finished_with_params_and_metrics(logged):
         local = json.loads((folders[run.info.run_id] / "metrics.json").read_text())
         assert run.info.run_name == local["variant"] == run.data.tags["variant"]
         assert params["rope"] == str(local["rope"]) and params["fgram"] == str(local["fgram"])
-        assert metrics["final_val_loss"] == pytest.approx(local["final_val_loss"])
-        assert metrics["best_val_loss"] == pytest.approx(local["best_val_loss"])
-        history = logged.client.get_metric_history(run.info.run_id, "val_loss")
+        assert params["tokenizer"] == local["tokenizer"] == "char"
+        for key in ("final_val_loss", "best_val_loss", "final_val_bpb", "best_val_bpb"):
+            assert metrics[key] == pytest.approx(local[key]), key
         rows = (folders[run.info.run_id] / "curve.csv").read_text().splitlines()[1:]
-        assert sorted(m.step for m in history) == [int(row.split(",")[0]) for row in rows]
+        for key in ("val_loss", "val_bpb"):  # every eval, in both units
+            history = logged.client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == [int(row.split(",")[0]) for row in rows]
 
 
 def test_train_artifacts_go_through_the_server_and_download_byte_for_byte(logged, tmp_path):
@@ -235,7 +242,8 @@ def test_study_has_one_parent_and_a_nested_run_per_finished_trial(logged):
     for run in trials:
         trial = study.trials[int(run.data.tags["optuna.trial"])]
         assert run.info.status == status[trial.state], (run.info, trial.state)
-        history = logged.client.get_metric_history(run.info.run_id, "val_loss")
+        # the pruner's figure: each eval's val bpb, as the trial's run logs it
+        history = logged.client.get_metric_history(run.info.run_id, "val_bpb")
         assert {m.step: m.value for m in history} == pytest.approx(trial.intermediate_values)
         assert run.data.params["n_experts"] == str(trial.params["n_experts"])
 

@@ -4,6 +4,7 @@ final full-split eval, callbacks and weight-decay groups."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -85,18 +86,23 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, tiny_model, tiny
         )
 
 
-def test_resume_equals_uninterrupted_training_bit_for_bit(tmp_path, tiny_model, tiny_splits):
+def test_resume_equals_uninterrupted_training_bit_for_bit(
+    tmp_path, tiny_model, tiny_splits, tiny_tokenizer
+):
+    """In nats and in bits per byte: the periodic val bpb before the resume point comes
+    back from the checkpoint's history. Kills: the history (or its val_bpb) not restored."""
     train, val = tiny_splits
     flags = dict(rope=True, moe=True, fgram=True, dropout=0.2)
     cfg = train_config(max_iters=12, eval_interval=4)
+    with_bpb = partial(Trainer, token_bytes=tiny_tokenizer.token_bytes())
 
     straight = tiny_model(**flags, seed=0)
-    full = Trainer(straight, train, val, cfg, checkpoint_path=tmp_path / "a.pt").fit()
+    full = with_bpb(straight, train, val, cfg, checkpoint_path=tmp_path / "a.pt").fit()
 
     interrupted = tiny_model(**flags, seed=0)
     path = tmp_path / "b.pt"
     with pytest.raises(KeyboardInterrupt):
-        Trainer(interrupted, train, val, cfg, callbacks=[StopAt(8)], checkpoint_path=path).fit()
+        with_bpb(interrupted, train, val, cfg, callbacks=[StopAt(8)], checkpoint_path=path).fit()
     assert load_checkpoint(path)["step"] == 8
     # the interrupted model is not yet the final one
     assert not all(
@@ -105,14 +111,16 @@ def test_resume_equals_uninterrupted_training_bit_for_bit(tmp_path, tiny_model, 
 
     fresh = tiny_model(**flags, seed=999)  # other weights: everything must come from the file
     recorder = Recorder()
-    resumed = Trainer(fresh, train, val, cfg, callbacks=[recorder], checkpoint_path=path).fit(
+    resumed = with_bpb(fresh, train, val, cfg, callbacks=[recorder], checkpoint_path=path).fit(
         resume_from=path
     )
     assert_same_state(straight, fresh)
     assert resumed.steps == full.steps == 12
     assert resumed.history == full.history
     assert [h["step"] for h in resumed.history] == [0, 4, 8, 12]
+    assert all(math.isfinite(h["val_bpb"]) for h in resumed.history)
     assert resumed.val_loss == full.val_loss
+    assert (resumed.val_bpb, resumed.best_val_bpb) == (full.val_bpb, full.best_val_bpb)
     assert resumed.train_loss == full.train_loss
     assert resumed.moe == full.moe
     assert [s for s, _ in recorder.evals] == [12]  # only the evals after the resume point

@@ -72,12 +72,19 @@ def study_of_four(tmp_path_factory):
 
 
 def test_missing_data_is_brought_up_to_date_by_the_dvc_stages(study_of_four):
+    """The tuner trains on grid.tokenizer's last level (char here): its tokenizer, prepared
+    splits and F-grams, each brought up by its stage's char instance. Kills: check_inputs
+    (pipeline/tune/session.py) handing ensure_upstream another level than tuned_levels'
+    (mine_fgrams@bpe is run, and data/char/ is never made)."""
     root, proc = study_of_four
     assert proc.returncode == 0, proc.stderr
-    assert "running dvc repro mine_fgrams" in proc.stdout
-    assert (root / "data" / "prepared" / "meta.json").exists()
-    assert json.loads((root / "data" / "fgrams.json").read_text())["mine_max_n"] == 4
-    assert "mine_fgrams" in yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert "running dvc repro mine_fgrams@char" in proc.stdout
+    data = root / "data" / "char"
+    assert json.loads((data / "tokenizer.json").read_text())["kind"] == "char"
+    assert json.loads((data / "prepared" / "meta.json").read_text())["tokenizer"] == "char"
+    assert json.loads((data / "fgrams.json").read_text())["mine_max_n"] == 4
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert {"tokenizer@char", "prepare@char", "mine_fgrams@char"} <= set(stages)
 
 
 def test_study_ends_with_the_requested_finished_trials_and_writes_the_report(study_of_four):
@@ -106,6 +113,15 @@ def test_study_ends_with_the_requested_finished_trials_and_writes_the_report(stu
     assert "the ladder saved" in proc.stdout
 
 
+def test_the_study_names_its_metric_val_bpb(study_of_four):
+    """optuna-dashboard labels the study's value by its metric name. Kills: the
+    ``study.set_metric_names(["val_bpb"])`` call in pipeline/tune/storage.py's open_study
+    removed (the study's metric_names is then None)."""
+    root, proc = study_of_four
+    assert proc.returncode == 0, proc.stderr
+    assert open_study(root).metric_names == ["val_bpb"]
+
+
 def test_every_trial_records_the_steps_it_trained_and_the_saving_is_reported(study_of_four):
     root, _ = study_of_four
     trials = open_study(root).trials
@@ -120,6 +136,9 @@ def test_every_trial_records_the_steps_it_trained_and_the_saving_is_reported(stu
 
 
 def test_mlflow_holds_one_parent_run_and_a_nested_run_per_trial(study_of_four):
+    """Each trial's run logs the val bpb the pruner was told at each eval, and a finished
+    trial's final_val_bpb is its value. Kills: StudyRuns.end_trial logging the value as
+    ``final_val_loss`` again (pipeline/tune/runs.py)."""
     root, _ = study_of_four
     parents, children = mlflow_runs(root)
     assert len(parents) == 1 and len(children) == 4
@@ -137,8 +156,10 @@ def test_mlflow_holds_one_parent_run_and_a_nested_run_per_trial(study_of_four):
         assert run.data.tags["state"] == trial.state.name.lower()
         assert run.info.status == status[run.data.tags["state"]]
         assert run.data.params["n_experts"] == str(trial.params["n_experts"])
-        history = client.get_metric_history(run.info.run_id, "val_loss")
+        history = client.get_metric_history(run.info.run_id, "val_bpb")
         assert {m.step: m.value for m in history} == pytest.approx(trial.intermediate_values)
+        if trial.state == TrialState.COMPLETE:
+            assert run.data.metrics["final_val_bpb"] == pytest.approx(trial.value)
 
 
 def test_report_only_rebuilds_the_report_from_the_storage_alone(study_of_four):
@@ -360,13 +381,16 @@ def test_nonfinite_training_loss_prunes_the_trial_and_the_study_goes_on(in_proje
     assert [(r.info.status, r.data.tags["state"]) for r in run0] == [("KILLED", "pruned")]
 
 
-def test_nan_eval_loss_prunes_the_trial():
+def test_nan_eval_bpb_prunes_the_trial():
+    """The pruner is told each eval's val bpb, the study's metric. Kills: PruneOnEval
+    reading ``metrics["val_loss"]`` again (its finite loss here reports 2.0 and never
+    prunes)."""
     study = optuna.create_study()
     trial = study.ask()
     callback = PruneOnEval(trial)
-    callback.on_eval(0, {"val_loss": 3.0}, None)
+    callback.on_eval(0, {"val_loss": 2.0, "val_bpb": 3.0}, None)
     with pytest.raises(optuna.TrialPruned):
-        callback.on_eval(5, {"val_loss": float("nan")}, None)
+        callback.on_eval(5, {"val_loss": 2.0, "val_bpb": float("nan")}, None)
     assert trial.user_attrs["nonfinite"] is True
     assert study.trials[0].intermediate_values == {0: 3.0}
 

@@ -47,10 +47,10 @@ def test_confirm_trains_both_arms_on_fresh_seeds_and_reports_the_paired_differen
     for a in conf["arms"].values():  # what each arm costs, beside what it scores
         assert a["params_active"] > 0 and a["flops_per_token"] > 0
     for arm in ("tuned", "default"):
-        losses = [stored[f"{arm}/{s}"]["final_val_loss"] for s in conf["seeds"]]
-        assert conf["arms"][arm]["losses"] == losses and len(set(losses)) == 2
+        bpbs = [stored[f"{arm}/{s}"]["final_val_bpb"] for s in conf["seeds"]]
+        assert conf["arms"][arm]["losses"] == bpbs and len(set(bpbs)) == 2  # its val bpbs
         assert all(stored[f"{arm}/{s}"]["steps"] == 20 for s in conf["seeds"])
-    diffs = [stored[f"tuned/{s}"]["final_val_loss"] - stored[f"default/{s}"]["final_val_loss"]
+    diffs = [stored[f"tuned/{s}"]["final_val_bpb"] - stored[f"default/{s}"]["final_val_bpb"]
              for s in conf["seeds"]]  # fmt: skip
     d = conf["difference"]
     assert d["per_seed"] == pytest.approx(diffs)
@@ -65,6 +65,9 @@ def test_confirm_trains_both_arms_on_fresh_seeds_and_reports_the_paired_differen
     )
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:  # each run's final val bpb, as the study stored it
+        key = f"{r.data.tags['arm']}/{r.data.tags['seed']}"
+        assert r.data.metrics["final_val_bpb"] == pytest.approx(stored[key]["final_val_bpb"])
 
 
 def test_killed_confirmation_resumes_keeping_the_runs_it_finished(tmp_path):
@@ -75,28 +78,28 @@ def test_killed_confirmation_resumes_keeping_the_runs_it_finished(tmp_path):
     def one_run_done():
         assert proc.poll() is None, (root / "tune.out").read_text()
         runs = confirm_results(root)
-        return [k for k, r in runs.items() if "final_val_loss" in r] if len(runs) >= 2 else None
+        return [k for k, r in runs.items() if "final_val_bpb" in r] if len(runs) >= 2 else None
 
     kept = wait_for(one_run_done)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = confirm_results(root)
     first = open_study(root).user_attrs["settings"]["seed"] + 1
-    assert kept == [f"tuned/{first}"] and "final_val_loss" not in before[f"default/{first}"]
+    assert kept == [f"tuned/{first}"] and "final_val_bpb" not in before[f"default/{first}"]
 
     again = tune_cmd(root, "--confirm", "2")
     assert again.returncode == 0, again.stderr
     after = confirm_results(root)
     assert after[f"tuned/{first}"] == before[f"tuned/{first}"]  # kept, not trained again
     assert f"tuned   seed {first}: kept" in again.stdout
-    assert all("final_val_loss" in r for r in after.values()) and len(after) == 4
+    assert all("final_val_bpb" in r for r in after.values()) and len(after) == 4
     _, children = mlflow_runs(root)
     status = {r.info.run_id: r.info.status for r in children}
     assert status[before[f"default/{first}"]["mlflow_run_id"]] == "KILLED"  # the dead run, closed
     assert status[after[f"default/{first}"]["mlflow_run_id"]] == "FINISHED"
 
 
-# --- the verdict: lower loss is better, and only beyond the interval --------------------------
+# --- the verdict: lower bpb is better, and only beyond the interval ---------------------------
 
 
 @pytest.mark.parametrize(
@@ -109,13 +112,13 @@ def test_killed_confirmation_resumes_keeping_the_runs_it_finished(tmp_path):
         pytest.param(-0.3, float("nan"), "one seed: no interval", id="one-seed"),
     ],
 )
-def test_the_verdict_favours_the_arm_of_lower_loss_only_beyond_the_interval(mean, half, start):
-    """``mean`` is tuned - default in loss: negative means the tuned settings did better.
+def test_the_verdict_favours_the_arm_of_lower_bpb_only_beyond_the_interval(mean, half, start):
+    """``mean`` is tuned - default in val bpb: negative means the tuned settings did better.
     Kills: the two `beat` branches of verdict swapped; `mean + half < 0` made `mean < 0`."""
     assert verdict(mean, half).startswith(start)
 
 
-def study_with(losses: dict[str, list[float]]) -> optuna.Study:
+def study_with(bpbs: dict[str, list[float]]) -> optuna.Study:
     """An in-memory study holding finished confirmation runs of both arms on seeds 1, 2, ..."""
     study = optuna.create_study()
     runs = {
@@ -123,11 +126,11 @@ def study_with(losses: dict[str, list[float]]) -> optuna.Study:
             "arm": arm,
             "seed": seed,
             "params": {"arm": arm},
-            "final_val_loss": v,
+            "final_val_bpb": v,
             "params_active": 1,
             "flops_per_token": 1.0,
         }  # fmt: skip
-        for arm, values in losses.items()
+        for arm, values in bpbs.items()
         for seed, v in enumerate(values, start=1)
     }
     study.set_user_attr(ATTR, runs)
@@ -141,9 +144,9 @@ def study_with(losses: dict[str, list[float]]) -> optuna.Study:
         pytest.param([1.5, 1.62], [1.0, 1.1], "the defaults beat", id="default-lower"),
     ],
 )
-def test_the_summary_pairs_by_seed_and_credits_the_arm_of_lower_loss(tuned, default, start):
+def test_the_summary_pairs_by_seed_and_credits_the_arm_of_lower_bpb(tuned, default, start):
     """Kills: the paired difference taken as default - tuned in summarize, or the verdict's
-    branches swapped: either credits the arm of higher loss."""
+    branches swapped: either credits the arm of higher bpb."""
     info = summarize(study_with({"tuned": tuned, "default": default}))
     d = info["difference"]
     assert d["per_seed"] == pytest.approx([t - f for t, f in zip(tuned, default, strict=True)])

@@ -56,7 +56,7 @@ def load(storage: optuna.storages.BaseStorage) -> optuna.Study | None:
 
 
 def caught_mid_trial(storage, proc, log: Path):
-    """A predicate for ``wait_for``: ``proc``'s RUNNING trials that reported a loss."""
+    """A predicate for ``wait_for``: ``proc``'s RUNNING trials that reported a val bpb."""
 
     def mid_trial():
         assert proc.poll() is None, log.read_text()
