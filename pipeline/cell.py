@@ -57,12 +57,14 @@ def switch_inputs(layout: Layout, levels: Levels) -> list[Path]:
 
 def budget(params: Params, meta: dict, seed: int) -> TrainConfig:
     """The cell's TrainConfig: ``train.max_iters`` steps, or with ``tokenizer.match_bytes``
-    as many as see the bytes a char cell sees: max_iters x (the train split's characters,
-    one more per document, as a char cell's tokens) / (its tokens). A char cell: max_iters."""
+    as many as see the bytes a char cell sees: max_iters x (its train tokens) / (the train
+    split's characters, one more per document, as a char cell's tokens). A step takes the
+    same tokens in every cell, so fewer steps where a token holds more text. A char cell:
+    max_iters."""
     if not params.tokenizer.match_bytes:
         return params.train_config(seed)
     char_tokens = meta["text"]["train"]["chars"] + meta.get("documents", {}).get("train", 0)
-    steps = max(1, round(params.train.max_iters * char_tokens / meta["n_train"]))
+    steps = max(1, round(params.train.max_iters * meta["n_train"] / char_tokens))
     keys = {"max_iters": "tokenizer.match_bytes (train.max_iters scaled)"}
     return params.train_config(seed, {"max_iters": steps}, keys)
 
