@@ -47,6 +47,23 @@ def global_mean(t: torch.Tensor) -> torch.Tensor:
     return global_sum(t.detach()) / world_size()
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank: every rank gets the same answer, so all of them
+    stop at the same step when one is asked to (one process: ``flag``)."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([float(flag)], device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _collective_device() -> torch.device:
+    """Where a collective's tensor must live: the rank's GPU under nccl, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 

@@ -16,6 +16,8 @@ the data order and the losses stay those of one process (see ``distributed.py``)
 evaluates its slice and the means are reduced; only rank 0 saves checkpoints, shows progress
 and calls the callbacks.
 
+Preemption: with ``stop`` (a callable), the trainer asks it after every step and, when it
+says so (on any rank), saves a checkpoint at that step and raises ``Preempted`` (stops.py).
 Fault injection for the resume tests lives in ``faults.py``.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,12 +43,9 @@ from nanomoe.faults import inject_fault
 from nanomoe.model import GPT
 from nanomoe.moe import MoEStats, RoutingMeter
 from nanomoe.schedule import lr_at
+from nanomoe.stops import NonFiniteLossError, Preempted
 
-
-class NonFiniteLossError(FloatingPointError):
-    def __init__(self, step: int, loss: float) -> None:
-        super().__init__(f"training loss became {loss} at step {step}; lower learning_rate")
-        self.step = step
+__all__ = ["Callback", "NonFiniteLossError", "Preempted", "TrainResult", "Trainer", "set_seed"]
 
 
 class Callback:
@@ -97,10 +97,12 @@ class Trainer:
         checkpoint_path: str | Path | None = None,
         checkpoint_extra: dict | None = None,
         token_bytes: np.ndarray | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
         """``token_bytes``: the raw UTF-8 bytes each token id stands for (the tokenizer's
-        ``token_bytes()``), for losses in bits per byte too."""
-        self.cfg = config
+        ``token_bytes()``), for losses in bits per byte too. ``stop``: asked after every
+        step whether to save a checkpoint there and raise ``Preempted``."""
+        self.cfg, self.stop = config, stop
         self.token_bytes = None if token_bytes is None else torch.as_tensor(token_bytes)
         self.device = resolve_device(config.device, distributed.Launch.from_env().local_rank)
         self.dtype = resolve_dtype(config.dtype, self.device)
@@ -256,13 +258,17 @@ class Trainer:
             loss_value = self.train_step(lr)
             self.train_time += time.perf_counter() - t0
             self.tokens += cfg.batch_size * block
-            inject_fault("kill", self.step)
+            inject_fault("kill", self.step, until=self.stop)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}", refresh=False)
             if self.step % cfg.eval_interval == 0 or self.step == cfg.max_iters:
                 self.wall_s = wall_before + time.perf_counter() - start_wall
                 metrics = self._eval(lr, self.tokens / max(self.train_time, 1e-9))
                 bar.set_postfix(val=f"{metrics['val_loss']:.3f}", refresh=False)
+            if self.stop is not None and distributed.any_rank(self.stop()):
+                self.wall_s = wall_before + time.perf_counter() - start_wall
+                self.save_checkpoint()
+                raise Preempted(self.step)
         bar.close()
 
         total, active = self.model.num_params()

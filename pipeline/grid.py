@@ -97,6 +97,7 @@ CODE = [
     "pipeline/cell_run.py",
     "pipeline/__init__.py",
     "pipeline/launch.py",
+    "pipeline/preempt.py",
     "pipeline/stage.py",
     "pipeline/layout.py",
     "pipeline/params.py",

@@ -11,6 +11,7 @@ own outputs. (Only the MLflow store follows DVC_ROOT to the parent repo: see tra
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,11 @@ CODE_DIRS = ("nanomoe", "pipeline")
 TUNE_DIR = Path("experiments/tune")  # the tuner's outputs: not a DVC stage
 # In-progress checkpoints of train cells: outside every out (DVC deletes a stage's outs
 # before it re-runs it) and outside experiments/ablation (the report's dep); git- and
-# DVC-ignored, and deleted when the cell completes.
+# DVC-ignored, and deleted when the cell completes. NANOMOE_CHECKPOINTS moves them (an
+# environment variable, not a param: where they live changes no number): on a cluster, to
+# the shared filesystem, where a requeued task on another node finds them.
 RESUME_DIR = Path(".checkpoints")
+CHECKPOINTS_ENV = "NANOMOE_CHECKPOINTS"
 
 
 def project_root() -> Path:
@@ -155,7 +159,13 @@ class Layout:
     def resume_files(self, levels: Levels, seed: int) -> tuple[Path, Path]:
         """(the cell's in-progress checkpoint, the file naming its MLflow run)."""
         name = self.run_files(levels, seed)["metrics.json"].parent.name
-        return self.root / RESUME_DIR / f"{name}.pt", self.root / RESUME_DIR / f"{name}.json"
+        return self.checkpoints / f"{name}.pt", self.checkpoints / f"{name}.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        """The in-progress checkpoints' folder: $NANOMOE_CHECKPOINTS, else .checkpoints/."""
+        folder = os.environ.get(CHECKPOINTS_ENV, "").strip()
+        return Path(folder).resolve() if folder else self.root / RESUME_DIR
 
     @property
     def ablation(self) -> Path:

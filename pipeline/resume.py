@@ -1,15 +1,16 @@
 """Resume a train cell after any interruption: a kill, a crash, a store that went away.
 
-A cell checkpoints at every eval to ``.checkpoints/<cell>.pt``, not to its DVC outs (which
-DVC deletes before it re-runs a stage), and ``.checkpoints/<cell>.json`` names its MLflow
-run. When the stage runs again, the checkpoint is resumed if its fingerprint matches the cell
-about to run, and the same MLflow run goes on; otherwise the checkpoint is discarded, with
-one line saying why, its run is marked KILLED, and the cell trains from step 0. A cell that
-completes deletes both files.
+A cell checkpoints at every eval, and on SIGTERM at the step it reached (preempt.py), to
+``.checkpoints/<cell>.pt`` ($NANOMOE_CHECKPOINTS moves the folder: layout.py), not to its DVC
+outs (which DVC deletes before it re-runs a stage), and ``.checkpoints/<cell>.json`` names its
+MLflow run and the step reached. When the stage runs again, the checkpoint is resumed if its
+fingerprint matches the cell about to run, and the same MLflow run goes on; otherwise the
+checkpoint is discarded, with one line saying why, its run is marked KILLED, and the cell
+trains from step 0. A cell that completes deletes both files.
 
-The fingerprint holds what changes the math: the model config, the train config less what
-only changes how the cell executes (``EXECUTION``), the seed, and the sha256 of the prepared
-data files, of the F-gram table and of the model library's code.
+The fingerprint holds what changes the math: the model config, the train config less what only
+changes how the cell executes (``EXECUTION``), the seed, and the sha256 of the prepared data
+files, of the F-gram table and of the model library's code.
 """
 
 from __future__ import annotations
@@ -82,6 +83,20 @@ class ResumePoint:
 
     def save_run(self, run_id: str) -> None:
         atomic_write_text(self.state, json.dumps({"run_id": run_id}) + "\n")
+
+    def save_step(self, step: int, total: int) -> None:
+        """The step the cell has reached (of ``total``) beside its run id: what
+        ``python -m pipeline.cluster status`` shows of a running or preempted cell."""
+        state = {"run_id": self.run_id(), "step": step, "max_iters": total}
+        atomic_write_text(self.state, json.dumps(state) + "\n")
+
+    def progress(self) -> tuple[int, int] | None:
+        """(step reached, max_iters) as ``save_step`` left them; None before the first."""
+        try:
+            state = json.loads(self.state.read_text(encoding="utf-8"))
+            return int(state["step"]), int(state["max_iters"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def discard(self) -> None:
         self.checkpoint.unlink(missing_ok=True)

@@ -173,10 +173,11 @@ class Run:
 
     @classmethod
     def start(
-        cls, experiment: str, name: str, tags: dict[str, str], parent: Run | None = None
+        cls, experiment: str, name: str, tags: dict[str, Any], parent: Run | None = None
     ) -> Run:
         client = Client() if parent is None else parent.client
         tags = {**tags, **({"mlflow.parentRunId": parent.id} if parent else {})}
+        tags = {k: str(v) for k, v in tags.items()}  # the REST store refuses any other type
         run = client.create_run(
             experiment_id(client, experiment),
             run_name=name,

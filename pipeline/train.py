@@ -7,7 +7,9 @@ Writes the cell's outs that dvc.yaml declares (metrics.json, curve.csv with step
 val_loss and lr, curve.png, sample.txt, ckpt.pt, and run.json naming its MLflow run) and logs
 one MLflow run (experiment ``nanomoe-ablation``, tag ``kind=cell``) named for the variant.
 Flags, params, data and F-grams are all checked before training starts; a failed run is
-FAILED in MLflow. DDP over several processes, one global batch split over them (launch.py):
+FAILED in MLflow. On SIGTERM (a scheduler preempting the job) the cell saves a checkpoint at
+the step it reached and exits 143; run again, it resumes there (preempt.py, resume.py).
+DDP over several processes, one global batch split over them (launch.py):
 ``torchrun --standalone --nproc_per_node=N -m pipeline.train ...``; ``NANOMOE_NPROC=N dvc repro``
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
@@ -25,13 +28,14 @@ from nanomoe.device import runtime
 from nanomoe.model import GPT
 from nanomoe.sample import generate_text
 from nanomoe.switches import SWITCHES
-from nanomoe.trainer import Trainer, TrainResult, set_seed
+from nanomoe.trainer import Callback, Preempted, Trainer, TrainResult, set_seed
 from pipeline.cell import Cell, prepare_cell
 from pipeline.cell_run import EXPERIMENT, log_results, open_run, relog_history
 from pipeline.launch import from_main, launch_cell
 from pipeline.layout import Layout
 from pipeline.params import Params, load_params
 from pipeline.plots import curve_csv, plot_curve
+from pipeline.preempt import EXIT_PREEMPTED, Preemption
 from pipeline.resume import fingerprint
 from pipeline.run_callback import MLflowCallback
 from pipeline.stage import StageError, run_stage
@@ -89,8 +93,21 @@ def store_failed(err: Exception, cell: Cell) -> StageError:
     )
 
 
-def fit_cell(cell: Cell, callbacks: list, resume: bool, fp: dict) -> TrainResult:
-    """Train the cell from step 0, or on from its checkpoint (every rank, under torchrun)."""
+class Progress(Callback):
+    """The step reached, at every eval, beside the checkpoint: for ``pipeline.cluster``."""
+
+    def __init__(self, cell: Cell) -> None:
+        self.cell = cell
+
+    def on_eval(self, step: int, metrics: dict, moe) -> None:
+        self.cell.resume.save_step(step, self.cell.train_cfg.max_iters)
+
+
+def fit_cell(
+    cell: Cell, callbacks: list, resume: bool, fp: dict, stop: Preemption | None = None
+) -> TrainResult:
+    """Train the cell from step 0, or on from its checkpoint (every rank, under torchrun);
+    ``stop``: SIGTERM saves a checkpoint at the step reached and raises ``Preempted``."""
     set_seed(cell.seed)
     model = GPT(cell.config, fgrams=cell.fgrams)
     trainer = Trainer(
@@ -102,8 +119,12 @@ def fit_cell(cell: Cell, callbacks: list, resume: bool, fp: dict) -> TrainResult
         checkpoint_path=cell.resume.checkpoint,
         checkpoint_extra={**tokenizer_entry(cell.tokenizer), "fingerprint": fp},
         token_bytes=cell.tokenizer.token_bytes(),
+        stop=stop,
     )
-    return trainer.fit(resume_from=cell.resume.checkpoint if resume else None)
+    if stop is None:
+        return trainer.fit(resume_from=cell.resume.checkpoint if resume else None)
+    with stop.armed():
+        return trainer.fit(resume_from=cell.resume.checkpoint if resume else None)
 
 
 def train_cell(
@@ -113,7 +134,7 @@ def train_cell(
     files, checkpoint = cell.files, cell.resume.checkpoint
     skip = relog_history(run, resumed["history"]) if resumed is not None else None
     callback = MLflowCallback(run, skip=skip)
-    result = fit_cell(cell, [callback], resumed is not None, fp)
+    result = fit_cell(cell, [callback, Progress(cell)], resumed is not None, fp, Preemption())
 
     atomic_write_bytes(files["ckpt.pt"], checkpoint.read_bytes())
     s = params.sample
@@ -167,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     fp = fingerprint(cell.config, cell.train_cfg, cell.inputs)
     try:
         if not launch.is_main:  # a torchrun rank other than 0: trains, writes nothing
-            fit_cell(cell, [], resume=from_main(None), fp=fp)
+            fit_cell(cell, [], resume=from_main(None), fp=fp, stop=Preemption())
             return 0
         try:
             run, resumed = open_run(cell, params, fp, layout)
@@ -182,6 +203,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cell.variant} seed {a.seed}: resuming from step {resumed['step']}", flush=True)
         with tracked(run):
             result = train_cell(cell, params, run, resumed, fp, launch.world_size)
+    except Preempted as stopped:
+        if launch.is_main:
+            cell.resume.save_step(stopped.step, cell.train_cfg.max_iters)
+            where = layout.relative(cell.resume.checkpoint)
+            print(
+                f"preempted: {cell.variant} seed {a.seed} saved at step {stopped.step} of "
+                f"{cell.train_cfg.max_iters} to {where}; run it again to resume there",
+                file=sys.stderr,
+                flush=True,
+            )
+        return EXIT_PREEMPTED
     finally:
         distributed.shutdown()
     cell.resume.clear()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from unittest.mock import ANY
 
@@ -107,6 +109,53 @@ def test_a_killed_cell_resumes_from_its_checkpoint_with_identical_results(projec
     assert all(r.info.status != "RUNNING" for r in runs(root))
     assert last.info.status == "FINISHED"
     assert val_loss_steps(root, last.info.run_id) == [0, 6, 12]  # none lost, none twice
+
+
+def wait_for(path, text: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until the file at ``path`` holds ``text``; fails if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while text not in (path.read_text() if path.exists() else ""):
+        assert proc.poll() is None, f"exited {proc.returncode}: {path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+def test_sigterm_mid_interval_saves_that_step_and_the_rerun_resumes_it_bit_for_bit(project):
+    """SIGTERM (a scheduler preempting the job) at step 9, between the evals at 6 and 12: the
+    cell saves a checkpoint at step 9, says so, exits 143; run again, it resumes from step 9
+    and writes what the uninterrupted run wrote. Kills: the trainer's stop check taken out
+    (SIGTERM unwinds, 130, resume from 6); the checkpoint not saved at the stop (resume from
+    6); the stop checked before the step's optimizer update (saved at 8, so 8 != 9)."""
+    root, reference = project
+    log = root / "sigterm.log"
+    cmd = ["pipeline.train", "--rope", "false", "--moe", "false", "--fgram", "false"]
+    env = {**env_for(root), "NANOMOE_FAULT": "pause@9"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *cmd, *CHAR, "--seed", "1337"],
+            cwd=root, env=env, stdout=out, stderr=out,
+        )  # fmt: skip
+        try:
+            wait_for(log, "fault: paused after step 9", proc)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 143, log.read_text()[-3000:]
+        finally:
+            proc.kill()
+    assert re.search(
+        r"preempted: \S+ seed 1337 saved at step 9 of 12 to \.checkpoints/", log.read_text()
+    )
+    (ckpt,) = (root / ".checkpoints").glob("*.pt")
+    assert torch.load(ckpt, weights_only=True)["step"] == 9
+    assert json.loads(ckpt.with_suffix(".json").read_text())["step"] == 9
+    assert runs(root)[-1].info.status == "KILLED"
+
+    again = dvc(root, "repro", "--force", "--single-item", CELL)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert re.search(r"resuming from step 9\b", again.stdout), again.stdout
+    assert outputs(root) == reference
+    last = runs(root)[-1]
+    assert last.info.status == "FINISHED"
+    assert val_loss_steps(root, last.info.run_id) == [0, 6, 12]
 
 
 def test_a_checkpoint_of_other_settings_is_discarded_and_its_run_killed(project):

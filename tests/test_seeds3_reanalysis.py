@@ -25,6 +25,8 @@ METRIC = "final_val_loss"
 
 def seeds3() -> pd.DataFrame:
     return pd.read_csv(SEEDS3).assign(tokenizer="char")
+
+
 REAL = ["rope (main)", "moe (main)", "fgram (main)", "rope x fgram"]
 
 # seeds -> (sigma, df, 95% margin of one effect), by hand

@@ -44,6 +44,7 @@ def repro(tmp_path_factory):
     shards = sharded_corpus(root.parent / "shards", DOCS)
     point_at(root, shards)
     grid = {"rope": [True], "moe": [False], "fgram": [False, True], "tokenizer": ["char", "bpe"]}
+
     def mutate(params):
         params["grid"] = grid
         params["tokenizer"]["vocab_size"] = 300
