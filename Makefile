@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?=# `make install EXTRAS=gpu` on a GPU machine: NVIDIA's bindings for MLflow's GPU metrics
 
-.PHONY: install repro test lint bench bench-corpus bench-tokenizer tune gpu-check clean
+.PHONY: install repro test lint bench bench-corpus bench-tokenizer tune gpu-check clean slurm-up slurm-down
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,9 +38,21 @@ repro: install
 	$(BIN)/python -m pipeline.grid
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pipeline.workers -j $(WORKERS)
 
+# The SLURM tests use the one-node SLURM of `make slurm-up` when it is up (tests/_slurm.py);
+# without one they skip, except under CI (CI=true), where .ci/run starts it first.
+SLURM_DIR ?= /tmp/nanomoe-slurm
 test: install
 	$(BIN)/ruff check nanomoe pipeline tests
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(if $(wildcard $(SLURM_DIR)/slurm.conf),SLURM_CONF=$(SLURM_DIR)/slurm.conf) \
+	  $(BIN)/python -m pytest -n auto --dist loadfile
+
+# A one-node SLURM on this machine (slurm-wlm and munge, installed with apt-get when sbatch is
+# absent; root): the cluster tests' and a developer's. `.ci/slurm env` prints its SLURM_CONF.
+slurm-up:
+	NANOMOE_SLURM_DIR=$(SLURM_DIR) .ci/slurm up
+
+slurm-down:
+	NANOMOE_SLURM_DIR=$(SLURM_DIR) .ci/slurm down
 
 lint: install
 	$(BIN)/ruff check nanomoe pipeline tests

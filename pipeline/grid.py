@@ -184,12 +184,17 @@ def targets(grid: dict[str, list], seeds: list[int]) -> list[str]:
     """Every cell's train stage target for ``dvc repro`` (``train_moe@true-true-false-1337``),
     the cells with the most data-or-settings switches on first: they are the slowest to train,
     so workers that take the next cell from this list finish close together."""
+    return list(target_cells(grid, seeds))
+
+
+def target_cells(grid: dict[str, list], seeds: list[int]) -> dict[str, tuple[dict, int]]:
+    """``targets``, each with its cell: (its switches' levels, its seed), in the same order."""
     order = sorted(cells(grid), key=lambda c: -len(stage_name(c).split("_")))
-    return [
-        f"{stage_name(c)}@{'-'.join(s.spell(c[s.name]) for s in SWITCHES)}-{seed}"
+    return {
+        f"{stage_name(c)}@{'-'.join(s.spell(c[s.name]) for s in SWITCHES)}-{seed}": (c, seed)
         for c in order
         for seed in seeds
-    ]
+    }
 
 
 def share(items: list[str], spec: str) -> list[str]:

@@ -22,63 +22,21 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import yaml
-
-from nanomoe.atomic import atomic_write_text
 from pipeline.cell_run import EXPERIMENT
 from pipeline.grid import targets
-from pipeline.layout import CODE_DIRS, Layout
+from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.stage import StageError, run_stage
 from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
+from pipeline.worktree import cache_dir, dvc, forget, prepare_worktree, run
 
-SOURCES = ("dvc.yaml", "params.yaml", ".dvcignore")  # besides CODE_DIRS; no dvc.lock (forget)
 HOME = Path(".dvc/tmp/workers")
-
-
-def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, text=True, capture_output=True, **kw)
-
-
-def dvc(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dvc", *args]
-
-
-def cache_dir(root: Path) -> str:
-    out = run(dvc("cache", "dir"), root)
-    if out.returncode != 0:
-        raise StageError(f".dvc/: not a DVC project ({out.stderr.strip()[:200]}); run dvc init")
-    return out.stdout.strip()
-
-
-def prepare_worktree(root: Path, where: Path, cache: str) -> None:
-    """A worktree of HEAD at ``where`` (made once), with this clone's sources copied over
-    (what has not been committed too) and this clone's cache."""
-    if not (where / ".git").exists():
-        shutil.rmtree(where, ignore_errors=True)
-        made = run(["git", "worktree", "add", "-q", "--detach", "--force", str(where)], root)
-        if made.returncode != 0:
-            raise StageError(
-                f"{root}: cannot add a git worktree ({made.stderr.strip()[:200]}); the "
-                "workers need a git clone with a commit (or use WORKERS=1)"
-            )
-    for name in CODE_DIRS:
-        shutil.rmtree(where / name, ignore_errors=True)
-        shutil.copytree(root / name, where / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in SOURCES:
-        if (root / name).exists():
-            shutil.copy2(root / name, where / name)
-        else:
-            (where / name).unlink(missing_ok=True)
-    (where / "dvc.lock").unlink(missing_ok=True)  # each cell found in the run cache, or trained
-    (where / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n")
 
 
 def worker_env(threads: int) -> dict[str, str]:
@@ -137,21 +95,6 @@ def train(root: Path, todo: list[str], n: int, threads: int) -> None:
         t.join()
     if failed:
         raise StageError(f"{failed[0]}: its dvc repro failed; fix it and run again")
-
-
-def forget(root: Path, todo: list[str]) -> None:
-    """Drop dvc.lock's record of the cells in ``todo``, so that ``dvc repro`` looks them up in
-    the run cache. With a record whose deps still match, DVC restores only the outputs that
-    record names, and trains the cell again when they are not in the cache: a worker's run,
-    whose metrics.json differs in ``wall_s`` if in nothing else, would never be found."""
-    path = root / "dvc.lock"
-    if not path.exists():
-        return
-    lock = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    stages = lock.get("stages", {})
-    if any(t in stages for t in todo):
-        lock["stages"] = {k: v for k, v in stages.items() if k not in todo}
-        atomic_write_text(path, yaml.safe_dump(lock, sort_keys=False, allow_unicode=True))
 
 
 def main(argv: list[str] | None = None) -> int:

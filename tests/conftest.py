@@ -133,4 +133,4 @@ def tiny_model(tiny_config, tiny_fgrams):
     return make
 
 
-pytest_plugins = ["_postgres"]  # the `postgres` fixture: a real server, started by the tests
+pytest_plugins = ["_postgres", "_slurm"]  # real servers: `postgres`, started here; `slurm`

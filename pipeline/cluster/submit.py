@@ -1,0 +1,174 @@
+"""``submit``: the grid's cells as one SLURM array job.
+
+Before anything is queued: SLURM answers (``scontrol ping``), the job is one SLURM would
+accept (``sbatch --test-only``: a wrong partition, account or ``--gres`` is refused here, in
+SLURM's words), dvc.yaml matches the grid, and the tracking store answers and holds the
+experiment (created once here: tasks that all created a fresh SQLite store at once broke it
+for good). Then the upstream stages (download, tokenizer, prepare, mine_fgrams) run **here,
+in the submitting process**, once; the tasks only check their outputs out of the shared DVC
+cache. Then one ``sbatch --array`` with ``--requeue``: one task a cell, or
+``--cells-per-task N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.cluster import slurm
+from pipeline.cluster.options import gpus, sbatch_options
+from pipeline.cluster.record import HOME, Job, Record
+from pipeline.cluster.shared import unshared_warning
+from pipeline.grid import rewrite, target_cells
+from pipeline.layout import Layout
+from pipeline.params import load_params
+from pipeline.stage import StageError
+from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
+from pipeline.worktree import SOURCES, cache_dir, copy_sources, dvc, read_lock, without_cells
+
+EXPERIMENT = "nanomoe-ablation"  # pipeline.cell_run's, without importing torch here
+SCRIPT = """#!/bin/bash
+# Written by python -m pipeline.cluster {verb}: what each array task runs.
+export NANOMOE_CLUSTER_DIR={dir}
+cd {root}
+exec {python} -m pipeline.cluster {task}
+"""
+
+
+def chunks(items: list[str], n: int) -> list[list[str]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def write_script(folder: Path, root: Path, verb: str, task: str) -> Path:
+    """The batch script (``exec``: the task's python is the process SLURM signals)."""
+    path = folder / f"{task}.sh"
+    text = SCRIPT.format(verb=verb, dir=folder, root=root, python=sys.executable, task=task)
+    path.write_text(text)
+    path.chmod(0o700)
+    return path
+
+
+def array_options(folder: Path, n_tasks: int, name: str, user: list[str]) -> list[str]:
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    return [
+        f"--array=0-{n_tasks - 1}",
+        "--requeue",  # a preempted task (or one that requeues itself) queues again
+        "--open-mode=append",  # a requeued task's log goes on after the preempted one's
+        f"--output={folder / 'logs'}/%A_%a.log",
+        f"--job-name={name}",
+        *user,
+    ]
+
+
+def upstream(layout: Layout) -> list[str]:
+    """The stages before the train cells: run once, before any task."""
+    return sorted(s for s in layout.stages if not s.startswith("train") and s != "report")
+
+
+def run_upstream(root: Path, stages: list[str]) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    print(f"upstream stages, once, here: dvc repro {' '.join(stages)}", flush=True)
+    if subprocess.call(dvc("repro", *stages), cwd=root, env=env) != 0:
+        raise StageError(f"dvc.yaml: dvc repro {' '.join(stages)} failed; see above")
+
+
+def snapshot(root: Path, folder: Path, cells: list[str]) -> None:
+    """src/: the code and params every task trains, and dvc.lock without the cells."""
+    src = folder / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    copy_sources(root, src, lock=without_cells(read_lock(root), [*cells, "report"]))
+    for name in SOURCES:
+        if not (src / name).exists():
+            raise StageError(f"{root / name}: missing; restore it from git")
+
+
+def store(nodes: int) -> str:
+    """The tracking URI every task logs to, checked and holding the experiment."""
+    check_store()
+    uri = tracking_uri()
+    if uri.startswith("sqlite:") and nodes > 1:
+        print(
+            f"warning: MLFLOW_TRACKING_URI: {uri} is a SQLite file and the cluster has "
+            f"{nodes} nodes: SQLite on a network filesystem corrupts; set "
+            "MLFLOW_TRACKING_URI to the team's tracking server (mlflow server)",
+            file=sys.stderr,
+        )
+    experiment_id(Client(), EXPERIMENT)
+    return uri
+
+
+def submit(a: argparse.Namespace) -> Record:
+    layout = Layout.load()
+    root = layout.root
+    params = load_params(root / "params.yaml")
+    text = (root / "dvc.yaml").read_text(encoding="utf-8")
+    if rewrite(text, params.grid) != text:
+        raise StageError(
+            "dvc.yaml: its train stages are not the ones params.yaml's grid: makes; "
+            "run python -m pipeline.grid first"
+        )
+    cells = target_cells(params.grid, params.seeds)
+    if a.cells_per_task < 1:
+        raise StageError(f"--cells-per-task {a.cells_per_task}: must be 1 or more")
+    slurm.require()
+    nodes = slurm.node_count()
+    folder = root / HOME
+    user = sbatch_options(a)
+    n_gpus = gpus(a.gres)
+    tasks = chunks(list(cells), a.cells_per_task)
+    folder.mkdir(parents=True, exist_ok=True)
+    script = write_script(folder, root, "submit", "task")
+    slurm.sbatch(str(script), array_options(folder, len(tasks), "nanomoe-grid", user), True)
+
+    checkpoints = Path(a.checkpoints).resolve() if a.checkpoints else layout.checkpoints
+    cache = cache_dir(root)
+    for what, path in (("--checkpoints", checkpoints), ("the DVC cache", Path(cache))):
+        warning = unshared_warning(what, path, nodes)
+        if warning:
+            print(warning, file=sys.stderr)
+    env = {"MLFLOW_TRACKING_URI": store(nodes), "NANOMOE_CHECKPOINTS": str(checkpoints)}
+    if n_gpus > 1:
+        env["NANOMOE_NPROC"] = str(n_gpus)
+    run_upstream(root, upstream(layout))
+    snapshot(root, folder, list(cells))
+    shutil.rmtree(folder / "cells", ignore_errors=True)
+    names = {t: layout.run_files(c, s)["metrics.json"].parent.name for t, (c, s) in cells.items()}
+    record = Record(
+        dir=folder,
+        root=str(root),
+        python=sys.executable,
+        env=env,
+        cache=cache,
+        checkpoints=str(checkpoints),
+        workdir=str(Path(a.workdir).resolve()) if a.workdir else "",
+        cells=names,
+        jobs=[],
+    )
+    record.save()
+    job = slurm.sbatch(str(script), array_options(folder, len(tasks), "nanomoe-grid", user))
+    record.jobs.append(Job(job, tasks))
+    record.save()
+    print(
+        f"submitted job {job}: {len(cells)} cells in {len(tasks)} task(s); "
+        "python -m pipeline.cluster status shows where they stand"
+    )
+    return record
+
+
+def resubmit(record: Record, failed: list[str], a: argparse.Namespace) -> str:
+    """The cells in ``failed`` as a new array job of the same submission."""
+    folder = record.dir
+    script = write_script(folder, Path(record.root), "submit", "task")
+    tasks = chunks(failed, a.cells_per_task)
+    options = array_options(folder, len(tasks), "nanomoe-grid", sbatch_options(a))
+    slurm.sbatch(str(script), options, True)
+    job = slurm.sbatch(str(script), options)
+    record.jobs.append(Job(job, tasks))
+    record.save()
+    print(f"resubmitted {len(failed)} cell(s) as job {job}: {', '.join(failed)}")
+    return job

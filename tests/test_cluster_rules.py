@@ -1,0 +1,47 @@
+"""The cluster commands' rules that need no SLURM: which folders a cluster of several nodes
+cannot use, and how --gres reads. (tests/test_cluster.py runs the real thing.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.cluster.options import gpus
+from pipeline.cluster.shared import fs_type, unshared_warning
+from pipeline.stage import StageError
+
+MOUNTS = """/dev/vda / ext4 rw 0 0
+tmpfs /tmp tmpfs rw 0 0
+nas:/export/home /home nfs4 rw 0 0
+lustre@tcp:/scratch /scratch lustre rw 0 0
+"""
+
+
+def test_the_filesystem_of_a_path_is_its_nearest_mount():
+    """Kills: the first matching mount taken instead of the longest (/ for everything)."""
+    assert fs_type(Path("/home/u/nanomoe/.checkpoints"), MOUNTS) == "nfs4"
+    assert fs_type(Path("/scratch/x"), MOUNTS) == "lustre"
+    assert fs_type(Path("/tmp/ckpt"), MOUNTS) == "tmpfs"
+    assert fs_type(Path("/homework"), MOUNTS) == "ext4"  # not under /home
+
+
+def test_local_checkpoints_on_several_nodes_get_a_warning_and_shared_ones_none():
+    """Kills: the warning given on one node too, or never."""
+    said = unshared_warning("--checkpoints", Path("/tmp/ckpt"), nodes=4, mounts=MOUNTS)
+    assert said.startswith("warning: --checkpoints /tmp/ckpt is on a local filesystem (tmpfs)")
+    assert unshared_warning("--checkpoints", Path("/home/u/c"), nodes=4, mounts=MOUNTS) is None
+    assert unshared_warning("--checkpoints", Path("/tmp/ckpt"), nodes=1, mounts=MOUNTS) is None
+
+
+@pytest.mark.parametrize(
+    ("gres", "n"), [(None, 0), ("gpu", 1), ("gpu:2", 2), ("gpu:a100:4", 4), ("mps:100", 0)]
+)
+def test_the_gpus_of_a_gres(gres, n):
+    """Kills: gpu:type:N read as the type; N > 1 is what sets NANOMOE_NPROC for each cell."""
+    assert gpus(gres) == n
+
+
+def test_a_gpu_count_that_is_no_number_is_refused():
+    with pytest.raises(StageError, match="--gres gpu:x: the GPU count is not a number"):
+        gpus("gpu:x")
