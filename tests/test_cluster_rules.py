@@ -45,3 +45,30 @@ def test_the_gpus_of_a_gres(gres, n):
 def test_a_gpu_count_that_is_no_number_is_refused():
     with pytest.raises(StageError, match="--gres gpu:x: the GPU count is not a number"):
         gpus("gpu:x")
+
+
+LOG = """
+=== dvc checkout data/char/prepared data/char/fgrams.json (node1, Mon Dec  7 14:49:28 2026)
+ERROR: Checkout failed for following targets:
+data/char/fgrams.json
+Is your cache up to date?
+<https://error.dvc.org/missing-files>
+"""
+
+
+def test_a_failed_cell_is_named_by_the_line_that_says_why(tmp_path):
+    """DVC names the missing file on the line after its ERROR; the stage's own ``error:``
+    line wins over DVC's ``failed to reproduce``; a log of several tries speaks of its last.
+    Kills: the first ERROR line alone (no file named); the last line taken; the whole log
+    searched (the first try's reason shown after a resubmit)."""
+    from pipeline.cluster.task import why_failed
+
+    log = tmp_path / "cell.log"
+    log.write_text(LOG)
+    assert why_failed(log) == (
+        "ERROR: Checkout failed for following targets: data/char/fgrams.json "
+        "Is your cache up to date?"
+    )
+    stage = "error: params.yaml: train.max_iters: must be > 0; set a positive number"
+    log.write_text(LOG + f"\n=== dvc repro x (node2, now)\n{stage}\nERROR: failed to reproduce x\n")
+    assert why_failed(log) == stage

@@ -86,13 +86,19 @@ def _wait_for_group(group: int, seconds: float) -> None:
 
 
 def why_failed(log: Path) -> str:
-    """The line of a cell's log that says why it failed: the stage's ``error:`` line, else
-    DVC's ``ERROR:`` line, else the last line."""
-    lines = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
+    """The line of a cell's log that says why its last command failed: the stage's
+    ``error:`` line, else DVC's ``ERROR:`` with the lines that go on from it (DVC names the
+    missing files on the next line), else the last line."""
+    text = log.read_text(errors="replace")
+    last = text.split("\n=== ")[-1].splitlines()[1:]  # the last command's output
+    lines = [x.strip() for x in last if x.strip() and not x.strip().startswith("<http")]
     for prefix in ("error:", "ERROR:"):
-        said = [x for x in lines if x.startswith(prefix)]
-        if said:
-            return said[-1]
+        at = [i for i, x in enumerate(lines) if x.startswith(prefix)]
+        if at:
+            said = [lines[at[-1]]]
+            if prefix == "ERROR:":  # DVC's: the targets, and its hint, follow
+                said += lines[at[-1] + 1 : at[-1] + 3]
+            return " ".join(said)
     return lines[-1] if lines else "no output"
 
 
