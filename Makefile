@@ -41,10 +41,13 @@ repro: install
 # The SLURM tests use the one-node SLURM of `make slurm-up` when it is up (tests/_slurm.py);
 # without one they skip, except under CI (CI=true), where .ci/run starts it first.
 SLURM_DIR ?= /tmp/nanomoe-slurm
+# pytest-xdist workers: one per core (auto). Many tests wait on servers, SLURM or DVC
+# subprocesses, so a worker more than cores (TEST_WORKERS=3 on 2) keeps the cores busier.
+TEST_WORKERS ?= auto
 test: install
 	$(BIN)/ruff check nanomoe pipeline tests
 	$(if $(wildcard $(SLURM_DIR)/slurm.conf),SLURM_CONF=$(SLURM_DIR)/slurm.conf) \
-	  $(BIN)/python -m pytest -n auto --dist loadfile
+	  $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # A one-node SLURM on this machine (slurm-wlm and munge, installed with apt-get when sbatch is
 # absent; root): the cluster tests' and a developer's. `.ci/slurm env` prints its SLURM_CONF.
