@@ -38,7 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     verbs = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
     sub = verbs.add_parser("submit", help="submit the grid's cells as one array job")
-    sub.add_argument("--cells-per-task", type=int, default=1, metavar="N")
+    sub.add_argument(
+        "--cells-per-task", type=int, default=1, metavar="N", help="cells each task trains (1)"
+    )
     sub.add_argument(
         "--checkpoints",
         metavar="DIR",
@@ -62,13 +64,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     col.add_argument("--pull", action="store_true", help="dvc repro --pull (a DVC remote)")
 
     tune = verbs.add_parser("tune", help="tuner workers as one array job on one study")
-    tune.add_argument("--trials", type=int, required=True)
-    tune.add_argument("--workers", type=int, default=4)
+    tune.add_argument(
+        "--trials", type=int, required=True, help="finished trials the study ends with"
+    )
+    tune.add_argument("--workers", type=int, default=4, help="tuner workers: array tasks (4)")
     tune.add_argument("--storage", help="a database URL (default: $NANOMOE_TUNE_STORAGE)")
-    tune.add_argument("--study-name")
-    tune.add_argument("--seed", type=int)
+    tune.add_argument("--study-name", help="default: tune.study_name of params.yaml")
+    tune.add_argument("--seed", type=int, help="training seed of every trial, and the sampler's")
     tune.add_argument("--wait", action="store_true", help="until every worker has ended")
-    tune.add_argument("--poll", type=float, default=10.0)
+    tune.add_argument("--poll", type=float, default=10.0, help="--wait: seconds between looks")
     add_slurm_options(tune)
 
     verbs.add_parser("task", help="(the batch script's) one array task of the grid")
