@@ -210,6 +210,16 @@ def share(items: list[str], spec: str) -> list[str]:
     return items[i::n]
 
 
+STALE = "dvc.yaml: its train stages are not the ones params.yaml's grid: makes; "
+
+
+def require_current(text: str, grid: dict[str, list]) -> None:
+    """``text`` (dvc.yaml) has the train stages of ``grid``, or one line saying what to run:
+    the commands that act on the cells' targets need them current."""
+    if rewrite(text, grid) != text:
+        raise StageError(STALE + "run python -m pipeline.grid first")
+
+
 def rewrite(text: str, grid: dict[str, list]) -> str:
     """``text`` (dvc.yaml) with its train stages, between the markers, written for ``grid``."""
     if text.count(BEGIN) != 1 or text.count(END) != 1:
@@ -246,11 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     text = path.read_text(encoding="utf-8")
     new = rewrite(text, grid)
     if a.targets:
-        if new != text:
-            raise StageError(
-                "dvc.yaml: its train stages are not the ones params.yaml's grid: makes; "
-                "run python -m pipeline.grid first"
-            )
+        require_current(text, grid)
         listed = targets(grid, params.seeds)
         print("\n".join(share(listed, a.share) if a.share else listed))
         return 0
@@ -261,10 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dvc.yaml: train stages up to date ({n_cells} cells per seed)")
         return 0
     if a.check:
-        raise StageError(
-            "dvc.yaml: its train stages are not the ones params.yaml's grid: makes; "
-            "run python -m pipeline.grid"
-        )
+        raise StageError(STALE + "run python -m pipeline.grid")
     atomic_write_text(path, new)
     print(f"dvc.yaml: train stages written for {n_cells} cells per seed")
     return 0

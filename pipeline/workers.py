@@ -23,7 +23,6 @@ import argparse
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -34,16 +33,25 @@ from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.stage import StageError, run_stage
 from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
-from pipeline.worktree import cache_dir, dvc, forget, prepare_worktree, run
+from pipeline.worktree import (
+    cache_dir,
+    collect,
+    dvc,
+    forget,
+    on_path,
+    prepare_worktree,
+    run,
+    run_upstream,
+    upstream_stages,
+)
 
 HOME = Path(".dvc/tmp/workers")
 
 
 def worker_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
+    env = on_path()
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env["MLFLOW_TRACKING_URI"] = tracking_uri()  # this clone's store (or the team's server)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONPATH", None)  # each worktree imports its own copy of the code
     return env
 
@@ -120,24 +128,20 @@ def main(argv: list[str] | None = None) -> int:
     layout = Layout.load()
     root = layout.root
     params = load_params(root / "params.yaml")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     jobs = a.jobs
     if jobs > 1 and run(["git", "rev-parse", "--verify", "-q", "HEAD"], root).returncode != 0:
         print("note: not a git clone with a commit, which worktrees need: one dvc repro")
         jobs = 1
     todo = targets(params.grid, params.seeds)
     if a.collect:
-        forget(root, todo)
-        return subprocess.call(dvc("repro", *(["--pull"] if a.pull else [])), cwd=root, env=env)
+        return collect(root, todo, a.pull)
     if jobs > 1:
-        upstream = sorted({s for s in layout.stages if not s.startswith("train") and s != "report"})
-        if subprocess.call(dvc("repro", *upstream), cwd=root, env=env) != 0:
-            raise StageError(f"dvc.yaml: dvc repro {' '.join(upstream)} failed; see above")
+        run_upstream(root, upstream_stages(layout))
         threads = a.threads or max(1, (os.cpu_count() or 1) // jobs)
         print(f"{len(todo)} cells, {jobs} workers on {threads} thread(s) each", flush=True)
         train(root, todo, jobs, threads)
         forget(root, todo)
-    return subprocess.call(dvc("repro"), cwd=root, env=env)
+    return subprocess.call(dvc("repro"), cwd=root, env=on_path())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ worktree trains every other restores.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from nanomoe.atomic import atomic_write_text
-from pipeline.layout import CODE_DIRS
+from pipeline.layout import CODE_DIRS, Layout
 from pipeline.stage import StageError
 
 SOURCES = ("dvc.yaml", "params.yaml", ".dvcignore")  # besides CODE_DIRS and dvc.lock
@@ -30,6 +31,32 @@ def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
 
 def dvc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
+
+
+def on_path(env: dict[str, str] | None = None, python: str = sys.executable) -> dict[str, str]:
+    """``env`` (default: this process's) with ``python``'s folder first on PATH: DVC runs each
+    stage's ``python -m ...`` through PATH, and must find the project's venv there."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def upstream_stages(layout: Layout) -> list[str]:
+    """The stages before the train cells (download and each tokenizer's data stages): run
+    once, in the clone, before any worker or task trains a cell."""
+    return sorted(s for s in layout.stages if not s.startswith("train") and s != "report")
+
+
+def run_upstream(root: Path, stages: list[str]) -> None:
+    if subprocess.call(dvc("repro", *stages), cwd=root, env=on_path()) != 0:
+        raise StageError(f"dvc.yaml: dvc repro {' '.join(stages)} failed; see above")
+
+
+def collect(root: Path, todo: list[str], pull: bool = False) -> int:
+    """Every cell in ``todo`` restored here from the run cache, and the report written
+    (``dvc repro``, ``--pull`` from a DVC remote): its exit code."""
+    forget(root, todo)
+    return subprocess.call(dvc("repro", *(["--pull"] if pull else [])), cwd=root, env=on_path())
 
 
 def cache_dir(root: Path) -> str:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import mlflow
 import yaml
-from _project import TINY, env_for, make_project, run_module
+from _project import TINY, env_for, run_module
+from _runcache import committed_project
 
-GRID = {"rope": [False, True], "moe": [False, True], "fgram": [False], "tokenizer": ["char"]}
 TINY_TRAIN = {**TINY["train"], "device": "cpu"}  # 12 steps, an eval every 6
 CELL_DIR = "experiments/ablation/rope-false_moe-false_fgram-false_tokenizer-char_seed-{}"
 TIMING = ("tokens_per_sec", "wall_s")
@@ -23,15 +23,7 @@ TIMING = ("tokens_per_sec", "wall_s")
 def git_project(root: Path, overrides: dict) -> Path:
     """A throwaway project in a git clone (tasks make git worktrees of it) with DVC."""
     root.mkdir(parents=True, exist_ok=True)
-    make_project(root, overrides={"train": TINY_TRAIN, **overrides})
-    env = env_for(root)
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        assert subprocess.run(cmd, cwd=root, env=env, capture_output=True).returncode == 0
-    assert run_module(root, "pipeline.grid").returncode == 0
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "add", "-A"], cwd=root, check=True, capture_output=True)
-    subprocess.run([*git, "commit", "-qm", "init"], cwd=root, check=True, capture_output=True)
-    return root
+    return committed_project(root, {"train": TINY_TRAIN, **overrides})
 
 
 def cluster(root: Path, *args: str, env: dict | None = None, timeout: float = 600):

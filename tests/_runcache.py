@@ -20,9 +20,10 @@ def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return proc
 
 
-def committed_project(root: Path) -> Path:
-    """The tiny 4-cell project as a git repo with DVC, one commit, nothing trained."""
-    make_project(root, overrides={"grid": GRID})
+def committed_project(root: Path, overrides: dict | None = None) -> Path:
+    """The tiny 4-cell project (or ``overrides``' settings) as a git repo with DVC, one
+    commit, nothing trained."""
+    make_project(root, overrides={"grid": GRID, **(overrides or {})})
     _ok(run_module(root, "pipeline.grid"))
     git(root, "init", "-q", "--initial-branch=main")
     git(root, "config", "user.name", "test")

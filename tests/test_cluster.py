@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from _cluster import (
-    GRID,
     cell_log,
     cell_outputs,
     cell_runs,
@@ -29,6 +28,7 @@ from _cluster import (
     table,
 )
 from _project import env_for, run_module
+from _runcache import GRID  # rope x moe: 4 cells a seed
 from _slurm import scontrol
 from _wait import wait_for
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from _cluster import GRID, cell_log, cluster, git_project, job_of, set_seeds, status
+from _cluster import cell_log, cluster, git_project, job_of, set_seeds, status
 from _project import env_for, make_project, run_module
+from _runcache import GRID
 from _slurm import scontrol
 from _wait import wait_for
 from optuna.trial import TrialState

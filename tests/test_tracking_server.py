@@ -31,7 +31,8 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-from _project import env_for, make_project, run_module
+from _project import env_for, run_module
+from _runcache import committed_project
 from _tune import TUNE
 from optuna.trial import TrialState
 
@@ -157,15 +158,8 @@ def run_logged(cmds: list[list[str]], root: Path, env: dict) -> None:
 def logged(server, tmp_path_factory) -> Logged:
     """A tiny project whose grid (two workers, then the report) and a two-worker study log
     to the server."""
-    root = make_project(tmp_path_factory.mktemp("team"), overrides=OVERRIDES)
+    root = committed_project(tmp_path_factory.mktemp("team"), OVERRIDES)
     env = {**env_for(root), "OMP_NUM_THREADS": "1", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
-    proc = run_module(root, "pipeline.grid", env=env)
-    assert proc.returncode == 0, proc.stderr
-    subprocess.run([*git, "add", "-A"], cwd=root, check=True, capture_output=True)
-    subprocess.run([*git, "commit", "-qm", "init"], cwd=root, check=True, capture_output=True)
     proc = run_module(root, "dvc", "repro", "mine_fgrams", env=env)  # the data, once
     assert proc.returncode == 0, proc.stderr
     env["MLFLOW_TRACKING_URI"] = url = server.ready()

@@ -88,8 +88,8 @@ def submit(a: argparse.Namespace) -> int:
     from pipeline.cluster.submit import resubmit, submit
 
     folder = project_root() / HOME
+    slurm.require()
     if a.resubmit_failed:
-        slurm.require()
         record = Record.load(folder)
         states = cell_states(record)
         failed = [s.target for s in states if s.state == "failed"]
@@ -99,7 +99,6 @@ def submit(a: argparse.Namespace) -> int:
         resubmit(record, failed, a)
     else:
         if (folder / "run.json").exists():
-            slurm.require()
             busy = [s for s in cell_states(Record.load(folder)) if s.state in ACTIVE]
             if busy:
                 raise StageError(

@@ -32,7 +32,6 @@ class Job:
     id: str  # the array job's id
     tasks: list[list[str]]  # each task's cells (stage targets), by array task id
     submitted: float = field(default_factory=time.time)
-    kind: str = "grid"  # or "tune": every task a tuner worker, no cells
 
 
 @dataclass

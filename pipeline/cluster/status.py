@@ -9,18 +9,15 @@ between is seen with its report, never as gone without one.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import worktree
 from pipeline.cluster import slurm
 from pipeline.cluster.record import Record
 from pipeline.resume import ResumePoint
 from pipeline.stage import StageError
-from pipeline.worktree import dvc, forget
 
 ACTIVE = ("pending", "running")
 RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT", "SIGNALING")
@@ -124,9 +121,6 @@ def wait(record: Record, poll: float) -> list[CellStatus]:
 
 def collect(root: Path, targets: list[str], pull: bool = False) -> int:
     """Every cell restored from the run cache here, and the report written: dvc repro."""
-    forget(root, targets)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    code = subprocess.call(dvc("repro", *(["--pull"] if pull else [])), cwd=root, env=env)
-    if code != 0:
+    if worktree.collect(root, targets, pull) != 0:
         raise StageError("dvc.yaml: dvc repro failed while collecting; see above")
     return 0

@@ -13,9 +13,7 @@ cache. Then one ``sbatch --array`` with ``--requeue``: one task a cell, or
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,12 +21,20 @@ from pipeline.cluster import slurm
 from pipeline.cluster.options import gpus, sbatch_options
 from pipeline.cluster.record import HOME, Job, Record
 from pipeline.cluster.shared import unshared_warning
-from pipeline.grid import rewrite, target_cells
+from pipeline.grid import require_current, target_cells
 from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.stage import StageError
 from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
-from pipeline.worktree import SOURCES, cache_dir, copy_sources, dvc, read_lock, without_cells
+from pipeline.worktree import (
+    SOURCES,
+    cache_dir,
+    copy_sources,
+    read_lock,
+    run_upstream,
+    upstream_stages,
+    without_cells,
+)
 
 EXPERIMENT = "nanomoe-ablation"  # pipeline.cell_run's, without importing torch here
 SCRIPT = """#!/bin/bash
@@ -64,18 +70,6 @@ def array_options(folder: Path, n_tasks: int, name: str, user: list[str]) -> lis
     ]
 
 
-def upstream(layout: Layout) -> list[str]:
-    """The stages before the train cells: run once, before any task."""
-    return sorted(s for s in layout.stages if not s.startswith("train") and s != "report")
-
-
-def run_upstream(root: Path, stages: list[str]) -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    print(f"upstream stages, once, here: dvc repro {' '.join(stages)}", flush=True)
-    if subprocess.call(dvc("repro", *stages), cwd=root, env=env) != 0:
-        raise StageError(f"dvc.yaml: dvc repro {' '.join(stages)} failed; see above")
-
-
 def snapshot(root: Path, folder: Path, cells: list[str]) -> None:
     """src/: the code and params every task trains, and dvc.lock without the cells."""
     src = folder / "src"
@@ -106,24 +100,18 @@ def submit(a: argparse.Namespace) -> Record:
     layout = Layout.load()
     root = layout.root
     params = load_params(root / "params.yaml")
-    text = (root / "dvc.yaml").read_text(encoding="utf-8")
-    if rewrite(text, params.grid) != text:
-        raise StageError(
-            "dvc.yaml: its train stages are not the ones params.yaml's grid: makes; "
-            "run python -m pipeline.grid first"
-        )
+    require_current((root / "dvc.yaml").read_text(encoding="utf-8"), params.grid)
     cells = target_cells(params.grid, params.seeds)
     if a.cells_per_task < 1:
         raise StageError(f"--cells-per-task {a.cells_per_task}: must be 1 or more")
-    slurm.require()
     nodes = slurm.node_count()
     folder = root / HOME
-    user = sbatch_options(a)
     n_gpus = gpus(a.gres)
     tasks = chunks(list(cells), a.cells_per_task)
     folder.mkdir(parents=True, exist_ok=True)
     script = write_script(folder, root, "submit", "task")
-    slurm.sbatch(str(script), array_options(folder, len(tasks), "nanomoe-grid", user), True)
+    options = array_options(folder, len(tasks), "nanomoe-grid", sbatch_options(a))
+    slurm.sbatch(str(script), options, test_only=True)
 
     checkpoints = Path(a.checkpoints).resolve() if a.checkpoints else layout.checkpoints
     cache = cache_dir(root)
@@ -134,7 +122,9 @@ def submit(a: argparse.Namespace) -> Record:
     env = {"MLFLOW_TRACKING_URI": store(nodes), "NANOMOE_CHECKPOINTS": str(checkpoints)}
     if n_gpus > 1:
         env["NANOMOE_NPROC"] = str(n_gpus)
-    run_upstream(root, upstream(layout))
+    stages = upstream_stages(layout)
+    print(f"upstream stages, once, here: dvc repro {' '.join(stages)}", flush=True)
+    run_upstream(root, stages)
     snapshot(root, folder, list(cells))
     shutil.rmtree(folder / "cells", ignore_errors=True)
     names = {t: layout.run_files(c, s)["metrics.json"].parent.name for t, (c, s) in cells.items()}
@@ -150,7 +140,7 @@ def submit(a: argparse.Namespace) -> Record:
         jobs=[],
     )
     record.save()
-    job = slurm.sbatch(str(script), array_options(folder, len(tasks), "nanomoe-grid", user))
+    job = slurm.sbatch(str(script), options)
     record.jobs.append(Job(job, tasks))
     record.save()
     print(
@@ -166,7 +156,7 @@ def resubmit(record: Record, failed: list[str], a: argparse.Namespace) -> str:
     script = write_script(folder, Path(record.root), "submit", "task")
     tasks = chunks(failed, a.cells_per_task)
     options = array_options(folder, len(tasks), "nanomoe-grid", sbatch_options(a))
-    slurm.sbatch(str(script), options, True)
+    slurm.sbatch(str(script), options, test_only=True)
     job = slurm.sbatch(str(script), options)
     record.jobs.append(Job(job, tasks))
     record.save()

@@ -32,7 +32,7 @@ from pipeline.cluster import slurm
 from pipeline.cluster.record import Record
 from pipeline.layout import Layout
 from pipeline.preempt import EXIT_PREEMPTED
-from pipeline.worktree import add_worktree, copy_sources, dvc, read_lock, run, use_cache
+from pipeline.worktree import add_worktree, copy_sources, dvc, on_path, read_lock, run, use_cache
 
 GRACE_S = 60  # how long the cell's processes get to save and exit after SIGTERM
 
@@ -103,11 +103,10 @@ def why_failed(log: Path) -> str:
 
 
 def task_env(record: Record) -> dict[str, str]:
-    env = {**os.environ, **record.env}
+    env = on_path({**os.environ, **record.env}, record.python)
     threads = os.environ.get("SLURM_CPUS_PER_TASK") or "1"
     env.setdefault("OMP_NUM_THREADS", threads)
     env.setdefault("MKL_NUM_THREADS", threads)
-    env["PATH"] = f"{Path(record.python).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONPATH", None)  # the worktree imports its own copy of the code
     return env
 
@@ -143,25 +142,24 @@ def main() -> int:
     targets = record.job(job_id).tasks[index]
     where = worktree(record, f"{job_id}_{index}")
     env = task_env(record)
-    host = socket.gethostname()
+    at = {"job": job_id, "task": index, "host": socket.gethostname()}  # in every report
     failed = 0
     for target in targets:
-        record.mark(target, "running", job=job_id, task=index, host=host)
+        record.mark(target, "running", **at)
         t0 = time.monotonic()
         code = run_cell(record, target, where, env, fwd)
         if fwd.terminated:
-            record.mark(target, "preempted", job=job_id, task=index, host=host)
+            record.mark(target, "preempted", **at)
             why = slurm.requeue(own)
             said = "requeued" if why is None else f"not requeued by this task ({why})"
             print(f"{target}: SIGTERM, checkpoint saved; {said}", flush=True)
             return EXIT_PREEMPTED
         if code == 0:
-            record.mark(target, "done", job=job_id, task=index, host=host,
-                        seconds=round(time.monotonic() - t0, 1))  # fmt: skip
+            record.mark(target, "done", **at, seconds=round(time.monotonic() - t0, 1))
             print(f"{target}: done in {time.monotonic() - t0:.0f} s", flush=True)
         else:
             line = why_failed(record.cell_log(target))
-            record.mark(target, "failed", job=job_id, task=index, host=host, line=line)
+            record.mark(target, "failed", **at, line=line)
             print(f"{target}: failed: {line}", flush=True)
             failed += 1
     run(["git", "worktree", "remove", "--force", str(where)], Path(record.root))

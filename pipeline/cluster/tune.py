@@ -18,13 +18,14 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from nanomoe.atomic import atomic_write_text
 from pipeline.cluster import slurm
 from pipeline.cluster.options import sbatch_options
 from pipeline.cluster.record import HOME
-from pipeline.cluster.submit import array_options, run_upstream, write_script
+from pipeline.cluster.submit import array_options, write_script
 from pipeline.cluster.task import Forwarder
 from pipeline.layout import Layout
 from pipeline.params import load_params
@@ -32,6 +33,7 @@ from pipeline.preempt import EXIT_PREEMPTED
 from pipeline.stage import StageError
 from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
 from pipeline.tune.command import STORAGE_ENV, is_url
+from pipeline.worktree import on_path, run_upstream
 
 TUNE_EXPERIMENT = "nanomoe-tune"
 
@@ -69,7 +71,7 @@ def submit_tune(a: argparse.Namespace) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     script = write_script(folder, root, "tune", "tune-task")
     options = array_options(folder, a.workers, "nanomoe-tune", sbatch_options(a))
-    slurm.sbatch(str(script), options, True)
+    slurm.sbatch(str(script), options, test_only=True)
 
     from pipeline.tune.settings import tuned_levels
     from pipeline.tune.storage import open_storage
@@ -77,7 +79,9 @@ def submit_tune(a: argparse.Namespace) -> str:
     check_store()
     experiment_id(Client(), TUNE_EXPERIMENT)
     open_storage(storage, layout.tune_dir / "journal.log")  # the study's tables, made once
-    run_upstream(root, [f"mine_fgrams@{tuned_levels(params)['tokenizer']}"])
+    stage = f"mine_fgrams@{tuned_levels(params)['tokenizer']}"
+    print(f"upstream stages, once, here: dvc repro {stage}", flush=True)
+    run_upstream(root, [stage])
     env = {"MLFLOW_TRACKING_URI": tracking_uri(), STORAGE_ENV: storage}
     doc = {"root": str(root), "python": sys.executable, "args": tuner_args(a), "env": env}
     atomic_write_text(folder / "run.json", json.dumps(doc, indent=2) + "\n")
@@ -91,8 +95,6 @@ def submit_tune(a: argparse.Namespace) -> str:
 
 def wait_tune(job: str, poll: float) -> None:
     """Until the workers' job has left the queue (or every task has ended)."""
-    import time
-
     while any(q.state in ("PENDING", "RUNNING", "COMPLETING") for q in slurm.queue([job]).values()):
         time.sleep(poll)
 
@@ -103,7 +105,7 @@ def main_task() -> int:
     doc = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     threads = os.environ.get("SLURM_CPUS_PER_TASK") or "1"
     env = {**os.environ, **doc["env"], "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    env["PATH"] = f"{Path(doc['python']).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = on_path(env, doc["python"])
     fwd = Forwarder()
     log = folder / "logs" / f"worker-{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}.log"
     code = fwd.call(
