@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?=# `make install EXTRAS=gpu` on a GPU machine: NVIDIA's bindings for MLflow's GPU metrics
 
-.PHONY: install repro test lint bench bench-corpus bench-tokenizer tune gpu-check clean slurm-up slurm-down
+.PHONY: install lock repro test lint bench bench-corpus bench-tokenizer tune gpu-check clean slurm-up slurm-down
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,23 +15,56 @@ $(BIN)/python:
 # find-links in pip.conf: the CPU torch on this machine's disk) is passed on. It compiles the
 # bytecode at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (here it is), every
 # test process would otherwise compile torch and MLflow from source again.
+UV_INSTALL := $(BIN)/pip install --disable-pip-version-check -q uv==0.13.9
 UV := $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python
 FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PY) -m pip config get global.find-links 2>/dev/null))
 
-$(STAMP): $(BIN)/python requirements.txt pyproject.toml
-	$(BIN)/pip install --disable-pip-version-check -q uv==0.13.9
-	$(UV) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) -r requirements.txt
-	$(UV) --no-deps -e .
-	$(if $(EXTRAS),$(UV) -e '.[$(EXTRAS)]')
+# The install is requirements.lock's (`make lock` below): requirements.txt and the project
+# resolved with the lock as constraints, so every package comes at its locked version and is
+# checked against its locked hashes. The lock has PyPI's torch, the CUDA build, and NVIDIA's
+# CUDA packages that it requires: a CUDA machine (no torch wheel in FIND_LINKS) gets exactly
+# the lock. Where FIND_LINKS holds a torch wheel (torch-2.13.0+cpu here), uv takes it, as
+# 2.13.0+cpu satisfies torch==2.13.0: nothing then requires the CUDA packages, and they are
+# not installed. That wheel is not PyPI's file, so torch's hashes are dropped from the
+# constraints ($(VENV)/constraints.txt) on such a machine, and only there. FIND_LINKS= on
+# the command line takes PyPI's CUDA torch on a machine that has a CPU one.
+LOCAL_TORCH ?= $(firstword $(foreach d,$(FIND_LINKS),$(wildcard $(patsubst file://%,%,$(d))/torch-*.whl)))
+CONSTRAINTS := $(if $(LOCAL_TORCH),$(VENV)/constraints.txt,requirements.lock)
+
+$(STAMP): $(BIN)/python requirements.lock requirements.txt pyproject.toml
+	$(UV_INSTALL)
+	$(if $(LOCAL_TORCH),awk '/^[^ #]/ { t = /^torch==/ } t && /--hash/ { next } \
+	  t { sub(/ *\\$$/, "") } 1' requirements.lock > $(CONSTRAINTS))
+	$(UV) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) -c $(CONSTRAINTS) \
+	  -r requirements.txt -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# requirements.lock: requirements.txt and pyproject.toml (its dependencies and extras)
+# resolved by uv for CPython 3.11 on x86-64 Linux, every package pinned with its hashes. PyPI
+# only, not FIND_LINKS: torch is locked as PyPI's torch==2.13.0 (no +cpu, no path) with its
+# CUDA packages, and `make install` above picks the build. uv keeps the lock's pins where the
+# inputs allow (`make lock UPGRADE=1`: the newest of everything). The header's inputs-sha256
+# is tests/test_lock.py's digest of the inputs: the test fails while the lock is stale.
+lock: $(BIN)/python
+	$(UV_INSTALL)
+	$(BIN)/uv pip compile -q requirements.txt pyproject.toml --all-extras --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header \
+	  $(if $(UPGRADE),--upgrade) -o requirements.lock
+	{ echo '# Every package of requirements.txt and pyproject.toml (dependencies, extras), pinned' \
+	  && echo '# with hashes, for CPython 3.11 on x86-64 Linux. Made by `make lock` (uv pip compile' \
+	  && echo '# from the inputs below); do not edit. torch is PyPI'"'"'s (the CUDA build, with its' \
+	  && echo '# CUDA packages): `make install` takes a CPU torch instead where FIND_LINKS has one.' \
+	  && echo "# inputs-sha256: $$($(BIN)/python tests/test_lock.py)" \
+	  && cat requirements.lock; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock
 
 # dvc runs each stage's `python -m ...` through PATH: put the venv first.
 # pipeline.grid first: dvc.yaml's train stages follow params.yaml's grid: (a no-op when they do).
 # WORKERS cells train at once, each in its own worktree on this clone's DVC cache, on
 # cores/WORKERS threads each; then `dvc repro` restores them from the run cache and writes the
-# report (pipeline/workers.py). Two workers pay on a 2-core CPU (README); WORKERS=1: plain
+# report (pipeline/ops/workers.py). Two workers pay on a 2-core CPU (README); WORKERS=1: plain
 # `dvc repro`.
 WORKERS ?= 2
 repro: install

@@ -1,7 +1,7 @@
 """Binary train/val splits and batch sampling, over the character tokenizer's ids.
 
 ``prepare`` splits one text in memory, for a notebook; the pipeline's prepare stage streams a
-corpus of many documents to the same files (pipeline/prepare.py). meta.json says what the
+corpus of many documents to the same files (pipeline/data/prepare.py). meta.json says what the
 ids mean: the characters, and ``eod``, the end-of-document id, when the corpus has documents.
 """
 

@@ -1,48 +1,8 @@
-"""Generate text from the model of an MLflow run, on whatever store MLFLOW_TRACKING_URI names.
+"""``python -m pipeline.sample``: text from an MLflow run's model, in pipeline/ops/sample.py."""
 
-    python -m pipeline.sample --run-id 3f2a... --prompt "ROMEO:" --tokens 500
-
-Every finished ablation cell logs its model file to its run (``model/model.pt``: weights,
-config, vocabulary and F-gram table). The run id is on the run's page in ``mlflow ui`` and in
-the cell's ``experiments/ablation/<cell>/run.json``. The options after ``--run-id`` are those
-of ``python -m nanomoe.sample``, which samples from a local ``ckpt.pt`` or ``model.pt``.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-import tempfile
 
-from nanomoe.config import InputError
-from nanomoe.sample import sample_command
-from pipeline.cell_run import MODEL_ARTIFACT
-from pipeline.tracking import fetch_artifact
-
-RUN_FIX = "pass the Run ID of a finished ablation cell (mlflow ui, or the cell's run.json)"
-
-
-def fetch_model(run_id: str, folder: str) -> str:
-    """Download the run's model file into ``folder``; its path. Raises ``InputError``."""
-    try:
-        return fetch_artifact(run_id, MODEL_ARTIFACT, folder)
-    except LookupError as err:
-        raise InputError(f"--run-id {run_id}", str(err), RUN_FIX) from None
-    except FileNotFoundError as err:
-        fix = "only finished ablation cells have one: run dvc repro, or pick such a run"
-        raise InputError(f"--run-id {run_id}", str(err), fix) from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m pipeline.sample",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--run-id", required=True, help="the MLflow run of a finished ablation cell")
-    with tempfile.TemporaryDirectory() as tmp:
-        return sample_command(p, argv, lambda a: fetch_model(a.run_id, tmp))
-
+from pipeline.ops.sample import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -97,7 +97,7 @@ def make_project(
 
 def write_char_data(root: Path, text: str) -> None:
     """data/char/ for the one text ``text``: the tokenizer file, the prepared splits with
-    the meta.json pipeline/prepare.py writes (the tokenizer file's sha256, each split's
+    the meta.json pipeline/data/prepare.py writes (the tokenizer file's sha256, each split's
     characters and UTF-8 bytes), and the F-grams mined from the train split."""
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     tok = CharTokenizer.from_text(text)  # one text: no end-of-document token

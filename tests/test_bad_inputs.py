@@ -47,7 +47,7 @@ MINE = ("pipeline.mine_fgrams", *CHAR)
 def prepared(tmp_path_factory) -> Path:
     """A tiny project after download, and the char tokenizer, prepare and mine_fgrams
     (in-process: fast)."""
-    from pipeline import download, mine_fgrams, prepare, tokenizer
+    from pipeline.data import download, mine_fgrams, prepare, tokenizer
 
     root = make_project(tmp_path_factory.mktemp("prepared"))
     with contextlib.chdir(root):

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from _project import REPO
 
-from pipeline.cell import budget
 from pipeline.params import load_params
+from pipeline.train.cell import budget
 
 # TinyShakespeare's train split: 1,003,855 characters, 383,353 tokens of the 1,024-token BPE
 CHARS, BPE_TOKENS = 1_003_855, 383_353

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster.options import gpus
-from pipeline.cluster.shared import fs_type, unshared_warning
+from pipeline.ops.cluster.options import gpus
+from pipeline.ops.cluster.shared import fs_type, unshared_warning
 from pipeline.stage import StageError
 
 MOUNTS = """/dev/vda / ext4 rw 0 0
@@ -61,7 +61,7 @@ def test_a_failed_cell_is_named_by_the_line_that_says_why(tmp_path):
     line wins over DVC's ``failed to reproduce``; a log of several tries speaks of its last.
     Kills: the first ERROR line alone (no file named); the last line taken; the whole log
     searched (the first try's reason shown after a resubmit)."""
-    from pipeline.cluster.task import why_failed
+    from pipeline.ops.cluster.task import why_failed
 
     log = tmp_path / "cell.log"
     log.write_text(LOG)

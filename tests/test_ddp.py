@@ -20,8 +20,8 @@ import torch
 from _ddp_ranks import model_inputs
 from _project import REPO, TINY, env_for, make_project, run_module
 
-from pipeline.launch import nproc_setting
 from pipeline.stage import ParamsError
+from pipeline.train.launch import nproc_setting
 
 CHAR = ("--tokenizer", "char")
 CELL = ("--rope", "true", "--moe", "true", "--fgram", "true", *CHAR, "--seed", "1337")

@@ -12,8 +12,8 @@ import pytest
 from _project import CORPUS, env_for, make_project, run_module
 from _shards import make_documents, write_jsonl, write_parquet
 
-import pipeline.download as dl
-from pipeline.download import download
+import pipeline.data.download as dl
+from pipeline.data.download import download
 from pipeline.sources import DataParams, Shard
 from pipeline.stage import ParamsError, StageError
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nanomoe import switches
-from pipeline import gpu_check
+from pipeline.bench import gpu_check
 
 # Every cell of a grid that gives each model switch both levels, on one token stream (the
 # char tokenizer's): the ablation's 8 model variants.

@@ -9,7 +9,7 @@ import yaml
 from _project import REPO, make_project, run_module
 
 from nanomoe.switches import cells, full_grid
-from pipeline.grid import DATA_STAGES, rewrite, share, targets, train_stages
+from pipeline.ops.grid import DATA_STAGES, rewrite, share, targets, train_stages
 from pipeline.params import load_params, read_grid
 from pipeline.stage import ParamsError
 
@@ -46,7 +46,7 @@ def test_the_committed_dvc_yaml_is_what_pipeline_grid_writes_from_params_yaml():
     """Kills: a hand edit of a train stage, a registry or generator change without
     re-running ``python -m pipeline.grid``, or a grid edit left unwritten."""
     text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
-    assert rewrite(text, load_params(REPO / "params.yaml").grid) == text
+    assert rewrite(text, load_params(REPO / "params.yaml").grid, REPO) == text
 
 
 def test_every_locked_train_stage_keeps_its_name_and_cell_folder():
@@ -163,7 +163,9 @@ def test_the_report_of_a_grid_dvc_yaml_was_not_written_for_names_pipeline_grid(t
     root = make_project(tmp_path)
     (root / "experiments" / "ablation").mkdir(parents=True)
     text = (root / "dvc.yaml").read_text(encoding="utf-8")
-    (root / "dvc.yaml").write_text(rewrite(text, read_grid({"rope": [True]})), encoding="utf-8")
+    (root / "dvc.yaml").write_text(
+        rewrite(text, read_grid({"rope": [True]}), root), encoding="utf-8"
+    )
     out = run_module(root, "pipeline.report")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [

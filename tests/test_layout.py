@@ -20,9 +20,12 @@ from nanomoe.switches import (
     full_grid,
     variant_name,
 )
-from pipeline import download, grid, prepare, report, tokenizer, tracking
+from pipeline import tracking
+from pipeline.data import download, prepare, tokenizer
 from pipeline.layout import Layout, project_root
+from pipeline.ops import grid
 from pipeline.params import KEYS, load_params
+from pipeline.report import cli as report
 from pipeline.stage import ParamsError, StageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +38,7 @@ def full_layout(root: Path = REPO) -> Layout:
     """``root``'s dvc.yaml with the grid's stages written for the full grid (both
     tokenizers), as `python -m pipeline.grid` writes them for ``grid.tokenizer: [char, bpe]``."""
     text = (root / "dvc.yaml").read_text(encoding="utf-8")
-    return Layout(root, yaml.safe_load(grid.rewrite(text, full_grid()))["stages"])
+    return Layout(root, yaml.safe_load(grid.rewrite(text, full_grid(), REPO))["stages"])
 
 
 def data_deps(layout: Layout, stage: str, **item: str) -> set[Path]:

@@ -13,16 +13,16 @@ import pytest
 from _project import CORPUS, REPO, make_project
 from _shards import make_documents, sharded_corpus, write_jsonl, write_text
 
-import pipeline.shards
+import pipeline.data.shards
 from nanomoe.data import prepare as prepare_in_memory
 from nanomoe.tokenizer import CharTokenizer, read_tokenizer
+from pipeline.data.prepare import prepare as prepare_stage
+from pipeline.data.split import Splitter, doc_hash, is_val
+from pipeline.data.tokenizer import write_tokenizer
 from pipeline.layout import Layout
 from pipeline.params import TokenizerParams
-from pipeline.prepare import prepare as prepare_stage
 from pipeline.sources import DataParams
-from pipeline.split import Splitter, doc_hash, is_val
 from pipeline.stage import StageError
-from pipeline.tokenizer import write_tokenizer
 
 
 def data(**kw) -> DataParams:
@@ -62,7 +62,7 @@ def test_char_tokens_are_the_characters_plus_one_end_token_per_document(project)
     docs = make_documents(60)
     sharded_corpus(project / "data/raw", docs)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline.shards, "CHUNK_CHARS", 7)
+        mp.setattr(pipeline.data.shards, "CHUNK_CHARS", 7)
         meta, _ = prepare(Layout.load(project), data())
     assert meta["n_train"] + meta["n_val"] == sum(map(len, docs)) + len(docs)
     _, got = splits(project)  # the files: every document, each followed by the token
@@ -121,7 +121,7 @@ def test_one_text_file_is_cut_exactly_as_the_in_memory_split(project, tmp_path):
     text = CORPUS.replace("\n", "\r\n")
     (project / "data/raw/input.txt").write_bytes(text.encode("utf-8"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline.shards, "CHUNK_CHARS", 13)
+        mp.setattr(pipeline.data.shards, "CHUNK_CHARS", 13)
         prepare(Layout.load(project), data())
     expected = prepare_in_memory(CORPUS, tmp_path / "memory", 0.1)
     for name in ("train.bin", "val.bin"):
@@ -203,7 +203,7 @@ def test_bpe_documents_decode_to_themselves_each_followed_by_the_end_token(proje
     sharded_corpus(project / "data/raw", docs)
     layout = Layout.load(project)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline.shards, "CHUNK_CHARS", 13)
+        mp.setattr(pipeline.data.shards, "CHUNK_CHARS", 13)
         meta, _ = prepare(layout, data(), "bpe")
     tok, sha = read_tokenizer(layout.tokenizer("bpe"), "x")
     assert meta["tokenizer_sha256"] == sha and meta["eod"] == tok.eod_id == 299
@@ -222,7 +222,7 @@ def test_one_text_file_in_bpe_is_its_train_cut_and_val_cut_each_encoded_whole(pr
     (project / "data/raw/input.txt").write_text(CORPUS, encoding="utf-8")
     layout = Layout.load(project)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline.shards, "CHUNK_CHARS", 29)
+        mp.setattr(pipeline.data.shards, "CHUNK_CHARS", 29)
         meta, _ = prepare(layout, data(), "bpe")
     tok, _ = read_tokenizer(layout.tokenizer("bpe"), "x")
     n_val = round(len(CORPUS) * 0.1)

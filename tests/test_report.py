@@ -16,11 +16,12 @@ import yaml
 from _project import make_project
 
 from nanomoe.switches import BY_NAME, SWITCHES, cells, variant_name
-from pipeline import report, results
-from pipeline.analysis import analyse
 from pipeline.layout import Layout
+from pipeline.report import cli as report
+from pipeline.report import results
+from pipeline.report.analysis import analyse
+from pipeline.report.summary import summary
 from pipeline.stage import StageError
-from pipeline.summary import summary
 
 
 def grid(**held: list) -> dict[str, list]:

@@ -24,10 +24,10 @@ import yaml
 from _project import env_for, make_project, run_module
 
 from nanomoe.config import GPTConfig, TrainConfig
-from pipeline.cell import prepare_cell
 from pipeline.layout import Layout
 from pipeline.params import load_params
-from pipeline.resume import ResumePoint, fingerprint
+from pipeline.train.cell import prepare_cell
+from pipeline.train.resume import ResumePoint, fingerprint
 
 CELL = "train@false-false-false-char-1337"  # dense, abspos; tiny params: 12 steps, eval every 6
 RUN_DIR = "experiments/ablation/rope-false_moe-false_fgram-false_tokenizer-char_seed-1337"
@@ -193,8 +193,10 @@ def test_a_store_lost_mid_run_keeps_the_files_and_the_rerun_completes_without_tr
     tmp_path, monkeypatch
 ):
     from nanomoe.trainer import Trainer
-    from pipeline import download, prepare, tokenizer, tracking, train
+    from pipeline import tracking
+    from pipeline.data import download, prepare, tokenizer
     from pipeline.stage import StageError
+    from pipeline.train import cli as train
 
     root = make_project(tmp_path)
     monkeypatch.chdir(root)
@@ -280,7 +282,7 @@ CODE_EDIT = """
 from pathlib import Path
 import nanomoe, torch
 from nanomoe.config import GPTConfig, TrainConfig
-from pipeline.resume import ResumePoint, fingerprint
+from pipeline.train.resume import ResumePoint, fingerprint
 
 assert Path(nanomoe.__file__).resolve().is_relative_to(Path.cwd().resolve())  # the copy
 point = ResumePoint(Path("c.pt"), Path("c.json"))
@@ -309,7 +311,7 @@ def test_an_edit_to_the_model_library_invalidates_a_checkpoint(tmp_path):
 @pytest.fixture
 def mined(tmp_path, monkeypatch):
     """A tiny project with its data prepared and F-grams mined (the stages in-process)."""
-    from pipeline import download, mine_fgrams, prepare, tokenizer
+    from pipeline.data import download, mine_fgrams, prepare, tokenizer
 
     root = make_project(tmp_path)
     monkeypatch.chdir(root)

@@ -17,11 +17,12 @@ from _wait import wait_for
 from nanomoe.checkpoint import load_checkpoint
 from nanomoe.sample import generate_text
 from nanomoe.switches import full
-from pipeline import download, mine_fgrams, prepare, tokenizer, train
-from pipeline import sample as run_sample
-from pipeline.cell_run import EXPERIMENT, MODEL_ARTIFACT
+from pipeline.data import download, mine_fgrams, prepare, tokenizer
 from pipeline.layout import Layout
+from pipeline.ops import sample as run_sample
 from pipeline.tracking import Run, system_metrics
+from pipeline.train import cli as train
+from pipeline.train.cell_run import EXPERIMENT, MODEL_ARTIFACT
 
 LEVELS, SEED = full(), 1337  # every switch of the model on: F-grams too; the char tokenizer
 

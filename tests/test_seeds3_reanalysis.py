@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from nanomoe.switches import SWITCHES
-from pipeline.analysis import analyse
+from pipeline.report.analysis import analyse
 
 SEEDS3 = Path(__file__).resolve().parents[1] / "experiments" / "seeds3" / "ablation.csv"
 FULL_GRID = {s.name: list(s.levels) if s.model else [s.low] for s in SWITCHES}  # char only

@@ -140,7 +140,7 @@ def test_mine_stage_mines_only_the_first_mine_max_tokens_train_tokens(tmp_path, 
     """Mutation killed: fgram.mine_max_tokens read but the whole train split mined."""
     import numpy as np
 
-    from pipeline import download, mine_fgrams, prepare, tokenizer
+    from pipeline.data import download, mine_fgrams, prepare, tokenizer
 
     root = make_project(tmp_path, overrides={"fgram": {"mine_max_tokens": 300}})
     monkeypatch.chdir(root)
@@ -159,7 +159,7 @@ def _prepared_project(tmp_path, monkeypatch):
     monkeypatch.chdir(root)
     for k in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
         monkeypatch.delenv(k, raising=False)
-    from pipeline import download, prepare, tokenizer
+    from pipeline.data import download, prepare, tokenizer
 
     monkeypatch.setenv("NANOMOE_DATA_URL", str(root / "corpus.txt"))
     assert download.main([]) == 0
@@ -176,7 +176,7 @@ def _runs(root):
 
 def test_a_training_run_that_fails_is_marked_failed_in_mlflow(tmp_path, monkeypatch):
     from nanomoe.trainer import NonFiniteLossError, Trainer
-    from pipeline import train
+    from pipeline.train import cli as train
 
     root = _prepared_project(tmp_path, monkeypatch)
 
@@ -221,7 +221,7 @@ def test_a_killed_training_run_is_not_left_running_in_mlflow(tmp_path, monkeypat
 
 
 def test_a_prompt_outside_the_corpus_is_rejected_before_training(tmp_path, monkeypatch):
-    from pipeline import train
+    from pipeline.train import cli as train
 
     root = _prepared_project(tmp_path, monkeypatch)
     _write_params(root, lambda p: p["sample"].update(prompt="ROMEO€"))

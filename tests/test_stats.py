@@ -13,9 +13,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from nanomoe.switches import model_grid
-from pipeline.analysis import analyse
-from pipeline.ranking import dunnett_one_sided, rank
-from pipeline.stats import cochran, factorial_effects, lenth, pooled, t_interval
+from pipeline.report.analysis import analyse
+from pipeline.report.ranking import dunnett_one_sided, rank
+from pipeline.report.stats import cochran, factorial_effects, lenth, pooled, t_interval
 
 # Montgomery, Design and Analysis of Experiments (8th ed.), Example 6.2: the filtration rate
 # of a chemical product, a single replicate of a 2^4 design (factors A-D). Table 6.10's

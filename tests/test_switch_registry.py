@@ -12,8 +12,9 @@ from _project import REPO
 
 from nanomoe.config import GPTConfig
 from nanomoe.switches import SWITCHES, cells, data_files, full_grid, variant_name
-from pipeline.grid import rewrite
 from pipeline.layout import Layout
+from pipeline.ops.code_deps import project_imports
+from pipeline.ops.grid import rewrite
 
 MODULES = sorted(p for pkg in ("nanomoe", "pipeline") for p in (REPO / pkg).rglob("*.py"))
 
@@ -25,19 +26,7 @@ def module_name(path: Path) -> str:
 def imports_of(path: Path, known: set[str]) -> set[str]:
     """The project modules ``path`` imports anywhere (``TYPE_CHECKING`` blocks included)."""
     me = module_name(path)
-    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)
-    return {m for m in found if m in known and m != me}
+    return {m for m in project_imports(REPO, me) if m in known and m != me}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -57,11 +46,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycle_in_the_library_or_the_pipeline():
-    """Kills: pipeline/cell_run.py importing ``Cell`` from pipeline/train.py again (even under
-    ``TYPE_CHECKING``), or any other circle."""
+    """Kills: pipeline/train/cell_run.py importing ``Cell`` from pipeline/train/cli.py again
+    (even under ``TYPE_CHECKING``), or any other circle."""
     known = {module_name(p) for p in MODULES}
     graph = {module_name(p): imports_of(p, known) for p in MODULES}
-    assert graph["pipeline.train"] and "pipeline.cell" in graph["pipeline.cell_run"]
+    assert graph["pipeline.train.cli"] and "pipeline.train.cell" in graph["pipeline.train.cell_run"]
     assert cycles(graph) == []
 
 
@@ -118,7 +107,7 @@ def test_a_cells_train_stage_reads_its_own_tokenizers_data_and_only_that(levels)
     expected += [f"data/{tok}/fgrams.json"] * levels["fgram"]
     assert data_files(levels) == expected
     text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
-    layout = Layout(REPO, yaml.safe_load(rewrite(text, full_grid()))["stages"])
+    layout = Layout(REPO, yaml.safe_load(rewrite(text, full_grid(), REPO))["stages"])
     deps = layout.data_deps(layout.train_stage(levels))
     assert [d.relative_to(REPO).as_posix() for d in deps] == expected
 

@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 
 from nanomoe.checkpoint import load_checkpoint
 from nanomoe.sample import generate_text
-from pipeline.cell_run import MODEL_ARTIFACT
+from pipeline.train.cell_run import MODEL_ARTIFACT
 from pipeline.tune import storage as tune_storage
 
 START_TIMEOUT_S = 180  # about 20 s idle; generous for a loaded 2-core machine

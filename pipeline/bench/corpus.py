@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.download import sha256_of  # streamed: this process must stay small
+from pipeline.data.download import sha256_of  # streamed: this process must stay small
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = (

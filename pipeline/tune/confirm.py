@@ -22,10 +22,10 @@ from typing import Any
 import optuna
 
 from nanomoe.trainer import Trainer
-from pipeline.run_callback import MLflowCallback
+from pipeline.report.stats import t_interval
 from pipeline.stage import StageError
-from pipeline.stats import t_interval
 from pipeline.tracking import close_dead_run, tracked
+from pipeline.train.run_callback import MLflowCallback
 from pipeline.tune.ladder import best_trial
 from pipeline.tune.objective import TrialContext, full_model
 from pipeline.tune.settings import params_text

@@ -24,7 +24,7 @@ from nanomoe.model import GPT
 from nanomoe.moe import MoEStats
 from nanomoe.trainer import Callback, NonFiniteLossError, Trainer, set_seed
 from pipeline.params import Params
-from pipeline.run_callback import MLflowCallback
+from pipeline.train.run_callback import MLflowCallback
 from pipeline.tune.ladder import Ladder
 from pipeline.tune.runs import StudyRuns
 from pipeline.tune.settings import TuneSettings, tuned_levels

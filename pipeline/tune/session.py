@@ -18,8 +18,8 @@ from nanomoe.data import load_split
 from nanomoe.fgram import load_fgrams
 from nanomoe.switches import variant_name
 from nanomoe.tokenizer import Tokenizer
+from pipeline.data.tokens import read_tokens
 from pipeline.stage import StageError
-from pipeline.tokens import read_tokens
 from pipeline.tune import storage as tune_storage  # through the module: tests wrap its opener
 from pipeline.tune.confirm import confirm
 from pipeline.tune.inputs import ensure_upstream, fingerprint

@@ -27,8 +27,8 @@
   others. Cochran's C (the largest cell's share of the summed cell variances) tests that;
   Levene's test cannot with two seeds, where each cell's two absolute deviations are equal.
 
-Quantiles come from scipy (pinned in requirements.txt). Who is best: ``pipeline/ranking.py``;
-the two together: ``pipeline/analysis.py``.
+Quantiles come from scipy (pinned in requirements.txt). Who is best: ``pipeline/report/ranking.py``;
+the two together: ``pipeline/report/analysis.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-from pipeline.cluster.cli import main
+from pipeline.report.cli import main
 from pipeline.stage import run_stage
 
 run_stage(main)

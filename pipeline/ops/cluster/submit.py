@@ -17,16 +17,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from pipeline.cluster import slurm
-from pipeline.cluster.options import gpus, sbatch_options
-from pipeline.cluster.record import HOME, Job, Record
-from pipeline.cluster.shared import unshared_warning
-from pipeline.grid import require_current, target_cells
 from pipeline.layout import Layout
-from pipeline.params import load_params
-from pipeline.stage import StageError
-from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
-from pipeline.worktree import (
+from pipeline.ops.cluster import slurm
+from pipeline.ops.cluster.options import gpus, sbatch_options
+from pipeline.ops.cluster.record import HOME, Job, Record
+from pipeline.ops.cluster.shared import unshared_warning
+from pipeline.ops.grid import require_current, target_cells
+from pipeline.ops.worktree import (
     SOURCES,
     cache_dir,
     copy_sources,
@@ -35,6 +32,9 @@ from pipeline.worktree import (
     upstream_stages,
     without_cells,
 )
+from pipeline.params import load_params
+from pipeline.stage import StageError
+from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
 
 EXPERIMENT = "nanomoe-ablation"  # pipeline.cell_run's, without importing torch here
 SCRIPT = """#!/bin/bash
@@ -100,7 +100,7 @@ def submit(a: argparse.Namespace) -> Record:
     layout = Layout.load()
     root = layout.root
     params = load_params(root / "params.yaml")
-    require_current((root / "dvc.yaml").read_text(encoding="utf-8"), params.grid)
+    require_current((root / "dvc.yaml").read_text(encoding="utf-8"), params.grid, root)
     cells = target_cells(params.grid, params.seeds)
     if a.cells_per_task < 1:
         raise StageError(f"--cells-per-task {a.cells_per_task}: must be 1 or more")

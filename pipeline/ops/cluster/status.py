@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import worktree
-from pipeline.cluster import slurm
-from pipeline.cluster.record import Record
-from pipeline.resume import ResumePoint
+from pipeline.ops.cluster import slurm
+from pipeline.ops.cluster.record import Record
 from pipeline.stage import StageError
+from pipeline.train.resume import ResumePoint
 
 ACTIVE = ("pending", "running")
 RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT", "SIGNALING")

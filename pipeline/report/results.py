@@ -16,7 +16,7 @@ import pandas as pd
 
 from nanomoe.config import display_path, read_json
 from nanomoe.switches import BY_NAME, SWITCHES, Levels, cells, variant_name
-from pipeline.provenance import RUNTIME, UNRECORDED
+from pipeline.report.provenance import RUNTIME, UNRECORDED
 from pipeline.stage import StageError
 
 Grid = Mapping[str, Sequence[Any]]  # params.yaml's grid: every switch -> its levels, low first

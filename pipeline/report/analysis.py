@@ -1,5 +1,5 @@
-"""The ablation judged on final_val_bpb: effects with their margins (``pipeline/stats.py``),
-the variants ranked (``pipeline/ranking.py``), and the method in words for the report.
+"""The ablation judged on final_val_bpb: effects with their margins (``pipeline/report/stats.py``),
+the variants ranked (``pipeline/report/ranking.py``), and the method in words for the report.
 
 Two or more seeds: the replicated factorial with seeds as blocks, and Hsu's MCB for best.
 One seed: Lenth's method, and a per-comparison rule for best. Too little to judge (no
@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from nanomoe.switches import varying
-from pipeline.ranking import Ranking, dunnett_one_sided, mcb_margin, rank
-from pipeline.stats import (
+from pipeline.report.ranking import Ranking, dunnett_one_sided, mcb_margin, rank
+from pipeline.report.stats import (
     LENTH_MIN_EFFECTS,
     Cochran,
     Lenth,

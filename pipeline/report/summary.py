@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from nanomoe.switches import BY_NAME, baseline, config_fields, variant_name
-from pipeline.analysis import METRIC, Analysis
 from pipeline.params import Params
-from pipeline.provenance import mixed, runtime_values
+from pipeline.report.analysis import METRIC, Analysis
+from pipeline.report.provenance import mixed, runtime_values
 from pipeline.tracking import Run, flatten, git_commit, tracked
 
 

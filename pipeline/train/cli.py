@@ -29,17 +29,17 @@ from nanomoe.model import GPT
 from nanomoe.sample import generate_text
 from nanomoe.switches import SWITCHES
 from nanomoe.trainer import Callback, Preempted, Trainer, TrainResult, set_seed
-from pipeline.cell import Cell, prepare_cell
-from pipeline.cell_run import EXPERIMENT, log_results, open_run, relog_history
-from pipeline.launch import from_main, launch_cell
 from pipeline.layout import Layout
 from pipeline.params import Params, load_params
 from pipeline.plots import curve_csv, plot_curve
-from pipeline.preempt import EXIT_PREEMPTED, Preemption
-from pipeline.resume import fingerprint
-from pipeline.run_callback import MLflowCallback
 from pipeline.stage import StageError, run_stage
 from pipeline.tracking import Run, check_store, tracked, tracking_uri
+from pipeline.train.cell import Cell, prepare_cell
+from pipeline.train.cell_run import EXPERIMENT, log_results, open_run, relog_history
+from pipeline.train.launch import from_main, launch_cell
+from pipeline.train.preempt import EXIT_PREEMPTED, Preemption
+from pipeline.train.resume import fingerprint
+from pipeline.train.run_callback import MLflowCallback
 
 RawHelp = argparse.RawDescriptionHelpFormatter
 

@@ -1,8 +1,8 @@
 """The corpus in data/raw/ as a stream of text, split: what the tokenizer and prepare stages
 read, each in two passes over the shards.
 
-``scan`` (pass 1) reads every shard, checks it (pipeline/shards.py), gathers the characters
-and routes each document to its split (pipeline/split.py). ``split_text`` (pass 2) reads the
+``scan`` (pass 1) reads every shard, checks it (pipeline/data/shards.py), gathers the characters
+and routes each document to its split (pipeline/data/split.py). ``split_text`` (pass 2) reads the
 shards again and yields each kept document's text, piece by piece, with its split. Memory
 holds a chunk of text, never the corpus.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from pipeline.data.shards import documents
+from pipeline.data.split import Splitter, doc_hash
 from pipeline.layout import Layout
-from pipeline.shards import documents
 from pipeline.sources import DataParams, shard_format
-from pipeline.split import Splitter, doc_hash
 from pipeline.stage import StageError
 
 END = None  # split_text's piece where a document ends

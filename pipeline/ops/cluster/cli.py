@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cluster import slurm
-from pipeline.cluster.options import add_slurm_options
-from pipeline.cluster.record import HOME, Record
-from pipeline.cluster.status import ACTIVE, cell_states, collect, table, wait
 from pipeline.layout import project_root
+from pipeline.ops.cluster import slurm
+from pipeline.ops.cluster.options import add_slurm_options
+from pipeline.ops.cluster.record import HOME, Record
+from pipeline.ops.cluster.status import ACTIVE, cell_states, collect, table, wait
 from pipeline.stage import StageError
 
 RawHelp = argparse.RawDescriptionHelpFormatter
@@ -85,7 +85,7 @@ def record_here() -> Record:
 
 
 def submit(a: argparse.Namespace) -> int:
-    from pipeline.cluster.submit import resubmit, submit
+    from pipeline.ops.cluster.submit import resubmit, submit
 
     folder = project_root() / HOME
     slurm.require()
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.verb == "collect":
         return collect(project_root(), list(record_here().cells), a.pull)
     if a.verb == "tune":
-        from pipeline.cluster.tune import submit_tune, wait_tune
+        from pipeline.ops.cluster.tune import submit_tune, wait_tune
 
         job = submit_tune(a)
         if a.wait:
@@ -143,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"job {job}: every worker has ended")
         return 0
     if a.verb == "task":
-        from pipeline.cluster.task import main as task
+        from pipeline.ops.cluster.task import main as task
 
         return task()
     if a.verb == "tune-task":
-        from pipeline.cluster.tune import main_task
+        from pipeline.ops.cluster.tune import main_task
 
         return main_task()
     raise AssertionError(a.verb)

@@ -11,7 +11,7 @@ script's only line; users never type it).
    Each cell's state goes to ``cells/<target>.json`` (record.py).
 3. SIGTERM (preemption, a time limit, ``scancel --signal=TERM``, ``scontrol requeue``): the
    signal goes on to the cell's processes, whose train stage saves a checkpoint at the step
-   it reached (pipeline/preempt.py) in the shared checkpoints folder; then the task queues
+   it reached (pipeline/train/preempt.py) in the shared checkpoints folder; then the task queues
    itself again (``scontrol requeue $SLURM_JOB_ID``: SLURM has no exit code that requeues by
    default) and exits 143. Requeued, on any node, it runs its cells again: those done are
    restored from the run cache, the preempted one resumes from its checkpoint.
@@ -28,11 +28,19 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.cluster import slurm
-from pipeline.cluster.record import Record
 from pipeline.layout import Layout
-from pipeline.preempt import EXIT_PREEMPTED
-from pipeline.worktree import add_worktree, copy_sources, dvc, on_path, read_lock, run, use_cache
+from pipeline.ops.cluster import slurm
+from pipeline.ops.cluster.record import Record
+from pipeline.ops.worktree import (
+    add_worktree,
+    copy_sources,
+    dvc,
+    on_path,
+    read_lock,
+    run,
+    use_cache,
+)
+from pipeline.train.preempt import EXIT_PREEMPTED
 
 GRACE_S = 60  # how long the cell's processes get to save and exit after SIGTERM
 

@@ -9,5 +9,5 @@
 - ``task.py``: what one array task runs on its node (worktree, cells, SIGTERM and requeue);
 - ``status.py``: the table of cells, ``--wait``'s progress lines, collect.
 
-Only ``pipeline.cluster`` imports these modules.
+Only ``pipeline.cluster`` (pipeline/cluster.py, the entry) imports these modules.
 """

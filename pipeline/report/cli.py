@@ -2,7 +2,7 @@
 samples, and one MLflow summary run for the whole ablation.
 
 Reads the cells the train stages wrote under experiments/ablation/ (every cell of params.yaml's
-``grid:`` x every seed: ``pipeline/results.py``) and writes experiments/ablation.csv,
+``grid:`` x every seed: ``pipeline/report/results.py``) and writes experiments/ablation.csv,
 report.md, ablation.png, compute.png and summary.json (the DVC metrics).
 
 Every comparison uses the final validation loss (the full split after the last step). The
@@ -11,7 +11,7 @@ more seeds they are judged as a replicated factorial with the seeds as blocks (t
 cell x seed noise); with one seed by Lenth's pseudo standard error, which needs at least 7
 effects (k >= 3). With fewer, or with no factor, the report says there is no verdict rather
 than guess. A variant is called best only when it is separated from every other: Hsu's MCB
-with seeds, a per-comparison margin with one (``pipeline/analysis.py``).
+with seeds, a per-comparison margin with one (``pipeline/report/analysis.py``).
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ import pandas as pd
 
 from nanomoe.atomic import atomic_write_text
 from nanomoe.switches import BY_NAME, SWITCHES, Switch, cells
-from pipeline.analysis import Analysis, analyse
 from pipeline.layout import Layout
 from pipeline.params import load_params
 from pipeline.plots import plot_ablation, plot_compute
-from pipeline.provenance import mixed, provenance_lines, unresolved
-from pipeline.ranking import Ranking
-from pipeline.results import collect
+from pipeline.report.analysis import Analysis, analyse
+from pipeline.report.provenance import mixed, provenance_lines, unresolved
+from pipeline.report.ranking import Ranking
+from pipeline.report.results import collect
+from pipeline.report.summary import log_summary_run, summary
 from pipeline.stage import StageError, run_stage
-from pipeline.summary import log_summary_run, summary
 from pipeline.tracking import check_store, tracking_uri
 
 

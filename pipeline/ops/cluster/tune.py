@@ -22,18 +22,18 @@ import time
 from pathlib import Path
 
 from nanomoe.atomic import atomic_write_text
-from pipeline.cluster import slurm
-from pipeline.cluster.options import sbatch_options
-from pipeline.cluster.record import HOME
-from pipeline.cluster.submit import array_options, write_script
-from pipeline.cluster.task import Forwarder
 from pipeline.layout import Layout
+from pipeline.ops.cluster import slurm
+from pipeline.ops.cluster.options import sbatch_options
+from pipeline.ops.cluster.record import HOME
+from pipeline.ops.cluster.submit import array_options, write_script
+from pipeline.ops.cluster.task import Forwarder
+from pipeline.ops.worktree import on_path, run_upstream
 from pipeline.params import load_params
-from pipeline.preempt import EXIT_PREEMPTED
 from pipeline.stage import StageError
 from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
+from pipeline.train.preempt import EXIT_PREEMPTED
 from pipeline.tune.command import STORAGE_ENV, is_url
-from pipeline.worktree import on_path, run_upstream
 
 TUNE_EXPERIMENT = "nanomoe-tune"
 

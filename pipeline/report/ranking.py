@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import integrate, optimize, special
 
-from pipeline.stats import LEVEL
+from pipeline.report.stats import LEVEL
 
 # Probabilists' Gauss-Hermite nodes for E[f(Z)], Z ~ N(0, 1): the inner integral of Dunnett's.
 _Z, _W = np.polynomial.hermite_e.hermegauss(64)

@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 
 from nanomoe.trainer import TrainResult
-from pipeline.cell import Cell
 from pipeline.layout import Layout
 from pipeline.params import Params
 from pipeline.tracking import Run, close_dead_run, flatten, git_commit
+from pipeline.train.cell import Cell
 
 EXPERIMENT = "nanomoe-ablation"
 MODEL_ARTIFACT = "model/model.pt"

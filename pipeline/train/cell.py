@@ -19,11 +19,11 @@ from nanomoe.device import resolve_device
 from nanomoe.fgram import Fgram, load_fgrams
 from nanomoe.switches import BY_NAME, SWITCHES, Levels, data_files, variant_name
 from nanomoe.tokenizer import Tokenizer
+from pipeline.data.tokens import read_tokens
 from pipeline.layout import Layout
 from pipeline.params import Params
-from pipeline.resume import ResumePoint
 from pipeline.stage import ParamsError, StageError
-from pipeline.tokens import read_tokens
+from pipeline.train.resume import ResumePoint
 
 
 @dataclass
