@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import worktree
+from pipeline.ops import worktree
 from pipeline.ops.cluster import slurm
 from pipeline.ops.cluster.record import Record
 from pipeline.stage import StageError
