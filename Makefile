@@ -20,21 +20,22 @@ UV := $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python
 FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PY) -m pip config get global.find-links 2>/dev/null))
 
 # The install is requirements.lock's (`make lock` below): requirements.txt and the project
-# resolved with the lock as constraints, so every package comes at its locked version and is
-# checked against its locked hashes. The lock has PyPI's torch, the CUDA build, and NVIDIA's
-# CUDA packages that it requires: a CUDA machine (no torch wheel in FIND_LINKS) gets exactly
-# the lock. Where FIND_LINKS holds a torch wheel (torch-2.13.0+cpu here), uv takes it, as
-# 2.13.0+cpu satisfies torch==2.13.0: nothing then requires the CUDA packages, and they are
-# not installed. That wheel is not PyPI's file, so torch's hashes are dropped from the
-# constraints ($(VENV)/constraints.txt) on such a machine, and only there. FIND_LINKS= on
-# the command line takes PyPI's CUDA torch on a machine that has a CPU one.
+# resolved with the lock as constraints, so that every package comes at its locked version
+# and is checked against its locked hashes. The lock has PyPI's torch, the CUDA build, and
+# the NVIDIA CUDA packages it requires: a CUDA machine (no torch wheel in FIND_LINKS) gets
+# the lock exactly. Where FIND_LINKS holds a torch wheel (torch-2.13.0+cpu here), uv takes
+# it, as 2.13.0+cpu satisfies torch==2.13.0; nothing then requires the CUDA packages and
+# they are not installed. That wheel is not PyPI's file: on such a machine, and only there,
+# the constraints are the lock less torch's hashes ($(VENV)/constraints.txt). FIND_LINKS= on
+# the command line gets PyPI's CUDA torch on a machine that has a CPU one.
 LOCAL_TORCH ?= $(firstword $(foreach d,$(FIND_LINKS),$(wildcard $(patsubst file://%,%,$(d))/torch-*.whl)))
 CONSTRAINTS := $(if $(LOCAL_TORCH),$(VENV)/constraints.txt,requirements.lock)
 
-$(STAMP): $(BIN)/python requirements.lock requirements.txt pyproject.toml
+$(VENV)/constraints.txt: requirements.lock | $(BIN)/python
+	sed -e '/^torch==/,/^[^ ]/{/^ *--hash/d;}' -e '/^torch==/s/ *\\$$//' requirements.lock > $@
+
+$(STAMP): $(BIN)/python $(CONSTRAINTS) requirements.txt pyproject.toml
 	$(UV_INSTALL)
-	$(if $(LOCAL_TORCH),awk '/^[^ #]/ { t = /^torch==/ } t && /--hash/ { next } \
-	  t { sub(/ *\\$$/, "") } 1' requirements.lock > $(CONSTRAINTS))
 	$(UV) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) -c $(CONSTRAINTS) \
 	  -r requirements.txt -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	touch $(STAMP)
@@ -46,16 +47,16 @@ install: $(STAMP)
 # only, not FIND_LINKS: torch is locked as PyPI's torch==2.13.0 (no +cpu, no path) with its
 # CUDA packages, and `make install` above picks the build. uv keeps the lock's pins where the
 # inputs allow (`make lock UPGRADE=1`: the newest of everything). The header's inputs-sha256
-# is tests/test_lock.py's digest of the inputs: the test fails while the lock is stale.
+# is tests/test_lock.py's digest of the inputs: that test fails while the lock is stale.
 lock: $(BIN)/python
 	$(UV_INSTALL)
 	$(BIN)/uv pip compile -q requirements.txt pyproject.toml --all-extras --generate-hashes \
 	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header \
 	  $(if $(UPGRADE),--upgrade) -o requirements.lock
-	{ echo '# Every package of requirements.txt and pyproject.toml (dependencies, extras), pinned' \
-	  && echo '# with hashes, for CPython 3.11 on x86-64 Linux. Made by `make lock` (uv pip compile' \
-	  && echo '# from the inputs below); do not edit. torch is PyPI'"'"'s (the CUDA build, with its' \
-	  && echo '# CUDA packages): `make install` takes a CPU torch instead where FIND_LINKS has one.' \
+	{ echo '# Every package of requirements.txt and pyproject.toml (dependencies and extras),' \
+	  && echo '# pinned with hashes, for CPython 3.11 on x86-64 Linux. Made by `make lock`' \
+	  && echo '# (uv pip compile); do not edit. torch is the PyPI build (CUDA, with NVIDIA'\''s' \
+	  && echo '# packages): `make install` takes a CPU torch instead where FIND_LINKS holds one.' \
 	  && echo "# inputs-sha256: $$($(BIN)/python tests/test_lock.py)" \
 	  && cat requirements.lock; } > requirements.lock.tmp
 	mv requirements.lock.tmp requirements.lock
@@ -115,7 +116,7 @@ tune: install
 # DVC or Optuna needed). Writes experiments/gpu/gpu_check.json.
 GPU_PY ?= python3
 gpu-check:
-	$(GPU_PY) -m pipeline.gpu_check
+	$(GPU_PY) -m pipeline.bench.gpu_check
 
 clean:
 	rm -rf $(VENV)

@@ -1,6 +1,6 @@
-"""Binary train/val splits and batch sampling, over the character tokenizer's ids.
+"""Binary train/val splits and batch sampling, over any tokenizer's ids (characters or BPE).
 
-``prepare`` splits one text in memory, for a notebook; the pipeline's prepare stage streams a
+``prepare`` splits one text in memory with the character tokenizer, for a notebook; the pipeline's prepare stage streams a
 corpus of many documents to the same files (pipeline/data/prepare.py). meta.json says what the
 ids mean: the characters, and ``eod``, the end-of-document id, when the corpus has documents.
 """

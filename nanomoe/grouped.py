@@ -3,11 +3,11 @@
 ``grouped_mm(a, b, ends)``: rows ``ends[e-1]:ends[e]`` of ``a`` (M, K) times ``b[e]``
 (E, K, N), giving (M, N). It is one custom op with its own shape function and backward, so
 ``torch.compile`` sees a single opaque kernel with static shapes: it traces the MoE in one
-graph in any dtype and never recompiles when the routing moves rows between experts. (PyTorch's
-own ``torch._grouped_mm`` traces only in bf16.) Inside, it calls ``torch._grouped_mm``, a
-grouped GEMM on CUDA and a loop of GEMMs on the CPU, with no device-to-host sync; where that
-kernel cannot take the input (fp32 on CUDA, a GPU older than Hopper), a loop over the experts
-does, reading the slice ends on the host.
+graph in any dtype and never recompiles when the routing moves rows between experts.
+(PyTorch's own ``F.grouped_mm`` traces only in bf16.) Inside, it calls
+``torch.nn.functional.grouped_mm``, a grouped GEMM on CUDA and a loop of GEMMs on the CPU,
+with no device-to-host sync; where that kernel cannot take the input (fp32 on CUDA, a GPU
+older than Hopper), a loop over the experts does, reading the slice ends on the host.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def expert_loop():
 
 
 def _native_ok(a: torch.Tensor) -> bool:
-    """Whether ``torch._grouped_mm`` takes ``a``: bf16 on Hopper or newer GPUs (torch >= 2.8),
-    any float dtype on the CPU (its fallback, torch >= 2.9)."""
+    """Whether ``F.grouped_mm`` takes ``a``: bf16 on Hopper or newer GPUs (torch >= 2.8), any
+    float dtype on the CPU (its fallback, torch >= 2.9)."""
     if _loop_forced:
         return False
     if a.device.type == "cuda":
@@ -67,7 +67,7 @@ def _forward(a: torch.Tensor, b: torch.Tensor, ends: torch.Tensor) -> torch.Tens
     if K % ALIGN or N % ALIGN:  # zero padding adds exact zeros to every product
         a = _pad_last(a, K)
         b = F.pad(b, (0, -N % ALIGN, 0, -K % ALIGN))
-    return torch._grouped_mm(a, b, offs=ends)[:, :N]
+    return F.grouped_mm(a, b, offs=ends)[:, :N]
 
 
 def _weight_grad(a: torch.Tensor, g: torch.Tensor, ends: torch.Tensor, E: int) -> torch.Tensor:
@@ -81,7 +81,7 @@ def _weight_grad(a: torch.Tensor, g: torch.Tensor, ends: torch.Tensor, E: int) -
             start = end
         return out
     a, g = _pad_last(a, K), _pad_last(g, N)
-    return torch._grouped_mm(a.T, g, offs=ends)[:, :K, :N]
+    return F.grouped_mm(a.T, g, offs=ends)[:, :K, :N]
 
 
 @torch.library.custom_op("nanomoe::grouped_mm", mutates_args=())

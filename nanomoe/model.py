@@ -1,4 +1,4 @@
-"""NanoMoE: a character-level GPT with three switches, RoPE, MoE and F-grams.
+"""NanoMoE: a GPT with three switches, RoPE, MoE and F-grams, over any tokenizer's ids.
 
 Read top to bottom: attention (RoPE or learned positions), the dense MLP, the block, then the
 GPT that wires in the MoE feed-forward (``moe.py``) and the F-gram embedding (``fgram.py``).

@@ -137,11 +137,15 @@ def model_grid() -> dict[str, list]:
     return {s.name: list(s.levels) if s.model else [s.low] for s in SWITCHES}
 
 
-def variant_name(levels: Levels) -> str:
-    """``rope+moe-fgram``: each switch's label in registry order. The first switch's labels
-    are words (``rope``/``abspos``), the others' ``+name``/``-name``, so no name starts with
-    a dash. A switch ``levels`` leaves out is at its low level."""
-    return "".join(s.label(levels.get(s.name, s.low)) for s in SWITCHES)
+def variant_name(levels: Levels, named: Sequence[str] | None = None) -> str:
+    """``rope+moe-fgram``: the label of each switch in ``named`` (default: every switch), in
+    registry order. The first switch's labels are words (``rope``/``abspos``), the others'
+    ``+name``/``-name``; where one of those comes first it reads ``name``/``no-name``
+    (``no-moe+fgram``), so no name starts with a dash. A switch ``levels`` leaves out is at
+    its low level."""
+    shown = [s for s in SWITCHES if named is None or s.name in named]
+    name = "".join(s.label(levels.get(s.name, s.low)) for s in shown)
+    return {"+": name[1:], "-": f"no{name}"}.get(name[:1], name)
 
 
 def config_fields(levels: Levels) -> dict[str, Any]:
@@ -167,3 +171,11 @@ def cells(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 def varying(grid: Mapping[str, Sequence[Any]]) -> list[Switch]:
     """The switches that ``grid`` gives both levels: the factors of its design."""
     return [s for s in SWITCHES if len(set(grid.get(s.name, ()))) == 2]
+
+
+def grid_variant(levels: Levels, grid: Mapping[str, Sequence[Any]]) -> str:
+    """A variant's name in ``grid``: the levels of its factors only (``rope+moe-fgram``); a
+    factor held at one level is said once, in the report's header. A grid of one cell: every
+    switch's level."""
+    factors = [s.name for s in varying(grid)]
+    return variant_name(levels, factors) if factors else variant_name(levels)

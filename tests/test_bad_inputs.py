@@ -234,6 +234,14 @@ COMMANDS = [
     Row("grid-tokenizer-unknown-wordpiece", ("pipeline.download",),
         edit_params(lambda p: p["grid"].update(tokenizer=["char", "wordpiece"])),
         "params.yaml: grid.tokenizer", "its levels are char and bpe"),
+    # Kills: the reader's duplicate-key check removed (PyYAML keeps the last one silently)
+    Row("params-key-written-twice", ("pipeline.download",),
+        params_text(r"^  max_iters: .*$", "  max_iters: 12\n  max_iters: 3"),
+        "params.yaml: train.max_iters", "written twice, at lines"),
+    # Kills: read_tokens' block check dropped (the trainer's traceback comes back)
+    Row("val-split-shorter-than-one-block", DENSE,
+        edit_params(lambda p: p["model"].update(block_size=4096)),
+        "data/char/prepared", "the val split has"),
     # download: nothing is written unless the new shard is good
     Row("data-url-unreachable", ("pipeline.download",),
         edit_params(lambda p: p["data"].update(url="file:///nonexistent/input.txt")),

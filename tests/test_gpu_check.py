@@ -28,7 +28,7 @@ ALL_VARIANTS = {
 def test_without_cuda_it_fails_in_one_line_naming_cuda(tmp_path):
     out = tmp_path / "gpu.json"
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.gpu_check", "--out", str(out)],
+        [sys.executable, "-m", "pipeline.bench.gpu_check", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 2
@@ -62,7 +62,7 @@ def test_the_check_writes_bench_and_all_8_variants(monkeypatch, tmp_path):
 
 def test_the_check_imports_neither_mlflow_nor_dvc_nor_optuna():
     code = (
-        "import sys, pipeline.gpu_check; "
+        "import sys, pipeline.bench.gpu_check; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'dvc', 'optuna'}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -10,7 +10,8 @@ from _project import REPO, make_project, run_module
 
 from nanomoe.switches import cells, full_grid
 from pipeline.ops.grid import DATA_STAGES, rewrite, share, targets, train_stages
-from pipeline.params import load_params, read_grid
+from pipeline.params import load_params
+from pipeline.params.grid import read_grid
 from pipeline.stage import ParamsError
 
 LOCKED = yaml.safe_load((REPO / "dvc.lock").read_text(encoding="utf-8"))["stages"]

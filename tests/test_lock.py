@@ -43,11 +43,17 @@ def project_table() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
+def roots() -> list[str]:
+    """What `make install` asks for without EXTRAS: requirements.txt and pyproject's
+    dependencies."""
+    requirements = [r for r in requirements_txt() if not r.startswith("-")]  # not pip options
+    return requirements + project_table()["dependencies"]
+
+
 def top_level() -> list[str]:
-    """Every top-level requirement: requirements.txt's, pyproject's dependencies and extras."""
-    project = project_table()
-    extras = project.get("optional-dependencies", {})
-    return requirements_txt() + project["dependencies"] + [r for e in extras.values() for r in e]
+    """Every top-level requirement: the roots and pyproject's extras."""
+    extras = project_table().get("optional-dependencies", {})
+    return roots() + [r for e in extras.values() for r in e]
 
 
 def inputs_digest() -> str:
@@ -132,7 +138,7 @@ def test_venv_matches_lock():
         if name not in TOOLS and pins.get(name) != d.version.split("+")[0]
     ]
     # What the top-level requirements need here, through installed packages' metadata.
-    todo = [Requirement(r) for r in requirements_txt() + project_table()["dependencies"]]
+    todo = [Requirement(r) for r in roots()]
     seen, missing = set(), []
     while todo:
         req = todo.pop()
@@ -143,9 +149,9 @@ def test_venv_matches_lock():
         if name not in installed:
             missing.append(f"{req} (locked: {pins.get(name)})")
             continue
+        wanted = [""] + sorted(req.extras)
         for r in map(Requirement, installed[name].requires or []):
-            extras = [""] + sorted(req.extras)
-            if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in extras):
+            if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in wanted):
                 todo.append(r)
     assert not wrong + missing, "the venv does not match requirements.lock (`make install`):\n" + (
         "\n".join(wrong + [f"missing: {m}" for m in missing])

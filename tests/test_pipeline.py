@@ -91,9 +91,10 @@ def test_mlflow_store_holds_eight_cell_runs_and_one_ablation_summary(repro):
     assert runs["metrics.final_val_bpb"].notna().all()
     assert runs["metrics.final_val_loss"].notna().all()
     assert runs["metrics.best_val_loss"].notna().all()
-    assert set(runs["tags.mlflow.runName"]) == set(
-        pd.read_csv(root / "experiments/ablation.csv").variant
-    )
+    table = pd.read_csv(root / "experiments/ablation.csv")
+    assert set(runs["tags.mlflow.runName"]) == {
+        f"{r.variant} seed {r.seed}" for r in table.itertuples()
+    }
     assert set(runs["params.tokenizer"]) == {"char", "bpe"}
     client = mlflow.MlflowClient()
     for metric in ("val_loss", "val_bpb"):

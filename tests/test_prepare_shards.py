@@ -20,7 +20,7 @@ from pipeline.data.prepare import prepare as prepare_stage
 from pipeline.data.split import Splitter, doc_hash, is_val
 from pipeline.data.tokenizer import write_tokenizer
 from pipeline.layout import Layout
-from pipeline.params import TokenizerParams
+from pipeline.params.sections import TokenizerParams
 from pipeline.sources import DataParams
 from pipeline.stage import StageError
 

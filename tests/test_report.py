@@ -20,6 +20,7 @@ from pipeline.layout import Layout
 from pipeline.report import cli as report
 from pipeline.report import results
 from pipeline.report.analysis import analyse
+from pipeline.report.provenance import portable
 from pipeline.report.summary import summary
 from pipeline.stage import StageError
 
@@ -86,7 +87,7 @@ def test_one_seed_of_a_2x2_design_gives_no_verdict_rather_than_a_guess(tmp_path)
     # even though the rope+moe+fgram cell is lowest by a wide gap
     assert a.lenth is None and a.effects.margin.isna().all()
     assert not a.effects.distinguishable.any()
-    assert a.ranking.best is None and a.ranking.order[0] == "rope+moe+fgram-bpe"
+    assert a.ranking.best is None and a.ranking.order[0] == "moe+fgram"
     md = report.render_markdown(df, report.variant_table(df, a.ranking), a, samples, [])
     assert "**Method**: no verdict: one seed and 2 varying switch(es) give 3 effect(s)" in md
     assert "seeds:" in md  # the fix: more seeds
@@ -109,7 +110,7 @@ def test_two_seeds_of_a_2x2_design_are_judged_as_a_replicated_factorial(tmp_path
     assert len(a.effects) == 3 and a.effects.margin.notna().all()
     judged = a.effects.set_index("effect").distinguishable.to_dict()
     assert judged == {"moe (main)": True, "fgram (main)": True, "moe x fgram": False}
-    assert a.ranking.best == "rope+moe+fgram-bpe"
+    assert a.ranking.best == "moe+fgram"
     summ = summary(df, a, ROPE_HELD, [])
     assert summ["method"] == "replicated factorial" and summ["n_seeds"] == 2
     assert summ["df"] == 3 and summ["sigma"] == pytest.approx(a.noise.sigma)
@@ -145,7 +146,7 @@ def test_the_baseline_is_the_grids_all_low_cell(tmp_path):
     write_grid(tmp_path, ROPE_HELD, [1])
     df, _, _ = results.collect(tmp_path, ROPE_HELD, [1])
     summ = summary(df, analyse(df, ROPE_HELD), ROPE_HELD, [])
-    assert summ["baseline_variant"] == variant_name({"rope": True}) == "rope-moe-fgram-bpe"
+    assert summ["baseline_variant"] == "no-moe-fgram"  # rope and the tokenizer held: unnamed
     assert summ["metric"] == "final_val_bpb"
     low = {s.name: s.low for s in SWITCHES}
     assert summ["dense_final_val_bpb"] == loss_of({**low, "rope": True}, 1)
@@ -202,13 +203,37 @@ def test_the_report_stage_writes_the_grids_cells_and_logs_the_grid(tmp_path, mon
     assert {"final_val_bpb", "best_val_bpb", "bytes_seen", "epochs"} <= set(table.columns)
     summ = json.loads((root / "experiments/summary.json").read_text())
     assert summ["factors"] == ["moe", "fgram"]
-    assert summ["baseline_variant"] == "rope-moe-fgram-bpe"
+    assert summ["baseline_variant"] == "no-moe-fgram"
     md = (root / "experiments/report.md").read_text(encoding="utf-8")
-    assert f"| variant | {' | '.join(BY_NAME)} |" in md
-    assert "| `rope-moe-fgram-bpe` | on | off | off | char |" in md
+    # the names and the table name the factors only; the held ones are said in the header.
+    # Kills: variant names spelling every switch (``rope-moe-fgram-bpe``, "-bpe" for a
+    # tokenizer never varied), or the effects column headed "val loss" in a bpb report
+    assert "held fixed: rope on, tokenizer char" in md
+    assert "| variant | moe | fgram | final val bpb" in md
+    assert "| `no-moe-fgram` | off | off |" in md and "bpe" not in md.split("## Samples")[0]
+    assert "| effect | Δ final val bpb | distinguishable from noise |" in md
+    # a committed file: the store named relative to the project (Kills: the absolute path)
+    assert str(root) not in md and "`sqlite:///mlflow.db`" in md
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     (run,) = mlflow.search_runs(experiment_names=["x"], output_format="list")
     params = run.data.params
     assert params["grid.rope"] == "[true]" and params["grid.moe"] == "[false, true]"
     assert not {f"model.{name}" for name in BY_NAME} & set(params)
     assert yaml.safe_load(params["grid.fgram"]) == [False, True]
+
+
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("sqlite:////proj/mlflow.db", "sqlite:///mlflow.db"),
+        ("sqlite:////elsewhere/x/mlflow.db", "sqlite:///.../mlflow.db"),
+        ("file:///proj/mlruns", "mlruns"),
+        ("http://alice:s3cret@tracking:5000", "http://alice:***@tracking:5000"),
+        ("postgresql+psycopg://bob:pw@db/mlflow", "postgresql+psycopg://bob:***@db/mlflow"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ],
+)
+def test_report_md_names_the_store_without_an_absolute_path_or_a_password(uri, shown):
+    """Kills: portable() passing the URI through (report.md is committed: a path of one
+    machine, or a password, must not land in git)."""
+    assert portable(uri, Path("/proj")) == shown

@@ -25,7 +25,7 @@ from _project import env_for, make_project, run_module
 
 from nanomoe.config import GPTConfig, TrainConfig
 from pipeline.layout import Layout
-from pipeline.params import load_params
+from pipeline.project import Project
 from pipeline.train.cell import prepare_cell
 from pipeline.train.resume import ResumePoint, fingerprint
 
@@ -327,7 +327,7 @@ def cell_and_fingerprint(root, fgram: bool):
     """The abspos char cell without MoE, with or without F-grams, as the train stage prepares
     it, and its fingerprint (the tokenizer left out of ``levels``: its low level, char)."""
     levels = {"rope": False, "moe": False, "fgram": fgram}
-    cell = prepare_cell(load_params(root / "params.yaml"), Layout.load(root), levels, 1337)
+    cell = prepare_cell(Project.load(root), levels, 1337)
     return cell, fingerprint(cell.config, cell.train_cfg, cell.inputs)
 
 

@@ -42,9 +42,11 @@ def test_two_workers_train_every_cell_and_repro_here_restores_them(project):
     assert sorted(restored) == sorted(done), tail(trained)
     assert TRAINED not in trained.stdout  # the workers' own output goes to their logs
     assert (root / "experiments" / "report.md").is_file()
+    metrics = [
+        json.loads(p.read_text()) for p in (root / "experiments/ablation").glob("*/metrics.json")
+    ]
     assert sorted(cell_runs(root).values()) == sorted(
-        json.loads(p.read_text())["variant"]
-        for p in (root / "experiments/ablation").glob("*/metrics.json")
+        f"{m['variant']} seed {m['seed']}" for m in metrics
     )
     assert set(run_ids(root).values()) == set(cell_runs(root))
 

@@ -188,7 +188,9 @@ def test_a_training_run_that_fails_is_marked_failed_in_mlflow(tmp_path, monkeypa
         train.main(["--rope", "true", "--moe", "true", "--fgram", "false", *CHAR, "--seed", "7"])
     runs = _runs(root)
     assert list(runs.status) == ["FAILED"]
-    assert runs["tags.mlflow.runName"][0] == "rope+moe-fgram-bpe"
+    assert (
+        runs["tags.mlflow.runName"][0] == "rope+moe-fgram seed 7"
+    )  # the factors only, and the seed
 
 
 def test_a_killed_training_run_is_not_left_running_in_mlflow(tmp_path, monkeypatch):
@@ -231,7 +233,7 @@ def test_a_prompt_outside_the_corpus_is_rejected_before_training(tmp_path, monke
 
 
 def test_exponent_floats_in_params_yaml_are_floats_and_typos_stay_errors(tmp_path):
-    from pipeline.params import ParamsLoader
+    from pipeline.params.reader import ParamsLoader
 
     for text, value in [("1e-3", 1e-3), ("1E-3", 1e-3), ("5e-4", 5e-4), ("-1e-5", -1e-5),
                         ("1.5e+2", 150.0), ("+2e3", 2000.0), (".5e1", 5.0)]:  # fmt: skip

@@ -195,7 +195,8 @@ def test_train_runs_land_finished_with_params_and_metrics(logged):
         assert params["model.n_layer"] == "1" and params["model.n_embd"] == "16"
         assert params["train.max_iters"] == "12" and params["seed"] == "1337"
         local = json.loads((folders[run.info.run_id] / "metrics.json").read_text())
-        assert run.info.run_name == local["variant"] == run.data.tags["variant"]
+        assert run.info.run_name == f"{local['variant']} seed 1337"
+        assert local["variant"] == run.data.tags["variant"]
         assert params["rope"] == str(local["rope"]) and params["fgram"] == str(local["fgram"])
         assert params["tokenizer"] == local["tokenizer"] == "char"
         for key in ("final_val_loss", "best_val_loss", "final_val_bpb", "best_val_bpb"):

@@ -12,7 +12,7 @@ pipeline mines them), never params.yaml, so the figures do not follow its edits.
 
 One module per benchmark, each printing its own figures: ``variants`` (the default: every
 cell of the ablation), ``dispatch`` (``--ab``) and ``system_metrics`` (``--system-metrics``);
-``cli`` is the command, and ``measure`` holds what they and ``pipeline.gpu_check`` share (the
+``cli`` is the command, and ``measure`` holds what they and ``pipeline.bench.gpu_check`` share (the
 matmul peak, the tokens to train on). This file imports nothing, so ``gpu_check`` loads only
 ``measure``.
 """

@@ -1,8 +1,8 @@
 """One-command GPU check: the device, the training step eager and compiled in bf16, and the
 8 variants trained briefly at nanoGPT's GPU config; one JSON of figures.
 
-    make gpu-check            # = python3 -m pipeline.gpu_check
-    python -m pipeline.gpu_check [--train-steps 300] [--bench-steps 30] [--out PATH]
+    make gpu-check            # = python3 -m pipeline.bench.gpu_check
+    python -m pipeline.bench.gpu_check [--train-steps 300] [--bench-steps 30] [--out PATH]
 
 Runs as it stands on a bare CUDA machine: it imports torch, numpy and tqdm only (no PyYAML,
 MLflow, DVC or Optuna; no ``make install``), and reads ``data/char/prepared`` when it is there
@@ -90,7 +90,7 @@ def train_briefly(levels: Levels, data, fgrams, model_kw, tcfg) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m pipeline.gpu_check", description=__doc__.split("\n")[0]
+        prog="python -m pipeline.bench.gpu_check", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--train-steps", type=int, default=300, help="steps per variant (300)")
     ap.add_argument("--bench-steps", type=int, default=30, help="timed steps per bench row (30)")

@@ -1,4 +1,4 @@
-"""What every benchmark measures alike, ``pipeline.gpu_check`` included: the device's queued
+"""What every benchmark measures alike, ``pipeline.bench.gpu_check`` included: the device's queued
 work, the matmul peak that MFU divides by, and the tokens to train on.
 
 Imports torch, numpy and ``nanomoe.data`` only: ``gpu_check`` runs on a bare CUDA machine.

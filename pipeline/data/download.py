@@ -29,8 +29,7 @@ from tqdm.auto import tqdm
 
 from nanomoe.atomic import atomic_writer
 from nanomoe.config import display_path
-from pipeline.layout import Layout
-from pipeline.params import load_params
+from pipeline.project import Project
 from pipeline.sources import DATA_URL_ENV, Shard, local_path
 from pipeline.stage import StageError, run_stage
 
@@ -163,13 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.download", description=__doc__).parse_args(
         argv
     )
-    layout = Layout.load()
-    p = load_params(layout.root / "params.yaml")
-    shards = p.data.shards()
-    for shard, digest, fetched in download(shards, layout.raw):
+    project = Project.load()
+    shards = project.params.data.shards()
+    for shard, digest, fetched in download(shards, project.layout.raw):
         how = "downloaded" if fetched else "already there:"
         check = "verified" if shard.sha256 else "not checked (data.sha256 is null)"
-        dest = display_path(layout.raw / shard.name)
+        dest = display_path(project.layout.raw / shard.name)
         print(f"{how} {shard.url} -> {dest} (sha256 {digest}, {check})")
     return 0
 

@@ -24,8 +24,8 @@ from nanomoe.data import load_split
 from nanomoe.fgram import FgramMatcher, mine_fgrams, save_fgrams
 from nanomoe.tokenizer import KINDS
 from pipeline.data.tokens import read_tokens
-from pipeline.layout import Layout
-from pipeline.params import KEYS, checked, load_params
+from pipeline.params.sections import KEYS, checked
+from pipeline.project import Project
 from pipeline.stage import run_stage
 
 
@@ -40,11 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.mine_fgrams", description=__doc__)
     ap.add_argument("--tokenizer", choices=KINDS, required=True, help="whose ids to mine")
     a = ap.parse_args(argv)
-    layout = Layout.load()
-    p = load_params(layout.root / "params.yaml")
-    tok, meta = read_tokens(layout, a.tokenizer)
-    prepared = layout.prepared(a.tokenizer)
-    m = p.mining
+    project = Project.load()
+    tok, meta = read_tokens(project.layout, a.tokenizer)
+    prepared = project.layout.prepared(a.tokenizer)
+    m = project.params.mining
     train = np.asarray(load_split(prepared, "train")[: m.max_tokens])
     vocab, eod = meta["vocab_size"], meta.get("eod")
     t0 = time.perf_counter()
@@ -54,16 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     seconds = time.perf_counter() - t0
     settings = {"mine_max_n": m.max_n, "min_count": m.min_count, "max_fgrams": m.max_fgrams}
-    out = layout.fgrams(a.tokenizer)
+    out = project.layout.fgrams(a.tokenizer)
     save_fgrams(out, fgrams, tok, settings)
     lengths = range(2, m.max_n + 1)
     per_n = {str(n): sum(g.n == n for g in fgrams) for n in lengths}
     cover = {str(n): round(coverage(train, fgrams, meta["vocab_size"], n), 4) for n in lengths}
     metrics = {"count": len(fgrams), "count_per_n": per_n, "coverage_per_max_n": cover}
-    atomic_write_text(layout.fgram_metrics(a.tokenizer), json.dumps(metrics, indent=2))
+    atomic_write_text(project.layout.fgram_metrics(a.tokenizer), json.dumps(metrics, indent=2))
     print(
         f"mined {len(fgrams)} F-grams from {len(train):,} train tokens in {seconds:.1f}s -> "
-        f"{layout.relative(out)}"
+        f"{project.layout.relative(out)}"
     )
     print(f"per n {per_n}; share of train positions covered, by max_n: {cover}")
     return 0

@@ -30,7 +30,7 @@ from nanomoe.tokenizer import KINDS, Tokenizer, read_tokenizer
 from pipeline.data.split import Splitter
 from pipeline.data.stream import END, Scan, cut, scan, shard_files, split_text
 from pipeline.layout import Layout
-from pipeline.params import load_params
+from pipeline.project import Project
 from pipeline.sources import DataParams
 from pipeline.stage import StageError, run_stage
 
@@ -148,10 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__)
     ap.add_argument("--tokenizer", choices=KINDS, required=True, help="whose token files")
     a = ap.parse_args(argv)
-    layout = Layout.load()
-    p = load_params(layout.root / "params.yaml")
-    meta, s = prepare(layout, p.data, a.tokenizer)
-    dest = layout.relative(layout.prepared(a.tokenizer))
+    project = Project.load()
+    meta, s = prepare(project.layout, project.params.data, a.tokenizer)
+    dest = project.layout.relative(project.layout.prepared(a.tokenizer))
     text = meta["text"]
     print(
         f"{a.tokenizer}: vocab {meta['vocab_size']} tokens; train {meta['n_train']:,} tokens "
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         f"tokens -> {dest}/"
     )
     if s.split is not None:
-        d, f = s.split.docs, p.data.val_fraction
+        d, f = s.split.docs, project.params.data.val_fraction
         print(
             f"{d['train']:,} documents train, {d['val']:,} val ({d['left out']:,} left out by "
             f"data.max_val_tokens); val holds {s.split.val_share:.2%} of the bytes "

@@ -27,7 +27,8 @@ from nanomoe.tokenizer import KINDS, CharTokenizer, Tokenizer, tokenizer_text
 from pipeline.data.split import Splitter
 from pipeline.data.stream import END, scan, shard_files, split_text
 from pipeline.layout import Layout
-from pipeline.params import TokenizerParams, load_params
+from pipeline.params.sections import TokenizerParams
+from pipeline.project import Project
 from pipeline.sources import DataParams
 from pipeline.stage import run_stage
 
@@ -85,13 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--tokenizer", choices=KINDS, required=True, help="which tokenizer")
     a = ap.parse_args(argv)
-    layout = Layout.load()
-    p = load_params(layout.root / "params.yaml")
+    project = Project.load()
     t0 = time.perf_counter()
-    tok, out = write_tokenizer(layout, p.data, p.tokenizer, a.tokenizer)
+    tok, out = write_tokenizer(
+        project.layout, project.params.data, project.params.tokenizer, a.tokenizer
+    )
     print(
         f"{a.tokenizer}: {tok.vocab_size} tokens in {time.perf_counter() - t0:.1f}s -> "
-        f"{layout.relative(out)}"
+        f"{project.layout.relative(out)}"
     )
     return 0
 

@@ -24,9 +24,8 @@ from pathlib import Path
 
 from nanomoe.atomic import atomic_write_text
 from nanomoe.switches import SWITCHES, Switch, cells, data_files
-from pipeline.layout import project_root
 from pipeline.ops.code_deps import with_code_deps
-from pipeline.params import load_params
+from pipeline.project import Project
 from pipeline.stage import StageError, run_stage
 
 BEGIN = "  # --- the grid's stages: written by `python -m pipeline.grid`; do not edit by hand ---"
@@ -163,8 +162,7 @@ def share(items: list[str], spec: str) -> list[str]:
 
 
 STALE = (
-    "dvc.yaml: stale: its stages are not the ones params.yaml's grid: and the code's imports "
-    "make; "
+    "dvc.yaml: stale: its stages are not the ones params.yaml's grid: and the code's imports make; "
 )
 
 
@@ -205,15 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.share and not a.targets:
         ap.error("--share goes with --targets")
-    root = project_root()
-    params = load_params(root / "params.yaml")
-    grid = params.grid
+    project = Project.load()
+    root, grid = project.root, project.params.grid
     path = root / "dvc.yaml"
     text = path.read_text(encoding="utf-8")
     new = rewrite(text, grid, root)
     if a.targets:
         require_current(text, grid, root)
-        listed = targets(grid, params.seeds)
+        listed = targets(grid, project.params.seeds)
         print("\n".join(share(listed, a.share) if a.share else listed))
         return 0
     n_cells = 1

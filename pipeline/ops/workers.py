@@ -27,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.layout import Layout
 from pipeline.ops.grid import targets
 from pipeline.ops.worktree import (
     cache_dir,
@@ -40,7 +39,7 @@ from pipeline.ops.worktree import (
     run_upstream,
     upstream_stages,
 )
-from pipeline.params import load_params
+from pipeline.project import Project
 from pipeline.stage import StageError, run_stage
 from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
 from pipeline.train.cell_run import EXPERIMENT
@@ -125,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--pull goes with --collect")
     if a.jobs < 1 or (a.threads is not None and a.threads < 1):
         ap.error("-j and --threads take a positive number")
-    layout = Layout.load()
-    root = layout.root
-    params = load_params(root / "params.yaml")
+    project = Project.load()
+    root, layout, params = project.root, project.layout, project.params
     jobs = a.jobs
     if jobs > 1 and run(["git", "rev-parse", "--verify", "-q", "HEAD"], root).returncode != 0:
         print("note: not a git clone with a commit, which worktrees need: one dvc repro")

@@ -26,11 +26,10 @@ import pandas as pd
 
 from nanomoe.atomic import atomic_write_text
 from nanomoe.switches import BY_NAME, SWITCHES, Switch, cells
-from pipeline.layout import Layout
-from pipeline.params import load_params
 from pipeline.plots import plot_ablation, plot_compute
-from pipeline.report.analysis import Analysis, analyse
-from pipeline.report.provenance import mixed, provenance_lines, unresolved
+from pipeline.project import Project
+from pipeline.report.analysis import METRIC, Analysis, analyse
+from pipeline.report.provenance import mixed, portable, provenance_lines, unresolved
 from pipeline.report.ranking import Ranking
 from pipeline.report.results import collect
 from pipeline.report.summary import log_summary_run, summary
@@ -101,7 +100,7 @@ def effects_lines(a: Analysis) -> list[str]:
         "A x B x C: the same for the A x B interaction when C goes high. "
         + (f"± is the 95% margin {margin}" if a.judged else "No margin: no verdict."),
         "",
-        "| effect | Δ val loss | distinguishable from noise |",
+        f"| effect | Δ {METRIC.replace('_', ' ')} | distinguishable from noise |",
         "|---|---|---|",
     ]
     for r in a.effects.itertuples():
@@ -189,16 +188,16 @@ def render_markdown(
         "",
         "## Variants, sorted by final validation bits per byte",
         "",
-        f"| variant | {' | '.join(BY_NAME)} | final val bpb"
+        f"| variant | {' | '.join(a.factors)} | final val bpb"
         + (" (mean ± std)" if a.n_seeds > 1 else "")
         + " | gap to lowest (± margin) | best val bpb | final val loss (nats/token) "
         "| best val loss (step) | MB seen | epochs | tokens/s | params total | params active |",
-        "|---" * (len(SWITCHES) + 11) + "|",
+        "|---" * (len(a.factors) + 11) + "|",
     ]
     for r in table.to_dict("records"):
         gap = a.ranking.gaps.get(r["variant"])
         tied = " (tied)" if a.judged and r["variant"] in a.ranking.tied[1:] else ""
-        levels = " | ".join(shown(s, r[s.name]) for s in SWITCHES)
+        levels = " | ".join(shown(BY_NAME[f], r[f]) for f in a.factors)
         lines.append(
             f"| `{r['variant']}` | {levels} | {_pm(r['final_val_bpb'], r['final_std'])} | "
             f"{'lowest' if gap is None else _pm(*gap) + tied} | {r['best_val_bpb']:.4f} | "
@@ -222,26 +221,26 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="python -m pipeline.report", description=__doc__.split("\n")[0]
     ).parse_args(argv)
-    layout = Layout.load()
-    params = load_params(layout.root / "params.yaml")
+    project = Project.load()
+    layout, grid = project.layout, project.params.grid
     check_store()  # a tracking server that does not answer: one line now, not at the end
-    for levels in cells(params.grid):  # dvc.yaml written for another grid: say so, not "missing"
+    for levels in cells(grid):  # dvc.yaml written for another grid: say so, not "missing"
         layout.train_stage(levels)
-    df, curves, samples = collect(layout.require(layout.ablation), params.grid, params.seeds)
-    a = analyse(df, params.grid)
+    df, curves, samples = collect(layout.require(layout.ablation), grid, project.params.seeds)
+    a = analyse(df, grid)
     table = variant_table(df, a.ranking)
     out = layout.outs("report")
     buf = io.StringIO()
     df.drop(columns="run_id").sort_values([*BY_NAME, "seed"]).to_csv(buf, index=False)
     atomic_write_text(out["ablation.csv"], buf.getvalue())
     missing = unresolved(list(df.run_id))
-    origin = provenance_lines(df, missing, tracking_uri())
+    origin = provenance_lines(df, missing, portable(tracking_uri(), project.root))
     atomic_write_text(out["report.md"], render_markdown(df, table, a, samples, origin))
     lowest = float(table.final_val_bpb.min())
     plot_ablation(curves, a.ranking.order, lowest, out["ablation.png"])
     per_step = (df.tokens / df.steps * df.flops_per_token).groupby(df.variant).first()
     plot_compute(curves, per_step.to_dict(), a.ranking.order, lowest, out["compute.png"])
-    summ = summary(df, a, params.grid, missing)
+    summ = summary(df, a, grid, missing)
     atomic_write_text(out["summary.json"], json.dumps(summ, indent=2))
     print(table[["variant", "final_val_bpb", "final_std", "best_val_bpb"]].to_string(index=False))
     for r in a.effects.itertuples():
@@ -254,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {len(missing)} cell run(s) not in {tracking_uri()}: see report.md")
     names = ("report.md", "ablation.png", "compute.png", "ablation.csv", "summary.json")
     try:
-        run_id = log_summary_run(df, params, summ, [out[n] for n in names])
+        run_id = log_summary_run(df, project.params, summ, [out[n] for n in names])
     except Exception as err:
         raise StageError(
             f"{layout.relative(out['report.md'])}: written, but the MLflow summary run failed "

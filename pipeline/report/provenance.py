@@ -17,6 +17,9 @@ run.json included, are those of the run that trained it. Two things follow.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pandas as pd
 
 from pipeline.tracking import Client, Run
@@ -44,6 +47,18 @@ def unresolved(run_ids: list[str]) -> list[str]:
     """The run ids the tracking store does not hold (or holds deleted)."""
     client = Client()
     return [run_id for run_id in run_ids if not Run(client, run_id).is_active()]
+
+
+def portable(uri: str, root: Path) -> str:
+    """The tracking URI as report.md (a committed file) names it: a local store's path
+    relative to the project (``sqlite:///mlflow.db``, what a bare ``mlflow ui`` opens), or
+    only its file name when it lies outside; a password left out."""
+    scheme, sep, rest = uri.partition(":///")
+    if sep and (rest.startswith("/") or scheme == "file") or uri.startswith("/"):
+        path = Path("/" + rest.lstrip("/") if sep else uri)
+        shown = path.relative_to(root) if path.is_relative_to(root) else f".../{path.name}"
+        return f"{scheme}:///{shown}" if sep and scheme != "file" else str(shown)
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", uri)
 
 
 def provenance_lines(df: pd.DataFrame, missing: list[str], store: str) -> list[str]:

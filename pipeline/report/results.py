@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from nanomoe.config import display_path, read_json
-from nanomoe.switches import BY_NAME, SWITCHES, Levels, cells, variant_name
+from nanomoe.switches import BY_NAME, SWITCHES, Levels, cells, grid_variant, variant_name
 from pipeline.report.provenance import RUNTIME, UNRECORDED
 from pipeline.stage import StageError
 
@@ -108,9 +108,12 @@ def collect(ablation: Path, grid: Grid, seeds: list[int]) -> tuple[pd.DataFrame,
     for key, (cell, seed) in wanted.items():
         m = found.get(key)
         if m is None:
-            missing.append(f"{variant_name(cell)} seed {seed}")
+            missing.append(f"{grid_variant(cell, grid)} seed {seed}")
             continue
         d = m.pop("_dir")
+        # named for the grid's factors (its metrics.json's ``variant`` is the name under
+        # the grid the cell trained in, which may have been another)
+        m["variant"] = grid_variant(cell, grid)
         run = read_json(d / "run.json", RERUN)
         if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
             raise StageError(f"{display_path(d / 'run.json')}: names no run_id; {RERUN}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from nanomoe.switches import BY_NAME, baseline, config_fields, variant_name
+from nanomoe.switches import BY_NAME, baseline, config_fields, grid_variant
 from pipeline.params import Params
 from pipeline.report.analysis import METRIC, Analysis
 from pipeline.report.provenance import mixed, runtime_values
@@ -26,7 +26,7 @@ from pipeline.tracking import Run, flatten, git_commit, tracked
 def baseline_variant(grid: Mapping[str, Sequence[Any]]) -> str:
     """The grid's all-low cell (each switch at the lowest level the grid trains): the model
     every effect starts from, nanoGPT's when the grid gives every switch both levels."""
-    return variant_name({name: levels[0] for name, levels in grid.items()})
+    return grid_variant({name: levels[0] for name, levels in grid.items()}, grid)
 
 
 def summary(

@@ -17,11 +17,12 @@ from nanomoe.config import GPTConfig, TrainConfig
 from nanomoe.data import load_split
 from nanomoe.device import resolve_device
 from nanomoe.fgram import Fgram, load_fgrams
-from nanomoe.switches import BY_NAME, SWITCHES, Levels, data_files, variant_name
+from nanomoe.switches import BY_NAME, SWITCHES, Levels, data_files, grid_variant
 from nanomoe.tokenizer import Tokenizer
 from pipeline.data.tokens import read_tokens
 from pipeline.layout import Layout
 from pipeline.params import Params
+from pipeline.project import Project
 from pipeline.stage import ParamsError, StageError
 from pipeline.train.resume import ResumePoint
 
@@ -43,9 +44,7 @@ class Cell:
     inputs: list[Path]  # the files it trains on: prepared data, and what its switches need
     resume: ResumePoint
 
-    @property
-    def variant(self) -> str:
-        return variant_name(self.levels)
+    variant: str  # its name: the levels of the factors the grid varies (``rope+moe-fgram``)
 
 
 def switch_inputs(layout: Layout, levels: Levels) -> list[Path]:
@@ -69,8 +68,9 @@ def budget(params: Params, meta: dict, seed: int) -> TrainConfig:
     return params.train_config(seed, {"max_iters": steps}, keys)
 
 
-def prepare_cell(params: Params, layout: Layout, levels: Levels, seed: int) -> Cell:
+def prepare_cell(project: Project, levels: Levels, seed: int) -> Cell:
     """Everything that can fail before training: config, data, F-grams, prompt, device."""
+    params, layout = project.params, project.layout
     levels = {s.name: levels.get(s.name, s.low) for s in SWITCHES}
     for name, level in levels.items():
         if level not in params.grid[name]:
@@ -80,7 +80,7 @@ def prepare_cell(params: Params, layout: Layout, levels: Levels, seed: int) -> C
                 "stages from the grid"
             )
     kind = levels["tokenizer"]
-    tok, meta = read_tokens(layout, kind)
+    tok, meta = read_tokens(layout, kind, params.model.block_size)
     prepared = layout.prepared(kind)
     train_cfg = budget(params, meta, seed)
     try:
@@ -106,6 +106,7 @@ def prepare_cell(params: Params, layout: Layout, levels: Levels, seed: int) -> C
     return Cell(
         levels,
         seed,
+        variant=grid_variant(levels, params.grid),
         tokenizer=tok,
         meta=meta,
         config=config,

@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 
 from nanomoe.trainer import TrainResult
-from pipeline.layout import Layout
-from pipeline.params import Params
+from pipeline.project import Project
 from pipeline.tracking import Run, close_dead_run, flatten, git_commit
 from pipeline.train.cell import Cell
 
@@ -20,13 +19,13 @@ MODEL_ARTIFACT = "model/model.pt"
 ARTIFACTS = ("metrics.json", "sample.txt", "curve.png", "curve.csv")
 
 
-def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run, dict | None]:
+def open_run(project: Project, cell: Cell, fp: dict) -> tuple[Run, dict | None]:
     """(the cell's MLflow run, the checkpoint it resumes from or None): the interrupted run
     goes on when the checkpoint fits this cell; else the old run is marked KILLED."""
     resumed, why = cell.resume.check(fp)
     old = cell.resume.run_id()
     if why:
-        where = layout.relative(cell.resume.checkpoint)
+        where = project.layout.relative(cell.resume.checkpoint)
         print(f"{where}: discarded, {why}; {cell.variant} trains from step 0", flush=True)
     if resumed is None:
         cell.resume.discard()
@@ -38,11 +37,11 @@ def open_run(cell: Cell, params: Params, fp: dict, layout: Layout) -> tuple[Run,
             "kind": "cell",
             "variant": cell.variant,
             "git_commit": git_commit(),
-            "data_sha256": params.data.fingerprint,
+            "data_sha256": project.params.data.fingerprint,
         }
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-        run = Run.start(EXPERIMENT, cell.variant, tags)
+        run = Run.start(EXPERIMENT, f"{cell.variant} seed {cell.seed}", tags)
         run.log_params(
             {
                 **flatten(cell.config.to_dict(), "model."),

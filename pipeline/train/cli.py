@@ -29,9 +29,8 @@ from nanomoe.model import GPT
 from nanomoe.sample import generate_text
 from nanomoe.switches import SWITCHES
 from nanomoe.trainer import Callback, Preempted, Trainer, TrainResult, set_seed
-from pipeline.layout import Layout
-from pipeline.params import Params, load_params
 from pipeline.plots import curve_csv, plot_curve
+from pipeline.project import Project
 from pipeline.stage import StageError, run_stage
 from pipeline.tracking import Run, check_store, tracked, tracking_uri
 from pipeline.train.cell import Cell, prepare_cell
@@ -128,7 +127,7 @@ def fit_cell(
 
 
 def train_cell(
-    cell: Cell, params: Params, run: Run, resumed: dict | None, fp: dict, world_size: int
+    project: Project, cell: Cell, run: Run, resumed: dict | None, fp: dict, world_size: int
 ) -> TrainResult:
     """Train (or go on training), sample and write the cell's files; log them to ``run``."""
     files, checkpoint = cell.files, cell.resume.checkpoint
@@ -137,7 +136,7 @@ def train_cell(
     result = fit_cell(cell, [callback, Progress(cell)], resumed is not None, fp, Preemption())
 
     atomic_write_bytes(files["ckpt.pt"], checkpoint.read_bytes())
-    s = params.sample
+    s = project.params.sample
     prompt = s.prompt or cell.tokenizer.decode(np.asarray(cell.val[:1]))
     ckpt = load_checkpoint(files["ckpt.pt"])
     sample = generate_text(ckpt, prompt, s.tokens, s.temperature, s.top_k, seed=cell.seed)
@@ -180,10 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, required=True, help="training seed")
     a = ap.parse_args(argv)
 
-    layout = Layout.load()
-    params = load_params(layout.root / "params.yaml")
+    project = Project.load()
     check_store()  # a tracking server that does not answer: one line in seconds, not minutes
-    cell = prepare_cell(params, layout, {s.name: getattr(a, s.name) for s in SWITCHES}, a.seed)
+    cell = prepare_cell(project, {s.name: getattr(a, s.name) for s in SWITCHES}, a.seed)
     launch = launch_cell(cell.train_cfg, argv)  # torchrun ranks, or NANOMOE_NPROC's relaunch
     fp = fingerprint(cell.config, cell.train_cfg, cell.inputs)
     try:
@@ -191,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             fit_cell(cell, [], resume=from_main(None), fp=fp, stop=Preemption())
             return 0
         try:
-            run, resumed = open_run(cell, params, fp, layout)
+            run, resumed = open_run(project, cell, fp)
         except Exception as err:  # a store that cannot be opened: before any training
             raise StageError(
                 f"{tracking_uri()}: cannot open the MLflow store ({err.__class__.__name__}: "
@@ -202,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         if resumed is not None:
             print(f"{cell.variant} seed {a.seed}: resuming from step {resumed['step']}", flush=True)
         with tracked(run):
-            result = train_cell(cell, params, run, resumed, fp, launch.world_size)
+            result = train_cell(project, cell, run, resumed, fp, launch.world_size)
     except Preempted as stopped:
         if launch.is_main:
             cell.resume.save_step(stopped.step, cell.train_cfg.max_iters)
-            where = layout.relative(cell.resume.checkpoint)
+            where = project.layout.relative(cell.resume.checkpoint)
             print(
                 f"preempted: {cell.variant} seed {a.seed} saved at step {stopped.step} of "
                 f"{cell.train_cfg.max_iters} to {where}; run it again to resume there",
@@ -217,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         distributed.shutdown()
     cell.resume.clear()
-    out = layout.relative(cell.files["metrics.json"].parent)
+    out = project.layout.relative(cell.files["metrics.json"].parent)
     print(
         f"{cell.variant} seed {a.seed}: val_loss {result.val_loss:.4f}, "
         f"{result.tokens_per_sec:,.0f} tok/s, {result.wall_s:.0f}s -> {out}/"

@@ -34,8 +34,7 @@ import argparse
 import os
 import re
 
-from pipeline.layout import Layout
-from pipeline.params import load_params
+from pipeline.project import Project
 from pipeline.stage import StageError, run_stage
 from pipeline.tune.command import STORAGE_ENV, Command, is_url
 from pipeline.tune.settings import load_tune_settings
@@ -101,8 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def resolve(a: argparse.Namespace) -> Command:
     """params.yaml and its tune: settings, checked against the arguments before any heavy
     import or trial."""
-    layout = Layout.load()
-    params = load_params(layout.root / "params.yaml")
+    project = Project.load()
+    layout, params = project.layout, project.params
     settings, ladder = load_tune_settings(params)  # a bad setting fails here, before any trial
     if a.trials is not None and not settings.reap_local_dead and not is_url(a.storage):
         raise StageError(

@@ -72,7 +72,7 @@ def check_inputs(cmd: Command) -> Tokenizer:
     here rather than in a trial; the tokenizer."""
     layout, kind = cmd.layout, tuned_levels(cmd.params)["tokenizer"]
     ensure_upstream(layout, cmd.settings, kind)
-    tok, meta = read_tokens(layout, kind)
+    tok, meta = read_tokens(layout, kind, cmd.params.model.block_size)
     load_fgrams(layout.fgrams(kind), vocab_size=meta["vocab_size"], chars=tok)
     return tok
 

@@ -2,8 +2,9 @@
 
 ``tune.space`` says which values each hyper-parameter may take; ``DIMS`` says how each is
 sampled and which config it overrides. The section is read through the same reader as every
-other (``Params.read``), and the space is checked by building the configs its corners would
-train, so the model's and trainer's own rules apply, named by the ``tune.space`` key.
+other (``pipeline/params/sections.py``), and the space is checked by building the configs its
+corners would train, so the model's and trainer's own rules apply, named by the ``tune.space``
+key.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from nanomoe.config import Config
 from nanomoe.switches import full
 from pipeline.params import Params
+from pipeline.params.sections import read_section
 from pipeline.stage import ParamsError
 from pipeline.tune.ladder import Ladder
 
@@ -208,7 +210,7 @@ def load_tune_settings(params: Params) -> tuple[TuneSettings, Ladder]:
     """``tune:`` of params.yaml and its ladder, checked; a bad value raises ParamsError
     naming its key."""
     try:
-        settings = params.read(TuneSettings, "tune")
+        settings = read_section(params.tune, TuneSettings, "tune")
     except ParamsError as err:
         old = re.search(r"tune: unknown key (\w+)", str(err))
         if old and old[1] in REPLACED:

@@ -17,7 +17,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from pipeline.layout import Layout
 from pipeline.ops.cluster import slurm
 from pipeline.ops.cluster.options import gpus, sbatch_options
 from pipeline.ops.cluster.record import HOME, Job, Record
@@ -32,7 +31,7 @@ from pipeline.ops.worktree import (
     upstream_stages,
     without_cells,
 )
-from pipeline.params import load_params
+from pipeline.project import Project
 from pipeline.stage import StageError
 from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
 
@@ -97,9 +96,8 @@ def store(nodes: int) -> str:
 
 
 def submit(a: argparse.Namespace) -> Record:
-    layout = Layout.load()
-    root = layout.root
-    params = load_params(root / "params.yaml")
+    project = Project.load()
+    root, layout, params = project.root, project.layout, project.params
     require_current((root / "dvc.yaml").read_text(encoding="utf-8"), params.grid, root)
     cells = target_cells(params.grid, params.seeds)
     if a.cells_per_task < 1:

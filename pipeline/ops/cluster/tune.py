@@ -22,14 +22,13 @@ import time
 from pathlib import Path
 
 from nanomoe.atomic import atomic_write_text
-from pipeline.layout import Layout
 from pipeline.ops.cluster import slurm
 from pipeline.ops.cluster.options import sbatch_options
 from pipeline.ops.cluster.record import HOME
 from pipeline.ops.cluster.submit import array_options, write_script
 from pipeline.ops.cluster.task import Forwarder
 from pipeline.ops.worktree import on_path, run_upstream
-from pipeline.params import load_params
+from pipeline.project import Project
 from pipeline.stage import StageError
 from pipeline.tracking import Client, check_store, experiment_id, tracking_uri
 from pipeline.train.preempt import EXIT_PREEMPTED
@@ -63,9 +62,8 @@ def submit_tune(a: argparse.Namespace) -> str:
     if a.trials < 1 or a.workers < 1:
         raise StageError("--trials and --workers: must be 1 or more")
     storage = storage_url(a)
-    layout = Layout.load()
-    root = layout.root
-    params = load_params(root / "params.yaml")
+    project = Project.load()
+    root, layout, params = project.root, project.layout, project.params
     slurm.require()
     folder = root / HOME / "tune"
     folder.mkdir(parents=True, exist_ok=True)
