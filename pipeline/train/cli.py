@@ -102,9 +102,7 @@ class Progress(Callback):
         self.cell.resume.save_step(step, self.cell.train_cfg.max_iters)
 
 
-def fit_cell(
-    cell: Cell, callbacks: list, resume: bool, fp: dict, stop: Preemption | None = None
-) -> TrainResult:
+def fit_cell(cell: Cell, callbacks: list, resume: bool, fp: dict, stop: Preemption) -> TrainResult:
     """Train the cell from step 0, or on from its checkpoint (every rank, under torchrun);
     ``stop``: SIGTERM saves a checkpoint at the step reached and raises ``Preempted``."""
     set_seed(cell.seed)
@@ -120,8 +118,6 @@ def fit_cell(
         token_bytes=cell.tokenizer.token_bytes(),
         stop=stop,
     )
-    if stop is None:
-        return trainer.fit(resume_from=cell.resume.checkpoint if resume else None)
     with stop.armed():
         return trainer.fit(resume_from=cell.resume.checkpoint if resume else None)
 
