@@ -112,8 +112,8 @@ def test_a_changed_code_file_or_fgram_table_still_retrains_the_cells_that_use_it
     """The run cache hides no change. A comment added to nanomoe/model.py makes every cell
     stale, and one trains rather than restores; with F-grams in the grid, a new F-gram table
     (fgram.max_fgrams) retrains the F-gram cells only. Kills: a code dep left out of the
-    stage (grid.py's CODE), or data/{tokenizer}/fgrams.json left out of the F-gram cells' deps
-    (switches.py's fgram data)."""
+    stage (pipeline/ops/code_deps.py's closure), or data/{tokenizer}/fgrams.json left out of
+    the F-gram cells' deps (switches.py's fgram data)."""
     root = tmp_path / "changed"
     shutil.copytree(project[0], root, symlinks=True)
     with open(root / "nanomoe" / "model.py", "a", encoding="utf-8") as f:

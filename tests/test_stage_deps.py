@@ -25,8 +25,10 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("name", ["download", "report"])
 def test_the_hand_written_stages_code_deps_are_computed_too(name):
-    """The stages outside the grid's markers get their code deps from the generator as well.
-    Kills: with_code_deps skipping the stages it did not write (their hand lists go stale)."""
+    """The stages outside the grid's markers (download, report) hold the code deps their
+    imports give, as the grid's do. Kills: a code dep of theirs edited by hand in dvc.yaml,
+    or an import changed without ``python -m pipeline.grid``. (with_code_deps skipping them
+    is killed by the next-but-one test.)"""
     deps = STAGES[name]["deps"]
     assert [d for d in deps if d.split("/")[0] in ("nanomoe", "pipeline")] == code_deps(
         REPO, STAGES[name]["cmd"]
@@ -43,7 +45,8 @@ def test_no_stage_lists_a_code_path_by_hand_in_the_generator():
 def test_a_new_import_in_a_stage_module_becomes_a_dep_of_that_stage_only(tmp_path):
     """An import added to the download stage's module makes ``pipeline.grid`` list the
     imported module for download (and ``--check`` call dvc.yaml stale), not for the report.
-    Kills: code deps read from a fixed list, or from the wrong stage's module."""
+    Kills: code deps read from a fixed list, from the wrong stage's module, or not written
+    for the stages outside the grid's markers."""
     root = make_project(tmp_path)
     module = root / "pipeline" / "data" / "download.py"
     text = module.read_text(encoding="utf-8")
