@@ -237,3 +237,16 @@ def test_report_md_names_the_store_without_an_absolute_path_or_a_password(uri, s
     """Kills: portable() passing the URI through (report.md is committed: a path of one
     machine, or a password, must not land in git)."""
     assert portable(uri, Path("/proj")) == shown
+
+
+def test_no_committed_result_names_an_absolute_path():
+    """The reports, tables and summaries in experiments/ are read on other machines: none
+    names a folder of the one that wrote it. Kills: report.md's store written as the
+    absolute ``sqlite:////<path>/mlflow.db`` (provenance_lines given tracking_uri() as is)."""
+    repo = Path(__file__).resolve().parents[1]
+    absolute = re.compile(r"sqlite:////|file:///[^.]|(?<![\w.:/])/(?:work|home|root|tmp|Users)/")
+    for path in sorted((repo / "experiments").rglob("*")):
+        if path.suffix in (".md", ".json", ".csv"):
+            text = path.read_text(encoding="utf-8")
+            found = absolute.search(text)
+            assert not found, f"{path.relative_to(repo)}: {found[0]!r}"
