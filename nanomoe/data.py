@@ -1,8 +1,9 @@
 """Binary train/val splits and batch sampling, over any tokenizer's ids (characters or BPE).
 
-``prepare`` splits one text in memory with the character tokenizer, for a notebook; the pipeline's prepare stage streams a
-corpus of many documents to the same files (pipeline/data/prepare.py). meta.json says what the
-ids mean: the characters, and ``eod``, the end-of-document id, when the corpus has documents.
+``prepare`` splits one text in memory with the character tokenizer, for a notebook; the
+pipeline's prepare stage streams a corpus of many documents to the same files
+(pipeline/data/prepare.py). meta.json says what the ids mean: the characters, and ``eod``, the
+end-of-document id, when the corpus has documents.
 """
 
 from __future__ import annotations
