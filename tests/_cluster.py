@@ -35,9 +35,13 @@ def cluster(root: Path, *args: str, env: dict | None = None, timeout: float = 60
 
 
 def cell_outputs(root: Path, seed: int) -> tuple[dict, str]:
+    """The dense cell's figures and curve, less its timing and its ``variant``: a name, which
+    depends on the grid it trained in (``abspos`` in a rope grid, every switch spelled in a
+    grid of one cell), not on what it computed."""
     folder = root / CELL_DIR.format(seed)
     metrics = json.loads((folder / "metrics.json").read_text())
-    return {k: v for k, v in metrics.items() if k not in TIMING}, (folder / "curve.csv").read_text()
+    kept = {k: v for k, v in metrics.items() if k not in (*TIMING, "variant")}
+    return kept, (folder / "curve.csv").read_text()
 
 
 def table(root: Path, skip: tuple[str, ...] = ("run_id", *TIMING)) -> list[dict]:
