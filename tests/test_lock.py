@@ -124,6 +124,7 @@ def test_venv_matches_lock():
     beside the CPU torch (torch 2.13.0+cpu counts as 2.13.0), and the extras' packages
     without EXTRAS."""
     import importlib.metadata as metadata
+    import sysconfig
 
     import pytest
     from packaging.requirements import Requirement
@@ -131,7 +132,10 @@ def test_venv_matches_lock():
     if not (Path(sys.prefix) / ".installed").exists():
         pytest.skip(f"{sys.prefix} is not a venv made by `make install`")
     pins = locked()
-    installed = {canonical(d.metadata["Name"]): d for d in metadata.distributions()}
+    # the venv's own site-packages only: once setuptools is imported (some test does), its
+    # vendored copies (packaging, zipp, ...) are on sys.path too, at their own versions
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {canonical(d.metadata["Name"]): d for d in metadata.distributions(path=site)}
     wrong = [
         f"{name} {d.version} installed, requirements.lock has {pins.get(name, 'none')}"
         for name, d in sorted(installed.items())
