@@ -11,6 +11,7 @@ the closure is written as the folder (``nanomoe``, ``pipeline/train``).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -119,6 +120,7 @@ def code_deps(root: Path, cmd: str | list[str]) -> list[str]:
     """The stage's code deps: its closure, each folder whose every module it runs as the
     folder, packages before their modules' files, in path order."""
     closure = stage_closure(root, cmd)
+    under = functools.cache(lambda folder: package_files(root, folder))  # a walk per folder
     deps: list[str] = []
     for file in sorted(closure, key=lambda f: (f.count("/"), f)):
         if any(file.startswith(d + "/") for d in deps):
@@ -127,7 +129,7 @@ def code_deps(root: Path, cmd: str | list[str]) -> list[str]:
         whole = None
         for i in range(1, folder.count("/") + 2):  # the outermost folder wholly run
             top = "/".join(folder.split("/")[:i])
-            if package_files(root, top) <= closure:
+            if under(top) <= closure:
                 whole = top
                 break
         deps.append(whole or file)
@@ -138,6 +140,7 @@ def with_code_deps(text: str, root: Path) -> str:
     """``text`` (dvc.yaml) with each stage's code deps, the last entries of its ``deps:``,
     computed anew; its other deps (data) stay as written, in their order."""
     stages = yaml.safe_load(text)["stages"]
+    by_modules: dict[tuple[str, ...], list[str]] = {}  # the train stages share one closure
     lines = text.split("\n")
     out: list[str] = []
     i = 0
@@ -160,5 +163,8 @@ def with_code_deps(text: str, root: Path) -> str:
             if lines[i][8:].split("/")[0].split()[0] not in PACKAGES:
                 out.append(lines[i])
             i += 1
-        out += [f"      - {d}" for d in code_deps(root, stages[name]["cmd"])]
+        modules = tuple(cmd_modules(stages[name]["cmd"]))
+        if modules not in by_modules:
+            by_modules[modules] = code_deps(root, stages[name]["cmd"])
+        out += [f"      - {d}" for d in by_modules[modules]]
     return "\n".join(out)

@@ -207,12 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     root, grid = project.root, project.params.grid
     path = root / "dvc.yaml"
     text = path.read_text(encoding="utf-8")
-    new = rewrite(text, grid, root)
     if a.targets:
         require_current(text, grid, root)
         listed = targets(grid, project.params.seeds)
         print("\n".join(share(listed, a.share) if a.share else listed))
         return 0
+    new = rewrite(text, grid, root)
     n_cells = 1
     for levels in grid.values():
         n_cells *= len(levels)
