@@ -139,7 +139,7 @@ def test_pipeline_grid_refuses_a_bad_grid_in_one_line_and_leaves_dvc_yaml_alone(
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "error: params.yaml: grid.swiglu: unknown switch; switches are rope, moe, fgram, "
-        "tokenizer (nanomoe/switches.py)"
+        "tokenizer (nanomoe/switches.py), and the design's keys are fraction and generators"
     ]
     assert (root / "dvc.yaml").read_text(encoding="utf-8") == before
 

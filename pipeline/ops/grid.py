@@ -7,7 +7,10 @@
 Each cell depends on exactly what it uses, so the grid is split into one train stage per
 combination of levels of the switches that need data or settings at their high level (F-grams
 need data/fgrams.json and fgram.*, MoE needs moe.*); each stage is a DVC matrix over the other
-switches and the seeds. Stage names (``train_moe@true-true-false-1337``) and cell folders
+switches and the seeds. A fractional design (``grid.fraction``) is written cell by cell: every
+factor splits, and a stage is written only for the cells the fraction trains (a fold-over's
+first half keeps its stages, so its dvc.lock entries stand when the second half is added).
+Stage names (``train_moe@true-true-false-1337``) and cell folders
 (``rope-true_moe-true_fgram-false_seed-1337``) spell every switch, in registry order.
 
 The values are written out rather than read by DVC from ``${grid...}``: DVC would name the
@@ -24,7 +27,9 @@ from pathlib import Path
 
 from nanomoe.atomic import atomic_write_text
 from nanomoe.switches import SWITCHES, Switch, cells, data_files
+from pipeline.design.fraction import Design
 from pipeline.ops.code_deps import with_code_deps
+from pipeline.params.load import coded
 from pipeline.project import Project
 from pipeline.stage import StageError, run_stage
 
@@ -66,9 +71,12 @@ CACHED = ("ckpt.pt", "sample.txt", "run.json")
 FOLDER = "experiments/ablation/{}_seed-${{item.seed}}"
 
 
-def _splits(switch: Switch) -> bool:
-    """Whether the switch's high level needs its own stages (it has data or settings)."""
-    return bool(switch.data or switch.params)
+def _splits(switch: Switch, design: Design | None = None) -> bool:
+    """Whether the switch's high level needs its own stages: it has data or settings, or
+    it is a factor of a fractional design (whose stages hold one cell each)."""
+    return bool(switch.data or switch.params) or (
+        design is not None and design.fractional and switch.name in design.factors
+    )
 
 
 def data_stages(tokenizers: list[str]) -> list[str]:
@@ -89,17 +97,20 @@ def data_stages(tokenizers: list[str]) -> list[str]:
     return lines
 
 
-def train_stages(grid: dict[str, list]) -> str:
+def train_stages(grid: dict[str, list], design: Design | None = None) -> str:
     """The text of every stage of ``grid`` (switch -> its levels, low first): the data
-    stages of each tokenizer, then the train stages."""
-    split = [s for s in SWITCHES if _splits(s)]
+    stages of each tokenizer, then the train stages of the cells ``design`` trains."""
+    split = [s for s in SWITCHES if _splits(s, design)]
     folder = FOLDER.format("_".join(f"{s.name}-${{item.{s.name}}}" for s in SWITCHES))
     flags = [f"--{s.name} ${{item.{s.name}}}" for s in SWITCHES]  # three to a line
     lines = [BEGIN, *data_stages(grid[TOKENIZERS])]
     for fixed in itertools.product(*(grid[s.name] for s in split)):
         at = dict(zip((s.name for s in split), fixed, strict=True))
+        if design is not None and design.fractional:
+            if not design.keeps(coded({f: at[f] for f in design.factors})):
+                continue
         high = [s for s in split if at[s.name] == s.high]
-        name = stage_name(at)
+        name = stage_name(at, design)
         deps = data_files(at)
         params = [*PARAMS, *(p for s in high for p in s.params)]
         on = (
@@ -123,29 +134,35 @@ def train_stages(grid: dict[str, list]) -> str:
     return "\n".join([*lines, "", END])
 
 
-def stage_name(levels: dict) -> str:
+def stage_name(levels: dict, design: Design | None = None) -> str:
     """The train stage that holds the cell at ``levels``: ``train`` plus each switch with data
-    or settings at its high level (``train_moe_fgram``)."""
+    or settings (and in a fraction, each factor) at its high level (``train_moe_fgram``)."""
     return "train" + "".join(
-        f"_{s.name}" for s in SWITCHES if _splits(s) and levels[s.name] == s.high
+        f"_{s.name}" for s in SWITCHES if _splits(s, design) and levels[s.name] == s.high
     )
 
 
-def targets(grid: dict[str, list], seeds: list[int]) -> list[str]:
+def targets(grid: dict[str, list], seeds: list[int], design: Design | None = None) -> list[str]:
     """Every cell's train stage target for ``dvc repro`` (``train_moe@true-true-false-1337``),
     the cells with the most data-or-settings switches on first: they are the slowest to train,
     so workers that take the next cell from this list finish close together."""
-    return list(target_cells(grid, seeds))
+    return list(target_cells(grid, seeds, design))
 
 
-def target_cells(grid: dict[str, list], seeds: list[int]) -> dict[str, tuple[dict, int]]:
+def target_cells(
+    grid: dict[str, list], seeds: list[int], design: Design | None = None
+) -> dict[str, tuple[dict, int]]:
     """``targets``, each with its cell: (its switches' levels, its seed), in the same order."""
-    order = sorted(cells(grid), key=lambda c: -len(stage_name(c).split("_")))
+    kept = [c for c in cells(grid) if design is None or design.keeps(coded(c))]
+    order = sorted(kept, key=lambda c: -len(stage_name(c).split("_")))  # data/settings first
     return {
-        f"{stage_name(c)}@{'-'.join(s.spell(c[s.name]) for s in SWITCHES)}-{seed}": (c, seed)
-        for c in order
-        for seed in seeds
+        f"{stage_name(c, design)}@{spelled(c)}-{seed}": (c, seed) for c in order for seed in seeds
     }
+
+
+def spelled(levels: dict) -> str:
+    """A cell's levels as its stage's matrix key spells them: ``true-false-true-char``."""
+    return "-".join(s.spell(levels[s.name]) for s in SWITCHES)
 
 
 def share(items: list[str], spec: str) -> list[str]:
@@ -166,14 +183,16 @@ STALE = (
 )
 
 
-def require_current(text: str, grid: dict[str, list], root: Path) -> None:
+def require_current(
+    text: str, grid: dict[str, list], root: Path, design: Design | None = None
+) -> None:
     """``text`` (dvc.yaml) has the train stages of ``grid``, or one line saying what to run:
     the commands that act on the cells' targets need them current."""
-    if rewrite(text, grid, root) != text:
+    if rewrite(text, grid, root, design) != text:
         raise StageError(STALE + "run python -m pipeline.grid first")
 
 
-def rewrite(text: str, grid: dict[str, list], root: Path) -> str:
+def rewrite(text: str, grid: dict[str, list], root: Path, design: Design | None = None) -> str:
     """``text`` (dvc.yaml) with its grid's stages, between the markers, written for ``grid``,
     and every stage's code deps computed from the imports of the project at ``root``."""
     if text.count(BEGIN) != 1 or text.count(END) != 1:
@@ -183,7 +202,7 @@ def rewrite(text: str, grid: dict[str, list], root: Path) -> str:
         )
     head, rest = text.split(BEGIN)
     _, tail = rest.split(END)
-    return with_code_deps(head + train_stages(grid) + tail, root)
+    return with_code_deps(head + train_stages(grid, design) + tail, root)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,18 +223,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.share and not a.targets:
         ap.error("--share goes with --targets")
     project = Project.load()
-    root, grid = project.root, project.params.grid
+    root, grid, design = project.root, project.params.grid, project.params.design
     path = root / "dvc.yaml"
     text = path.read_text(encoding="utf-8")
     if a.targets:
-        require_current(text, grid, root)
-        listed = targets(grid, project.params.seeds)
+        require_current(text, grid, root, design)
+        listed = targets(grid, project.params.seeds, design)
         print("\n".join(share(listed, a.share) if a.share else listed))
         return 0
-    new = rewrite(text, grid, root)
-    n_cells = 1
-    for levels in grid.values():
-        n_cells *= len(levels)
+    new = rewrite(text, grid, root, design)
+    n_cells = len(project.params.cells())
+    if design.fractional:
+        print(
+            f"design: {design.fraction} of the 2^{len(design.factors)} grid "
+            f"({', '.join(design.generators)}; {design.defining_relation()})"
+        )
     if new == text:
         print(f"dvc.yaml: train stages up to date ({n_cells} cells per seed)")
         return 0

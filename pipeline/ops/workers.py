@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if jobs > 1 and run(["git", "rev-parse", "--verify", "-q", "HEAD"], root).returncode != 0:
         print("note: not a git clone with a commit, which worktrees need: one dvc repro")
         jobs = 1
-    todo = targets(params.grid, params.seeds)
+    todo = targets(params.grid, params.seeds, params.design)
     if a.collect:
         return collect(root, todo, a.pull)
     if jobs > 1:

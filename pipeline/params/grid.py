@@ -1,11 +1,15 @@
-"""``grid:`` and ``seeds`` of params.yaml: the factors the ablation trains, and its blocks."""
+"""``grid:`` and ``seeds`` of params.yaml: the factors the ablation trains, the fraction of
+their cells it trains (``grid.fraction``, ``grid.generators``), and its blocks."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from nanomoe.switches import BY_NAME, SWITCHES, full_grid
+from nanomoe.switches import BY_NAME, SWITCHES, full_grid, varying
+from pipeline.design.fraction import Design, DesignError, design
 from pipeline.stage import ParamsError
+
+DESIGN_KEYS = ("fraction", "generators")  # grid: keys that are not switches
 
 
 def read_grid(grid: Any) -> dict[str, list]:
@@ -19,11 +23,14 @@ def read_grid(grid: Any) -> dict[str, list]:
             "params.yaml: grid: must map each switch to its levels, e.g. rope: [false, true]"
         )
     for name, values in grid.items():
+        if name in DESIGN_KEYS:
+            continue
         switch = BY_NAME.get(name)
         if switch is None:
             raise ParamsError(
                 f"params.yaml: grid.{name}: unknown switch; switches are "
-                f"{', '.join(BY_NAME)} (nanomoe/switches.py)"
+                f"{', '.join(BY_NAME)} (nanomoe/switches.py), and the design's keys are "
+                f"{' and '.join(DESIGN_KEYS)}"
             )
         spelled = " and ".join(switch.spell(v) for v in switch.levels)
         if not isinstance(values, list) or not values:
@@ -39,6 +46,17 @@ def read_grid(grid: Any) -> dict[str, list]:
         if len(values) != len(set(values)):
             raise ParamsError(f"params.yaml: grid.{name}: has repeated levels {values!r}")
     return {s.name: [v for v in s.levels if v in grid.get(s.name, [s.low])] for s in SWITCHES}
+
+
+def read_design(raw: Any, grid: dict[str, list]) -> Design:
+    """``grid.fraction`` and ``grid.generators`` (``raw``: ``grid:`` as written), checked
+    against the factors of ``grid`` (``read_grid``'s): the full design when both are absent."""
+    raw = raw if isinstance(raw, dict) else {}
+    factors = [s.name for s in varying(grid)]
+    try:
+        return design(factors, raw.get("fraction"), raw.get("generators"))
+    except DesignError as err:
+        raise ParamsError(f"params.yaml: {err}") from None
 
 
 def read_seeds(seeds: Any) -> list[int]:

@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from nanomoe.config import GPTConfig, MiningConfig, TrainConfig
-from nanomoe.switches import Levels, config_fields, full
+from nanomoe.switches import BY_NAME, Levels, cells, config_fields, full
+from pipeline.design.fraction import Design
 from pipeline.layout import project_root
-from pipeline.params.grid import read_grid, read_seeds
+from pipeline.params.grid import read_design, read_grid, read_seeds
 from pipeline.params.reader import read_yaml
 from pipeline.params.sections import (
     KEYS,
     SECTIONS,
+    AnalysisParams,
     SampleParams,
     TokenizerParams,
     build,
@@ -41,9 +43,16 @@ class Params:
     sample: SampleParams
     grid: dict[str, list]  # every switch -> the levels the ablation trains, low first
     seeds: list[int]
+    design: Design  # grid.fraction and grid.generators: which of the grid's cells train
+    analysis: AnalysisParams
     # ``tune:`` as written: the tuner's own section, which pipeline/tune/settings.py checks
     # (with sections.read_section) when the tuner runs; None when params.yaml has none
     tune: Any = None
+
+    def cells(self, *, first_half: bool = False) -> list[Levels]:
+        """The grid's cells the design trains, in ``nanomoe.switches.cells`` order (all of
+        them for the full design; ``first_half``: a fold-over's first half only)."""
+        return [c for c in cells(self.grid) if self.design.keeps(coded(c), first_half=first_half)]
 
     def model_config(
         self,
@@ -68,12 +77,18 @@ class Params:
         return checked(lambda: self.train.replace(seed=seed, **(overrides or {})), where)
 
 
+def coded(levels: Levels) -> dict[str, int]:
+    """Each switch's code at ``levels``: +1 at its high level, -1 at its low."""
+    return {name: 1 if level == BY_NAME[name].high else -1 for name, level in levels.items()}
+
+
 def load_params(path: str | os.PathLike | None = None) -> Params:
     """Read and check params.yaml (default: the project root's)."""
     raw = read_yaml(Path(path) if path else project_root() / "params.yaml", SECTIONS)
     check_known_keys(raw)
     seeds = read_seeds(raw.get("seeds", [1337]))
     all_on = {"vocab_size": 2, **config_fields(full())}
+    grid = read_grid(raw.get("grid"))
     params = Params(
         data=build(DataParams, KEYS[DataParams], raw),
         tokenizer=build(TokenizerParams, KEYS[TokenizerParams], raw),
@@ -81,8 +96,10 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
         model=build(GPTConfig, KEYS[GPTConfig], raw, **all_on),
         train=build(TrainConfig, KEYS[TrainConfig], raw, seed=seeds[0]),
         sample=build(SampleParams, KEYS[SampleParams], raw),
-        grid=read_grid(raw.get("grid")),
+        grid=grid,
         seeds=seeds,
+        design=read_design(raw.get("grid"), grid),
+        analysis=build(AnalysisParams, KEYS[AnalysisParams], raw),
         tune=raw.get("tune"),
     )
     if params.mining.max_n < params.model.fgram_max_n:

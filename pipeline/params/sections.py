@@ -8,6 +8,7 @@ takes the dataclass's default; an unknown key is an error.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, TypeVar
@@ -51,6 +52,24 @@ class TokenizerParams(Config):
             raise ValueError("train_max_chars: must be a positive integer")
 
 
+@dataclass
+class AnalysisParams(Config):
+    """``analysis:``: how the report judges effects. An effect whose 90% interval lies
+    strictly inside (-equivalence_margin, +equivalence_margin), in bits per byte, is
+    negligible (pipeline/report/verdicts.py); null: no effect is called negligible."""
+
+    equivalence_margin: float | None = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        m = self.equivalence_margin
+        if m is not None and not (math.isfinite(m) and m > 0):
+            raise ValueError(
+                f"equivalence_margin: must be a positive number of bits per byte (e.g. 0.01), "
+                f"or null to call no effect negligible; got {m!r}"
+            )
+
+
 def section_keys(section: str, cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
     return {f.name: f"{section}.{f.name}" for f in fields(cls) if f.name not in skip}
 
@@ -74,6 +93,7 @@ KEYS: dict[type, dict[str, str]] = {
     },
     TrainConfig: section_keys("train", TrainConfig, skip=("seed",)),  # seed: the matrix's
     SampleParams: section_keys("sample", SampleParams),
+    AnalysisParams: section_keys("analysis", AnalysisParams),
 }
 SECTIONS = (
     "data",
@@ -86,7 +106,9 @@ SECTIONS = (
     "seeds",
     "sample",
     "tune",
+    "analysis",
 )
+OPTIONAL = ("analysis",)  # a params.yaml without it takes every default
 
 
 def build(cls: type[C], keys: Mapping[str, str], raw: Mapping[str, Any], **fixed: Any) -> C:
@@ -140,7 +162,8 @@ def check_known_keys(raw: dict) -> None:
             section, _, item = key.partition(".")
             known.setdefault(section, set()).add(item)
     for section, items in known.items():
-        known_section(raw, section, items)
+        if section not in OPTIONAL or section in raw:
+            known_section(raw, section, items)
 
 
 def read_section(values: Any, cls: type[C], section: str) -> C:

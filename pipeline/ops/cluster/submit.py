@@ -98,8 +98,9 @@ def store(nodes: int) -> str:
 def submit(a: argparse.Namespace) -> Record:
     project = Project.load()
     root, layout, params = project.root, project.layout, project.params
-    require_current((root / "dvc.yaml").read_text(encoding="utf-8"), params.grid, root)
-    cells = target_cells(params.grid, params.seeds)
+    text = (root / "dvc.yaml").read_text(encoding="utf-8")
+    require_current(text, params.grid, root, params.design)
+    cells = target_cells(params.grid, params.seeds, params.design)
     if a.cells_per_task < 1:
         raise StageError(f"--cells-per-task {a.cells_per_task}: must be 1 or more")
     nodes = slurm.node_count()

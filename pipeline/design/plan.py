@@ -1,0 +1,1 @@
+"""python -m pipeline.plan (filled in below)."""

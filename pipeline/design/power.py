@@ -1,0 +1,1 @@
+"""Power: the seeds a question needs (filled in below)."""
