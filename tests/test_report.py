@@ -92,7 +92,7 @@ def test_one_seed_of_a_2x2_design_gives_no_verdict_rather_than_a_guess(tmp_path)
     assert "**Method**: no verdict: one seed and 2 varying switch(es) give 3 effect(s)" in md
     assert "seeds:" in md  # the fix: more seeds
     assert "**No verdict**" in md and "No single best" not in md and "Best variant" not in md
-    assert f"| moe (main) | {a.effects.delta[0]:.4f} | no verdict |" in md
+    assert f"| moe (main) | {a.effects.delta[0]:.4f} | – | no verdict | no verdict |" in md
     summ = summary(df, a, ROPE_HELD, [])
     assert summ["method"] == "none" and summ["best_variant"] is None
     assert summ["factors"] == ["moe", "fgram"] and "rope (main)" not in summ["effects"]
@@ -211,12 +211,18 @@ def test_the_report_stage_writes_the_grids_cells_and_logs_the_grid(tmp_path, mon
     assert "held fixed: rope on, tokenizer char" in md
     assert "| variant | moe | fgram | final val bpb" in md
     assert "| `no-moe-fgram` | off | off |" in md and "bpe" not in md.split("## Samples")[0]
-    assert "| effect | Δ final val bpb | distinguishable from noise |" in md
+    head = "| effect | Δ final val bpb | 90% interval | distinguishable from noise | verdict |"
+    assert head in md
+    verdicts = {e["verdict"] for e in summ["effects"].values()}
+    assert verdicts <= {"real", "negligible", "undetermined"}
     # a committed file: the store named relative to the project (Kills: the absolute path)
     assert str(root) not in md and "`sqlite:///mlflow.db`" in md
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     (run,) = mlflow.search_runs(experiment_names=["x"], output_format="list")
     params = run.data.params
+    key = "moe_x_fgram"  # each effect's verdict, as a tag of the summary run
+    assert run.data.tags[f"verdict.{key}"] == summ["effects"]["moe x fgram"]["verdict"]
+    assert params["analysis.equivalence_margin"] == "0.01"
     assert params["grid.rope"] == "[true]" and params["grid.moe"] == "[false, true]"
     assert not {f"model.{name}" for name in BY_NAME} & set(params)
     assert yaml.safe_load(params["grid.fgram"]) == [False, True]

@@ -1,1 +1,169 @@
-"""python -m pipeline.plan (filled in below)."""
+"""python -m pipeline.plan: the seeds that would settle an effect, for the grid and its fractions.
+
+    python -m pipeline.plan --effect 0.01                 # sigma and df from the last report
+    python -m pipeline.plan --effect 0.02 --margin 0.01 --sigma 0.0135
+    python -m pipeline.plan --halves experiments/tokenizer/ablation.csv   # what a half says
+
+For the current grid's full design and each fraction it allows (1/2 with 3 or more varying
+switches, 1/4 with 5 or more, default generators), the seeds needed so that an effect of
+``--effect`` bpb is called real with power 0.8, and so that a zero effect is called negligible
+at ``--margin`` (default: analysis.equivalence_margin) with power 0.8, at the report's 95%
+level (formulas: ``pipeline/design/power.py``); with the cell-runs, cell-steps and hours
+that many seeds cost at the last run's mean wall_s per cell (one worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from nanomoe.config import display_path
+from pipeline.design.fraction import ROMAN, Design, DesignError, design
+from pipeline.design.power import (
+    MAX_SEEDS,
+    POWER,
+    detection_power,
+    equivalence_power,
+    seeds_needed,
+)
+from pipeline.design.whatif import halves_lines
+from pipeline.project import Project
+from pipeline.stage import StageError, run_stage
+
+
+@dataclass(frozen=True)
+class Noise:
+    sigma: float  # a single run's noise, bpb
+    source: str  # where it came from, for the header
+    wall_s: float  # mean wall seconds of one cell-run (NaN: unknown)
+    steps: float  # steps of one cell-run
+    n_seeds: int  # the seeds the last run trained (0: unknown)
+
+
+def last_run(summary: Path, table: Path, sigma: float | None) -> Noise:
+    """sigma from ``--sigma`` or the last report's summary.json; wall_s and steps from its
+    ablation.csv (when there is one)."""
+    n_seeds, source = 0, "--sigma"
+    if sigma is None:
+        if not summary.exists():
+            raise StageError(
+                f"{display_path(summary)}: not found; run the report first (dvc repro) or "
+                "pass --sigma"
+            )
+        s = json.loads(summary.read_text(encoding="utf-8"))
+        if s.get("sigma") is None:
+            raise StageError(
+                f"{display_path(summary)}: has no sigma (its report gave no verdict); pass "
+                "--sigma, or train two or more seeds"
+            )
+        sigma, n_seeds = float(s["sigma"]), int(s["n_seeds"])
+        source = f"{display_path(summary)}: {s['method']}, {s['n_seeds']} seed(s), df {s['df']:g}"
+    if not table.exists():
+        return Noise(sigma, source, math.nan, math.nan, n_seeds)
+    runs = pd.read_csv(table)
+    return Noise(sigma, source, float(runs.wall_s.mean()), float(runs.steps.mean()), n_seeds)
+
+
+def designs(factors: list[str], current: Design) -> list[Design]:
+    """The full design, each default fraction the factors allow, and the current one."""
+    out = [Design(tuple(factors))]
+    for fraction in ("1/2", "1/4"):
+        try:
+            out.append(design(factors, fraction, None))
+        except DesignError:
+            pass  # too few factors for it, or no default generators
+    if current.fractional and current not in out:
+        out.append(current)
+    return out
+
+
+def design_name(d: Design) -> str:
+    k = len(d.factors)
+    if not d.words or d.foldover:
+        return f"full 2^{k}" + (" (fold-over)" if d.foldover else "")
+    p = len(d.words)
+    return f"2^({k}-{p}) {ROMAN.get(d.resolution, d.resolution)}: {', '.join(d.generators)}"
+
+
+def cells_of(d: Design) -> int:
+    return 2 ** (len(d.factors) - (0 if d.foldover else len(d.words)))
+
+
+def plan_table(
+    factors: list[str], current: Design, noise: Noise, effect: float, margin: float
+) -> list[str]:
+    """The plan as a markdown table, one row per design."""
+    rows = [
+        f"| design | cells | seeds: {effect:g} real | seeds: 0 negligible (±{margin:g}) "
+        "| seeds for both | cell-runs | cell-steps | cell-hours |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in designs(factors, current):
+        c = cells_of(d)
+        detect = seeds_needed(lambda n, c=c: detection_power(effect, noise.sigma, c, n))
+        equiv = seeds_needed(lambda n, c=c: equivalence_power(margin, noise.sigma, c, n))
+        both = None if detect is None or equiv is None else max(detect, equiv)
+        say = lambda n: f"> {MAX_SEEDS}" if n is None else str(n)  # noqa: E731
+        runs = "-" if both is None else f"{c * both:,}"
+        steps = "-" if both is None or math.isnan(noise.steps) else f"{c * both * noise.steps:,.0f}"
+        hours = (
+            "-"
+            if both is None or math.isnan(noise.wall_s)
+            else f"{c * both * noise.wall_s / 3600:.1f}"
+        )
+        rows.append(
+            f"| {design_name(d)} | {c} | {say(detect)} | {say(equiv)} | {say(both)} | {runs} "
+            f"| {steps} | {hours} |"
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.plan",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--effect", type=float, help="the effect to detect, bpb (default: --margin)")
+    ap.add_argument("--margin", type=float, help="equivalence margin, bpb (default: params.yaml)")
+    ap.add_argument("--sigma", type=float, help="a single run's noise, bpb (default: the report's)")
+    ap.add_argument(
+        "--halves",
+        type=Path,
+        metavar="CSV",
+        help="instead: re-analyse a full design's ablation.csv as its two halves and their "
+        "fold-over (pipeline/design/whatif.py)",
+    )
+    a = ap.parse_args(argv)
+    if a.halves:
+        print("\n".join(halves_lines(a.halves)))
+        return 0
+    project = Project.load()
+    margin = a.margin or project.params.analysis.equivalence_margin or a.effect
+    effect = a.effect or margin
+    for flag, value in (("--effect", effect), ("--margin", margin), ("--sigma", a.sigma)):
+        if value is not None and not value > 0:
+            ap.error(f"{flag}: must be a positive number of bits per byte")
+    if effect is None:
+        ap.error("--effect: needed, as analysis.equivalence_margin is null")
+    layout = project.layout
+    out = layout.outs("report")
+    noise = last_run(out["summary.json"], out["ablation.csv"], a.sigma)
+    factors = list(project.params.design.factors)
+    if not factors:
+        raise StageError("params.yaml: grid: varies no switch, so there is no effect to plan for")
+    print(
+        f"sigma = {noise.sigma:.4f} bpb ({noise.source}); power {POWER:g} at the report's "
+        f"95% level; {noise.wall_s:.0f} s and {noise.steps:,.0f} steps per cell-run (last run)"
+    )
+    print("\n".join(plan_table(factors, project.params.design, noise, effect, margin)))
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -3,7 +3,9 @@ the variants ranked (``pipeline/report/ranking.py``), and the method in words fo
 
 Two or more seeds: the replicated factorial with seeds as blocks, and Hsu's MCB for best.
 One seed: Lenth's method, and a per-comparison rule for best. Too little to judge (no
-varying switch, or one seed with fewer than 7 effects): no verdict.
+varying switch, or one seed with fewer than 7 effects): no verdict. Each effect's verdict,
+real, negligible or undetermined: ``pipeline/report/verdicts.py``. A fractional design
+(``pipeline/design/fraction.py``) estimates one contrast per alias chain, over the cells it ran.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 import pandas as pd
 
 from nanomoe.switches import varying
+from pipeline.design.fraction import Design
+from pipeline.params.sections import AnalysisParams
 from pipeline.report.ranking import Ranking, dunnett_one_sided, mcb_margin, rank
 from pipeline.report.stats import (
     LENTH_MIN_EFFECTS,
@@ -24,26 +28,35 @@ from pipeline.report.stats import (
     Pooled,
     cochran,
     factorial_effects,
+    label,
     lenth,
     pooled,
+    t_quantile,
 )
+from pipeline.report.verdicts import below_margin, effect_verdict, equivalent_to_best
 
 # The judged figure: bits per UTF-8 byte of the whole validation text after the last step,
 # the one unit that compares cells across tokenizers (nats per token do not).
 METRIC = "final_val_bpb"
 
 METHODS = {Pooled: "replicated factorial", Lenth: "lenth"}  # summary.json's ``method``
+EQUIVALENCE_MARGIN = AnalysisParams().equivalence_margin  # params.yaml's default, in bpb
 
 
 @dataclass
 class Analysis:
     n_seeds: int
     factors: list[str]  # the switches the grid gives both levels: the design's factors
-    effects: pd.DataFrame  # effect, delta, margin (NaN: no verdict), distinguishable
+    # effect, delta, margin (NaN: no verdict), distinguishable, half90 (the 90% interval's
+    # half-width; NaN: none), verdict (None: no verdict), below_margin, aliases ("" if none)
+    effects: pd.DataFrame
     ranking: Ranking
     noise: Pooled | Lenth | None  # None: no noise estimate, no verdict
     best_margin: float  # a gap to the lowest variant beyond this separates it (NaN: none)
     spread: Cochran | None = None  # two or more seeds only
+    design: Design | None = None  # None: the full design of ``factors``
+    equivalence_margin: float | None = EQUIVALENCE_MARGIN  # bpb; None: nothing negligible
+    equivalent: list[str] | None = None  # variants within the margin of the best (MCB)
 
     @property
     def lenth(self) -> Lenth | None:
@@ -124,15 +137,36 @@ def _noise(per_seed: pd.DataFrame, losses: pd.DataFrame) -> tuple[Pooled | Lenth
     return None, math.nan
 
 
-def analyse(df: pd.DataFrame, grid: Mapping[str, Sequence[Any]], metric: str = METRIC) -> Analysis:
+def alias_text(chain: list[tuple[int, tuple[str, ...]]]) -> str:
+    """An alias chain as the report prints it: ``moe + rope x fgram x tokenizer``."""
+    words = [" x ".join(c) for _, c in chain]
+    return words[0] + "".join(
+        f" {'-' if s < 0 else '+'} {w}" for (s, _), w in zip(chain[1:], words[1:], strict=True)
+    )
+
+
+def analyse(
+    df: pd.DataFrame,
+    grid: Mapping[str, Sequence[Any]],
+    metric: str = METRIC,
+    design: Design | None = None,
+    equivalence_margin: float | None = EQUIVALENCE_MARGIN,
+) -> Analysis:
     """Effects of the grid's factors (the switches it gives both levels, each coded +1 at
-    its high level) with their margins, and the ranking of the variants, on ``metric``:
-    ``df`` has one row per cell and seed (variant, the switches, seed, the metric)."""
+    its high level) with their margins and verdicts, and the ranking of the variants, on
+    ``metric``: ``df`` has one row per cell and seed (variant, the switches, seed, the
+    metric), the cells ``design`` trains (default: every cell of the grid)."""
     factors = [s.name for s in varying(grid)]
+    design = design or Design(tuple(factors))
+    if list(design.factors) != factors:
+        raise ValueError(f"analyse: the design's factors {design.factors} are not {factors}")
+    chains = design.estimates()
     coded = df.assign(**{s.name: df[s.name] == s.high for s in varying(grid)})
+    contrasts = [chain[0][1] for chain in chains]
     per_seed = pd.DataFrame(
-        [factorial_effects(coded[coded.seed == s], factors, metric)
-         for s in sorted(df.seed.unique())]
+        [factorial_effects(coded[coded.seed == s], factors, metric, contrasts)
+         for s in sorted(df.seed.unique())],
+        columns=[label(c) for c in contrasts],
     )  # fmt: skip
     losses = df.pivot(index="variant", columns="seed", values=metric)
     if losses.isna().any().any():  # results.collect refuses this; a caller of analyse may not
@@ -142,6 +176,19 @@ def analyse(df: pd.DataFrame, grid: Mapping[str, Sequence[Any]], metric: str = M
     eff["margin"] = noise.me if noise is not None else math.nan
     eff = eff.astype({"delta": float, "margin": float})
     eff["distinguishable"] = eff.delta.abs() > eff.margin
-    spread = cochran(losses) if isinstance(noise, Pooled) else None
+    pooled_noise = isinstance(noise, Pooled)  # Lenth's noise calls nothing negligible
+    eff["half90"] = t_quantile(0.95, noise.df) * noise.se if pooled_noise else math.nan
+    eq = equivalence_margin if pooled_noise else None
+    eff["verdict"] = [
+        effect_verdict(r.delta, r.margin, r.half90, eq) if noise is not None else None
+        for r in eff.itertuples()
+    ]
+    eff["below_margin"] = [below_margin(r.delta, r.half90, eq) for r in eff.itertuples()]
+    eff["aliases"] = [alias_text(c) if len(c) > 1 else "" for c in chains]
+    spread = cochran(losses) if pooled_noise else None
     ranking = rank(losses, margin)
-    return Analysis(losses.shape[1], factors, eff, ranking, noise, margin, spread)
+    equivalent = equivalent_to_best(losses, margin, eq)
+    return Analysis(
+        losses.shape[1], factors, eff, ranking, noise, margin, spread, design,
+        equivalence_margin, equivalent,
+    )  # fmt: skip

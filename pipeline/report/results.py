@@ -80,9 +80,9 @@ def cell_key(levels: Levels, seed: int) -> tuple:
     return (*levels_of_row(levels).values(), seed)
 
 
-def ignored_note(ignored: list[dict], grid: Grid, seeds: list[int]) -> str:
+def ignored_note(ignored: list[dict], kept: list[Levels], seeds: list[int]) -> str:
     """One line saying which runs on disk the report leaves out, and why."""
-    in_grid = cells(grid)
+    in_grid = kept
     variants = sorted({variant_name(m) for m in ignored if levels_of_row(m) not in in_grid})
     other_seeds = sorted({m["seed"] for m in ignored} - set(seeds))
     why = [f"variants {variants}"] * bool(variants) + [f"seeds {other_seeds}"] * bool(other_seeds)
@@ -92,18 +92,22 @@ def ignored_note(ignored: list[dict], grid: Grid, seeds: list[int]) -> str:
     )
 
 
-def collect(ablation: Path, grid: Grid, seeds: list[int]) -> tuple[pd.DataFrame, dict, dict]:
-    """Rows of every cell of ``grid`` x every seed of params.yaml from the cells'
-    metrics.json files under ``ablation``, plus their eval curves and samples keyed by
-    variant. Runs of other levels or seeds (an earlier grid's) are left out, saying so."""
+def collect(
+    ablation: Path, grid: Grid, seeds: list[int], kept: list[Levels] | None = None
+) -> tuple[pd.DataFrame, dict, dict]:
+    """Rows of every cell of ``grid`` (``kept``: the cells a fraction of it trains) x every
+    seed of params.yaml from the cells' metrics.json files under ``ablation``, plus their
+    eval curves and samples keyed by variant. Runs of other levels or seeds (an earlier
+    grid's) are left out, saying so."""
+    kept = cells(grid) if kept is None else kept
     found: dict[tuple, dict] = {}
     for path in sorted(ablation.glob("*/metrics.json")):
         m = read_metrics(path)
         found[cell_key(m, m["seed"])] = m
-    wanted = {cell_key(c, seed): (c, seed) for c in cells(grid) for seed in seeds}
+    wanted = {cell_key(c, seed): (c, seed) for c in kept for seed in seeds}
     ignored = [m for key, m in found.items() if key not in wanted]
     if ignored:
-        print(ignored_note(ignored, grid, seeds))
+        print(ignored_note(ignored, kept, seeds))
     rows, curves, samples, missing = [], {}, {}, []
     for key, (cell, seed) in wanted.items():
         m = found.get(key)

@@ -33,7 +33,6 @@ the two together: ``pipeline/report/analysis.py``.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from pipeline.design.fraction import contrast_names
 
 LEVEL = 0.95
 # Lenth's PSE is a median of the smaller effects; his Table 1 starts at m = 7 (a 2^3 design).
@@ -53,22 +54,23 @@ def t_quantile(p: float, df: float) -> float:
     return float(stats.t.ppf(p, df))
 
 
-def contrast_names(factors: Sequence[str]) -> list[tuple[str, ...]]:
-    """Every contrast of a 2^k design: main effects, then two-way, ..., then k-way."""
-    return [c for r in range(1, len(factors) + 1) for c in itertools.combinations(factors, r)]
-
-
 def label(contrast: tuple[str, ...]) -> str:
     return f"{contrast[0]} (main)" if len(contrast) == 1 else " x ".join(contrast)
 
 
-def factorial_effects(df: pd.DataFrame, factors: Sequence[str], response: str) -> dict[str, float]:
-    """Every contrast's effect in ``df``: one replicate of a full 2^k design, with boolean
-    factor columns (on = +1)."""
+def factorial_effects(
+    df: pd.DataFrame,
+    factors: Sequence[str],
+    response: str,
+    contrasts: Sequence[tuple[str, ...]] | None = None,
+) -> dict[str, float]:
+    """Each contrast's effect in ``df`` (default: every contrast of the full 2^k design):
+    one replicate of the design, with boolean factor columns (on = +1). Over a fraction's
+    cells, a contrast's effect is its alias chain's (``pipeline/design/fraction.py``)."""
     coded = {f: df[f].astype(int).to_numpy() * 2 - 1 for f in factors}
     y = df[response].to_numpy(dtype=float)
     out = {}
-    for contrast in contrast_names(factors):
+    for contrast in contrasts if contrasts is not None else contrast_names(factors):
         sign = np.prod([coded[f] for f in contrast], axis=0)
         out[label(contrast)] = float(y[sign > 0].mean() - y[sign < 0].mean())
     return out

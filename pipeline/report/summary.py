@@ -55,12 +55,21 @@ def summary(
         "tied_with_lowest": ranking.tied,
         "lowest_final_val_bpb": float(losses[ranking.order[0]]),
         "baseline_variant": base,
-        "dense_final_val_bpb": float(losses[base]),
+        # null when a fraction does not train the baseline cell
+        "dense_final_val_bpb": float(losses[base]) if base in losses else None,
+        "equivalence_margin": a.equivalence_margin,  # bpb: analysis.equivalence_margin
+        "equivalent_to_best": a.equivalent or [],  # within the margin of the best (MCB)
+        "design": design_record(a),
         "effects": {
             r.effect: {
                 "delta": float(r.delta),
                 "margin": None if math.isnan(r.margin) else float(r.margin),  # NaN: not JSON
                 "distinguishable": bool(r.distinguishable),
+                # the 90% interval's half-width, TOST's (null: one seed or no verdict)
+                "half90": None if math.isnan(r.half90) else float(r.half90),
+                "verdict": r.verdict,  # real, negligible, undetermined; null: no verdict
+                "below_margin": bool(r.below_margin),  # its 90% interval inside the margin
+                **({"aliases": r.aliases} if r.aliases else {}),  # what a fraction estimates
             }
             for r in a.effects.itertuples()
         },
@@ -74,6 +83,19 @@ def summary(
         c = a.spread
         out["spread"] = {"cochran_c": c.c, "critical": c.critical, "by_variant": c.spread}
     return out
+
+
+def design_record(a: Analysis) -> dict:
+    """The design in summary.json: its fraction, generators, defining relation, resolution."""
+    d = a.design
+    if d is None:
+        return {"fraction": "1"}
+    return {
+        "fraction": d.fraction,
+        "generators": list(d.generators),
+        "defining_relation": d.defining_relation(),
+        "resolution": d.resolution,
+    }
 
 
 def _best_rule(a: Analysis) -> str | None:
@@ -97,6 +119,8 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
         "unresolved_run_ids": ",".join(summ["unresolved_runs"]) or "none",
         "mixed_runtime": summ["mixed_runtime"],
         "best_rule": summ["best_rule"] or "none",
+        "design": summ["design"]["fraction"],
+        "equivalent_to_best": ",".join(summ["equivalent_to_best"]) or "none",
     }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
@@ -117,11 +141,13 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
     }
     for name, e in summ["effects"].items():
         key = name.replace(" (main)", "").replace(" ", "_")
+        tags[f"verdict.{key}"] = e["verdict"] or "no verdict"
         metrics.update(
             {
                 f"effect.{key}": e["delta"],
                 f"margin.{key}": e["margin"],
                 f"distinguishable.{key}": float(e["distinguishable"]),
+                f"half90.{key}": e["half90"],
             }
         )
     metrics = {k: v for k, v in metrics.items() if v is not None}  # no verdict: no margins
@@ -130,8 +156,16 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
     cells = {f"{r.variant} seed {r.seed}": r.run_id for r in df.itertuples()}
     run = Run.start(df.experiment.iloc[0], f"ablation, {summ['n_seeds']} seed(s)", tags)
     with tracked(run):
+        analysis = flatten(params.analysis.to_dict(), "analysis.")
         run.log_params(
-            {"seeds": params.seeds, **grid, **flatten(model, "model."), **flatten(train, "train.")}
+            {
+                "seeds": params.seeds,
+                **grid,
+                **analysis,
+                "grid.fraction": summ["design"]["fraction"],
+                **flatten(model, "model."),
+                **flatten(train, "train."),
+            }
         )
         run.log_metrics(metrics, step=0)
         run.log_artifacts(files)
