@@ -111,7 +111,8 @@ def test_pipeline_plan_prints_the_grid_and_its_half_from_the_last_report(tmp_pat
         detect, equiv = seeds_to_settle(0.01, SIGMA, cells)
         both = max(detect, equiv)
         row = f"| {name} | {cells} | {detect} | {equiv} | {both} | {cells * both:,} "
-        assert row + f"| {cells * both * 2000:,} | {cells * both * 200 / 3600:.1f} |" in got.stdout
+        hours = f"{cells * both * 200 / 3600:.1f} | {cells * 200 / 3600:.2f} |"
+        assert row + f"| {cells * both * 2000:,} | {hours}" in got.stdout
     assert "sigma = 0.0135" in got.stdout
 
 

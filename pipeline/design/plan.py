@@ -100,8 +100,8 @@ def plan_table(
     """The plan as a markdown table, one row per design."""
     rows = [
         f"| design | cells | seeds: {effect:g} real | seeds: 0 negligible (±{margin:g}) "
-        "| seeds for both | cell-runs | cell-steps | cell-hours |",
-        "|---|---|---|---|---|---|---|---|",
+        "| seeds for both | cell-runs | cell-steps | cell-hours | cell-hours per seed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for d in designs(factors, current):
         c = cells_of(d)
@@ -116,9 +116,10 @@ def plan_table(
             if both is None or math.isnan(noise.wall_s)
             else f"{c * both * noise.wall_s / 3600:.1f}"
         )
+        per_seed = "-" if math.isnan(noise.wall_s) else f"{c * noise.wall_s / 3600:.2f}"
         rows.append(
             f"| {design_name(d)} | {c} | {say(detect)} | {say(equiv)} | {say(both)} | {runs} "
-            f"| {steps} | {hours} |"
+            f"| {steps} | {hours} | {per_seed} |"
         )
     return rows
 
