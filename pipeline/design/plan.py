@@ -94,6 +94,15 @@ def cells_of(d: Design) -> int:
     return 2 ** (len(d.factors) - (0 if d.foldover else len(d.words)))
 
 
+def seeds(n: int | None) -> str:
+    return f"> {MAX_SEEDS}" if n is None else str(n)
+
+
+def shown(value: float | None, spec: str) -> str:
+    """A figure, or "-" where it is unknown (no seeds suffice, or no last run's wall_s)."""
+    return "-" if value is None or math.isnan(value) else format(value, spec)
+
+
 def plan_table(
     factors: list[str], current: Design, noise: Noise, effect: float, margin: float
 ) -> list[str]:
@@ -108,19 +117,15 @@ def plan_table(
         detect = seeds_needed(lambda n, c=c: detection_power(effect, noise.sigma, c, n))
         equiv = seeds_needed(lambda n, c=c: equivalence_power(margin, noise.sigma, c, n))
         both = None if detect is None or equiv is None else max(detect, equiv)
-        say = lambda n: f"> {MAX_SEEDS}" if n is None else str(n)  # noqa: E731
-        runs = "-" if both is None else f"{c * both:,}"
-        steps = "-" if both is None or math.isnan(noise.steps) else f"{c * both * noise.steps:,.0f}"
-        hours = (
-            "-"
-            if both is None or math.isnan(noise.wall_s)
-            else f"{c * both * noise.wall_s / 3600:.1f}"
-        )
-        per_seed = "-" if math.isnan(noise.wall_s) else f"{c * noise.wall_s / 3600:.2f}"
-        rows.append(
-            f"| {design_name(d)} | {c} | {say(detect)} | {say(equiv)} | {say(both)} | {runs} "
-            f"| {steps} | {hours} | {per_seed} |"
-        )
+        runs = None if both is None else c * both
+        cells = [design_name(d), str(c), *(seeds(n) for n in (detect, equiv, both))]
+        cells += [
+            shown(runs, ","),
+            shown(runs and runs * noise.steps, ",.0f"),
+            shown(runs and runs * noise.wall_s / 3600, ".1f"),
+            shown(c * noise.wall_s / 3600, ".2f"),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
