@@ -10,8 +10,8 @@ import json
 import pandas as pd
 import pytest
 import yaml
+from _cells import NEW_SWITCH, set_grid, write_cell
 from _project import REPO, make_project, run_module
-from test_adding_a_switch import NEW_SWITCH, set_grid, write_cell
 
 from nanomoe.switches import grid_variant
 from pipeline.design import plan
