@@ -158,8 +158,9 @@ def test_a_half_of_five_switches_writes_sixteen_cells_per_seed_at_resolution_v(f
 
 
 def test_the_report_of_a_fraction_names_its_design_and_warns_of_aliases_first(five):
-    """Kills: a fraction reported as a full design (no resolution, no defining relation),
-    its aliases left out of report.md or summary.json, or df from the whole grid's cells."""
+    """Kills: a fraction reported as a full design (no resolution, no defining relation, the
+    method naming a 2^5 factorial), its aliases left out of report.md or summary.json, or df
+    from the whole grid's cells."""
     d = design(["rope", "moe", "fgram", "tokenizer", "bias"], "1/2", None)
     for i, cell in enumerate(c for c in itertools.product(*GRID4.values(), [False, True])):
         levels = dict(zip([*GRID4, "bias"], cell, strict=True))
@@ -180,9 +181,11 @@ def test_the_report_of_a_fraction_names_its_design_and_warns_of_aliases_first(fi
     assert len(summ["effects"]) == 15 and summ["df"] == 15  # (16 - 1)(2 - 1)
     rope = summ["effects"]["rope (main)"]
     assert rope["aliases"] == "rope + moe x fgram x tokenizer x bias"
-    first = (five / "experiments" / "report.md").read_text(encoding="utf-8").split("\n\n")[1]
+    md = (five / "experiments" / "report.md").read_text(encoding="utf-8")
+    first = md.split("\n\n")[1]
     assert "resolution V" in first and "I = ABCDE" in first
     assert "verdict is about its whole alias chain" in first
+    assert "**Method**: replicated 2^(5-1) fraction, 2 seeds as blocks" in md
 
 
 def test_a_fold_over_keeps_the_first_halfs_stages_and_adds_the_other(five):
