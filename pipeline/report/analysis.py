@@ -82,6 +82,13 @@ class Analysis:
         )
 
     @property
+    def design_name(self) -> str:
+        """``2^3 factorial``, or a fraction's ``2^(4-1) fraction`` (a fold-over is full)."""
+        k = len(self.factors)
+        p = len(self.design.words) if self.design and self.design.relation else 0
+        return f"2^({k}-{p}) fraction" if p else f"2^{k} factorial"
+
+    @property
     def method(self) -> str:
         if not self.factors:
             return f"no verdict: {self.why_no_verdict}; give a switch both levels under grid:"
@@ -115,7 +122,7 @@ class Analysis:
             else ""
         )
         return (
-            f"replicated 2^{len(self.factors)} factorial, {self.n_seeds} seeds as blocks "
+            f"replicated {self.design_name}, {self.n_seeds} seeds as blocks "
             f"(Montgomery, ch. 6-7): sigma = {p.sigma:.4f} from the pooled cell x seed "
             f"interaction, df = {p.df}; each effect has SE = 2 sigma / sqrt(N) = {p.se:.4f} "
             f"over N = {(p.m + 1) * p.n_seeds} runs, 95% margin t(0.975, {p.df}) x SE = "
