@@ -243,3 +243,26 @@ def test_a_bad_design_or_margin_is_refused_in_one_line_and_dvc_yaml_is_left_alon
     (err,) = out.stderr.strip().splitlines()
     assert err.startswith(f"error: params.yaml: {line}"), err
     assert (root / "dvc.yaml").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "fraction, generators, line",
+    [
+        (
+            "1/4",
+            ["E = ABC", "E = ABC"],
+            "grid.generators: ['E = ABC', 'E = ABC'] are not independent",
+        ),
+        (None, ["E = ABCD"], "grid.generators: set without grid.fraction"),
+        ("1/4", ["E = ABCD"], "grid.generators: 1/4 needs a list of 2 generator(s)"),
+        ("1/2", ["E = ABCE"], "grid.generators: 'E = ABCE' repeats a letter"),
+        ("1/2", ["E ABCD"], "grid.generators: 'E ABCD' is not a generator"),
+    ],
+)
+def test_generators_that_make_no_design_are_refused_naming_the_key(fraction, generators, line):
+    """Kills: two equal generators taken for a quarter (their product is the identity: the
+    'fraction' is a half), generators silently ignored without grid.fraction, or a
+    generator's own letter on its right side (E = ABCE, i.e. I = ABC)."""
+    with pytest.raises(ValueError) as err:
+        design(list("abcde"), fraction, generators)
+    assert str(err.value).startswith(line), err.value
