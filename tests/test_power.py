@@ -79,7 +79,7 @@ def test_seeds_needed_is_the_first_that_reaches_the_target():
     powers = {2: 0.5, 3: 0.79, 4: 0.8, 5: 0.9}
     assert seeds_needed(powers.__getitem__, 0.8, 5) == 4
     assert seeds_needed(powers.__getitem__, 0.95, 5) is None
-    detect, equiv = seeds_to_settle(0.01, SIGMA, CELLS)
+    detect, equiv = seeds_to_settle(0.01, 0.01, SIGMA, CELLS)
     assert (
         detection_power(0.01, SIGMA, CELLS, detect)
         >= 0.8
@@ -108,7 +108,7 @@ def test_pipeline_plan_prints_the_grid_and_its_half_from_the_last_report(tmp_pat
     got = run_module(root, "pipeline.plan", "--effect", "0.01")
     assert got.returncode == 0, got.stderr
     for cells, name in ((8, "full 2^3"), (4, "2^(3-1) III: C = AB")):
-        detect, equiv = seeds_to_settle(0.01, SIGMA, cells)
+        detect, equiv = seeds_to_settle(0.01, 0.01, SIGMA, cells)
         both = max(detect, equiv)
         row = f"| {name} | {cells} | {detect} | {equiv} | {both} | {cells * both:,} "
         hours = f"{cells * both * 200 / 3600:.1f} | {cells * 200 / 3600:.2f} |"
@@ -125,3 +125,13 @@ def test_pipeline_plan_without_a_report_says_so_in_one_line(tmp_path):
         "error: experiments/summary.json: not found; run the report first (dvc repro) or "
         "pass --sigma"
     ]
+
+
+@pytest.mark.parametrize("flags", [["--margin", "0"], ["--effect", "0"], ["--sigma", "0"]])
+def test_pipeline_plan_refuses_a_zero_effect_margin_or_sigma(tmp_path, flags):
+    """Kills: a zero flag read as "not given" (``a.margin or ...``), which would plan with
+    params.yaml's margin instead of saying the flag is wrong."""
+    root = make_project(tmp_path)
+    got = run_module(root, "pipeline.plan", *flags)
+    assert got.returncode == 2
+    assert f"error: {flags[0]}: must be a positive number of bits per byte" in got.stderr

@@ -15,22 +15,15 @@ that many seeds cost at the last run's mean wall_s per cell (one worker).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from nanomoe.config import display_path
+from nanomoe.config import display_path, read_json
 from pipeline.design.fraction import ROMAN, Design, DesignError, design
-from pipeline.design.power import (
-    MAX_SEEDS,
-    POWER,
-    detection_power,
-    equivalence_power,
-    seeds_needed,
-)
+from pipeline.design.power import MAX_SEEDS, POWER, seeds_to_settle
 from pipeline.design.whatif import halves_lines
 from pipeline.project import Project
 from pipeline.stage import StageError, run_stage
@@ -42,31 +35,25 @@ class Noise:
     source: str  # where it came from, for the header
     wall_s: float  # mean wall seconds of one cell-run (NaN: unknown)
     steps: float  # steps of one cell-run
-    n_seeds: int  # the seeds the last run trained (0: unknown)
 
 
 def last_run(summary: Path, table: Path, sigma: float | None) -> Noise:
     """sigma from ``--sigma`` or the last report's summary.json; wall_s and steps from its
     ablation.csv (when there is one)."""
-    n_seeds, source = 0, "--sigma"
+    source = "--sigma"
     if sigma is None:
-        if not summary.exists():
-            raise StageError(
-                f"{display_path(summary)}: not found; run the report first (dvc repro) or "
-                "pass --sigma"
-            )
-        s = json.loads(summary.read_text(encoding="utf-8"))
+        s = read_json(summary, "run the report first (dvc repro) or pass --sigma")
         if s.get("sigma") is None:
             raise StageError(
                 f"{display_path(summary)}: has no sigma (its report gave no verdict); pass "
                 "--sigma, or train two or more seeds"
             )
-        sigma, n_seeds = float(s["sigma"]), int(s["n_seeds"])
+        sigma = float(s["sigma"])
         source = f"{display_path(summary)}: {s['method']}, {s['n_seeds']} seed(s), df {s['df']:g}"
     if not table.exists():
-        return Noise(sigma, source, math.nan, math.nan, n_seeds)
+        return Noise(sigma, source, math.nan, math.nan)
     runs = pd.read_csv(table)
-    return Noise(sigma, source, float(runs.wall_s.mean()), float(runs.steps.mean()), n_seeds)
+    return Noise(sigma, source, float(runs.wall_s.mean()), float(runs.steps.mean()))
 
 
 def designs(factors: list[str], current: Design) -> list[Design]:
@@ -114,8 +101,7 @@ def plan_table(
     ]
     for d in designs(factors, current):
         c = cells_of(d)
-        detect = seeds_needed(lambda n, c=c: detection_power(effect, noise.sigma, c, n))
-        equiv = seeds_needed(lambda n, c=c: equivalence_power(margin, noise.sigma, c, n))
+        detect, equiv = seeds_to_settle(effect, margin, noise.sigma, c)
         both = None if detect is None or equiv is None else max(detect, equiv)
         runs = None if both is None else c * both
         cells = [design_name(d), str(c), *(seeds(n) for n in (detect, equiv, both))]
@@ -150,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(halves_lines(a.halves)))
         return 0
     project = Project.load()
-    margin = a.margin or project.params.analysis.equivalence_margin or a.effect
-    effect = a.effect or margin
-    for flag, value in (("--effect", effect), ("--margin", margin), ("--sigma", a.sigma)):
+    margin = a.margin if a.margin is not None else project.params.analysis.equivalence_margin
+    margin = a.effect if margin is None else margin
+    effect = margin if a.effect is None else a.effect
+    for flag, value in (("--margin", margin), ("--effect", effect), ("--sigma", a.sigma)):
         if value is not None and not value > 0:
             ap.error(f"{flag}: must be a positive number of bits per byte")
     if effect is None:

@@ -80,10 +80,16 @@ def seeds_needed(
 
 
 def seeds_to_settle(
-    margin: float, sigma: float, cells: int, target: float = POWER, max_seeds: int = MAX_SEEDS
+    effect: float,
+    margin: float,
+    sigma: float,
+    cells: int,
+    target: float = POWER,
+    max_seeds: int = MAX_SEEDS,
 ) -> tuple[int | None, int | None]:
-    """(seeds to call an effect of ``margin`` real, seeds to call a zero effect negligible),
-    each with power ``target``: together, the seeds that settle an undetermined effect."""
-    detect = seeds_needed(lambda n: detection_power(margin, sigma, cells, n), target, max_seeds)
+    """(seeds to call an effect of ``effect`` real, seeds to call a zero effect negligible at
+    ``margin``), each with power ``target``: together, the seeds that settle an undetermined
+    effect (the report asks with ``effect`` = ``margin``)."""
+    detect = seeds_needed(lambda n: detection_power(effect, sigma, cells, n), target, max_seeds)
     equiv = seeds_needed(lambda n: equivalence_power(margin, sigma, cells, n), target, max_seeds)
     return detect, equiv

@@ -16,6 +16,7 @@ import pandas as pd
 from nanomoe.config import display_path
 from nanomoe.switches import SWITCHES, grid_variant
 from pipeline.design.fraction import FOLDOVER, DesignError, design
+from pipeline.params.load import coded
 from pipeline.report.analysis import analyse
 from pipeline.stage import StageError
 
@@ -54,8 +55,7 @@ def halves_lines(path: Path) -> list[str]:
     full = whole.delta
     cols, lines = [], []
     for d in (first, second):
-        kept = df[[d.keeps({f: 1 if r[f] == grid[f][1] else -1 for f in factors})
-                   for r in df.to_dict("records")]]  # fmt: skip
+        kept = df[[d.keeps(coded({f: r[f] for f in factors})) for r in df.to_dict("records")]]
         cols.append(analyse(kept, grid, design=d).effects.set_index("effect"))
     lines.append(
         f"| contrast | full 2^{len(factors)} | I = {first.defining_relation()[4:]} | its alias "

@@ -82,6 +82,12 @@ class Analysis:
         )
 
     @property
+    def negligible_margin(self) -> float | None:
+        """The equivalence margin the verdicts applied: None with no margin set, and with one
+        seed (Lenth's noise calls nothing negligible)."""
+        return self.equivalence_margin if isinstance(self.noise, Pooled) else None
+
+    @property
     def design_name(self) -> str:
         """``2^3 factorial``, or a fraction's ``2^(4-1) fraction`` (a fold-over is full)."""
         k = len(self.factors)

@@ -21,7 +21,7 @@ def pm(mean: float, spread: float) -> str:
 def rule_words(a: Analysis) -> str:
     """The three verdicts' rules, as this run applies them."""
     m = a.equivalence_margin
-    if isinstance(a.noise, Pooled) and m is not None:
+    if a.negligible_margin is not None:
         half = a.effects.half90.iloc[0]
         negligible = (
             f"**negligible** when its 90% interval (± t(0.95, {a.noise.df}) x SE = {half:.4f}) "
@@ -114,14 +114,14 @@ def design_words(a: Analysis) -> str:
 
 def settle_line(a: Analysis, wall_s: float) -> str:
     """The report's last line: the seeds that would settle its undetermined effects."""
-    m = a.equivalence_margin
-    if not isinstance(a.noise, Pooled) or m is None:
+    m = a.negligible_margin
+    if m is None:
         return ""
     undetermined = int((a.effects.verdict == UNDETERMINED).sum())
     if not undetermined:
         return f"No effect is undetermined at Δ = {m:g}: no more seeds are needed to settle one."
     cells = len(a.ranking.order)
-    detect, equiv = seeds_to_settle(m, a.noise.sigma, cells)
+    detect, equiv = seeds_to_settle(m, m, a.noise.sigma, cells)
     if detect is None or equiv is None:
         return (
             f"To settle the {undetermined} undetermined effect(s) at Δ = {m:g}: more than "

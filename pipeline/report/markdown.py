@@ -12,7 +12,6 @@ from nanomoe.switches import BY_NAME, SWITCHES, Switch
 from pipeline.report.analysis import Analysis
 from pipeline.report.effects_text import design_words, effects_lines, pm, settle_line
 from pipeline.report.ranking import Ranking
-from pipeline.report.stats import Pooled
 
 
 def shown(switch: Switch, level: Any) -> str:
@@ -67,8 +66,8 @@ def verdict(a: Analysis) -> str:
 
 def equivalent_words(a: Analysis) -> str:
     """Which variants are within the equivalence margin of the true best (MCB)."""
-    m = a.equivalence_margin
-    if not isinstance(a.noise, Pooled) or m is None:
+    m = a.negligible_margin
+    if m is None:
         return ""
     if not a.equivalent:
         return (

@@ -33,9 +33,7 @@ def effect_verdict(delta: float, margin95: float, half90: float, eq_margin: floa
     equivalence margin, or no 90% interval: NaN)."""
     if abs(delta) > margin95:
         return REAL
-    if eq_margin is not None and abs(delta) + half90 < eq_margin:
-        return NEGLIGIBLE
-    return UNDETERMINED
+    return NEGLIGIBLE if below_margin(delta, half90, eq_margin) else UNDETERMINED
 
 
 def below_margin(delta: float, half90: float, eq_margin: float | None) -> bool:
