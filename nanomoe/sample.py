@@ -22,6 +22,8 @@ from nanomoe.device import resolve_device
 from nanomoe.model import GPT
 from nanomoe.tokenizer import CharTokenizer, Tokenizer, tokenizer_from_dict
 
+# generation's parameters and their defaults, by the names a served model takes
+GENERATION_DEFAULTS = {"max_new_tokens": 200, "temperature": 0.8, "top_k": 200, "seed": 1337}
 CKPT_FIX = "pass --checkpoint the ckpt.pt of a finished training run (dvc repro trains them)"
 
 
@@ -37,7 +39,7 @@ def generate_text(
     """Prompt plus ``tokens`` sampled tokens, deterministic for a given seed.
     ``top_k`` 0 or None: no top-k filtering."""
     model = model_from_checkpoint(ckpt)
-    return _generate(
+    return generate(
         model, tokenizer_of(ckpt, model), prompt, tokens, temperature, top_k, seed, device
     )
 
@@ -57,7 +59,7 @@ def tokenizer_of(ckpt: dict, model: GPT) -> Tokenizer:
     return CharTokenizer(chars, eod=model.config.vocab_size == len(chars) + 1)
 
 
-def _generate(
+def generate(
     model: GPT,
     tok: Tokenizer,
     prompt: str,
@@ -67,6 +69,8 @@ def _generate(
     seed: int,
     device: str,
 ) -> str:
+    """``prompt`` plus up to ``tokens`` tokens sampled from ``model``, decoded; it stops at
+    an end-of-document token. The same seed gives the same text."""
     idx = torch.tensor([tok.encode(prompt)], dtype=torch.long, device=device)
     model = model.to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -143,7 +147,7 @@ def print_sample(model: GPT, tok: Tokenizer, a: argparse.Namespace, s: SampleCon
         print(f"error: --{e}", file=sys.stderr)
         return 2
     try:
-        text = _generate(model, tok, a.prompt, s.tokens, s.temperature, s.top_k, a.seed, device)
+        text = generate(model, tok, a.prompt, s.tokens, s.temperature, s.top_k, a.seed, device)
     except ValueError as e:  # unknown characters in the prompt
         print(f"error: --prompt: {e}", file=sys.stderr)
         return 2

@@ -154,15 +154,23 @@ class DataParams(Config):
         return [self.sha256] * len(self.urls)
 
     @property
-    def fingerprint(self) -> str:
-        """One string naming the corpus's bytes, for a run's tags: the checksum of a single
-        shard, the sha256 of the checksums of several (in order), or "unchecked"."""
+    def digest(self) -> str | None:
+        """The corpus's sha256: a single shard's checksum, the sha256 of several shards'
+        checksums (in order); None where data.sha256 leaves a shard unchecked."""
         if self.sha256 is None or None in self.checksums:
-            return "unchecked"
+            return None
         if len(self.checksums) == 1:
             return self.checksums[0]
-        joined = hashlib.sha256("\n".join(self.checksums).encode("ascii")).hexdigest()
-        return f"{len(self.checksums)} shards: {joined}"
+        return hashlib.sha256("\n".join(self.checksums).encode("ascii")).hexdigest()
+
+    @property
+    def fingerprint(self) -> str:
+        """One string naming the corpus's bytes, for a run's tags: ``digest``, with the number
+        of shards where there are several, or "unchecked"."""
+        if self.digest is None:
+            return "unchecked"
+        n = len(self.checksums)
+        return self.digest if n == 1 else f"{n} shards: {self.digest}"
 
     def shards(self) -> list[Shard]:
         """The shards to fetch: data.url's, or NANOMOE_DATA_URL's with data.sha256's sums."""

@@ -92,9 +92,8 @@ def test_mlflow_store_holds_eight_cell_runs_and_one_ablation_summary(repro):
     assert runs["metrics.final_val_loss"].notna().all()
     assert runs["metrics.best_val_loss"].notna().all()
     table = pd.read_csv(root / "experiments/ablation.csv")
-    assert set(runs["tags.mlflow.runName"]) == {
-        f"{r.variant} seed {r.seed}" for r in table.itertuples()
-    }
+    names = {f"{r.variant} s{r.seed}" for r in table.itertuples()}  # the seed in every name
+    assert set(runs["tags.mlflow.runName"]) == names
     assert set(runs["params.tokenizer"]) == {"char", "bpe"}
     client = mlflow.MlflowClient()
     for metric in ("val_loss", "val_bpb"):
@@ -118,6 +117,57 @@ def test_mlflow_store_holds_eight_cell_runs_and_one_ablation_summary(repro):
     # run ids stay out of metrics.json, which a resume must leave identical
     for path in (root / "experiments/ablation").glob("*/metrics.json"):
         assert not set(runs.run_id) & set(re.findall(r"[0-9a-f]{32}", path.read_text()))
+
+
+def test_the_summary_run_is_the_parent_of_the_eight_cells_each_a_logged_model(repro):
+    """``mlflow ui`` shows the ablation as one run to expand, and its Models tab the eight
+    cells' models with their final_val_bpb. Kills: the report not setting
+    mlflow.parentRunId; the model logged before the final metrics."""
+    root, _ = repro
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("nanomoe-ablation").experiment_id
+    (summary,) = client.search_runs([exp], "tags.kind = 'ablation'")
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{summary.info.run_id}'")
+    table = pd.read_csv(root / "experiments/ablation.csv")
+    assert len(children) == 8 and {r.data.tags["kind"] for r in children} == {"cell"}
+    models = client.search_logged_models([exp])
+    assert len(models) == 8 and {m.source_run_id for m in models} == {
+        r.info.run_id for r in children
+    }
+    bpb = {m.source_run_id: {x.key: x.value for x in m.metrics}["final_val_bpb"] for m in models}
+    runs = {r.info.run_id: r.data.tags["variant"] for r in children}
+    assert sorted(bpb[i] for i in runs) == sorted(table.final_val_bpb)
+
+
+def test_the_report_registers_each_variant_once_and_again_registers_nothing(repro):
+    """Eight versions, one per variant, ``best`` on summary.json's best variant (or the
+    tie's aliases); ``dvc repro -f -s report`` makes a second summary run that adds no version
+    and leaves the cells' parent, tagging them with both. Kills: registering per report run;
+    a later ablation stealing the parent."""
+    root, _ = repro
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    before = client.search_model_versions("name = 'nanomoe-ablation'")
+    summary = json.loads((root / "experiments/summary.json").read_text())
+    assert len(before) == 8 and len({v.tags["variant"] for v in before}) == 8
+    model = client.get_registered_model("nanomoe-ablation")
+    aliases = {k: str(v) for k, v in model.aliases.items()}
+    by_variant = {v.tags["variant"]: str(v.version) for v in before}
+    if summary["best_variant"]:
+        assert aliases == {"best": by_variant[summary["best_variant"]]}
+    else:
+        tied = summary["tied_with_lowest"]
+        assert aliases == {f"tied-best-{i}": by_variant[v] for i, v in enumerate(tied, 1)}
+    again = run_module(root, "dvc", "repro", "--force", "--single-item", "report")
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = client.search_model_versions("name = 'nanomoe-ablation'")
+    assert sorted(v.version for v in after) == sorted(v.version for v in before)
+    exp = client.get_experiment_by_name("nanomoe-ablation").experiment_id
+    first, second = sorted(
+        client.search_runs([exp], "tags.kind = 'ablation'"), key=lambda r: r.info.start_time
+    )
+    for cell in client.search_runs([exp], "tags.kind = 'cell'"):
+        assert cell.data.tags["mlflow.parentRunId"] == first.info.run_id
+        assert cell.data.tags["ablations"] == f"{first.info.run_id},{second.info.run_id}"
 
 
 @pytest.mark.parametrize("bytecode", [True, False], ids=["bytecode", "no-bytecode"])
@@ -323,10 +373,15 @@ def test_dvc_exp_run_temp_uses_the_experiment_copy_and_logs_to_the_parent_store(
     every = client.search_runs([experiment.experiment_id])
     runs = [r for r in every if r.data.tags.get("kind") == "cell"]
     assert len(runs) == 8 * len(seeds) + len(moe_cells), [r.info.run_name for r in every]
-    # one ablation summary per report: the parent's repro and the experiment's, comparable
+    # one ablation summary per report: the parent's repro, its forced report (the registry
+    # test's), and the experiment's, comparable
     summaries = [r for r in every if r.data.tags.get("kind") == "ablation"]
-    assert len(summaries) == 2 and len(every) == len(runs) + 2
+    assert len(summaries) == 3 and len(every) == len(runs) + 3
     assert [("dvc_exp_name" in r.data.tags) for r in summaries].count(True) == 1
+    # the experiment's summary is the parent of the cells it trained, and of no other
+    (exp_summary,) = [r for r in summaries if "dvc_exp_name" in r.data.tags]
+    adopted = [r for r in runs if r.data.tags["mlflow.parentRunId"] == exp_summary.info.run_id]
+    assert len(adopted) == len(moe_cells)
     assert all("effect.moe" in r.data.metrics for r in summaries)
     new = [r for r in runs if "dvc_exp_name" in r.data.tags]
     assert len(new) == len(moe_cells), [r.data.tags for r in runs]

@@ -181,5 +181,5 @@ def test_sampling_stops_at_the_first_end_of_document_token(monkeypatch):
         return torch.cat([idx, torch.tensor([drawn[:tokens]])], dim=1)
 
     monkeypatch.setattr(model, "generate", generate)
-    assert sample._generate(model, tok, "cb", 6, 1.0, None, 0, "cpu") == "cbabc"
-    assert sample._generate(model, tok, "cb", 2, 1.0, None, 0, "cpu") == "cbab"
+    assert sample.generate(model, tok, "cb", 6, 1.0, None, 0, "cpu") == "cbabc"
+    assert sample.generate(model, tok, "cb", 2, 1.0, None, 0, "cpu") == "cbab"

@@ -188,9 +188,7 @@ def test_a_training_run_that_fails_is_marked_failed_in_mlflow(tmp_path, monkeypa
         train.main(["--rope", "true", "--moe", "true", "--fgram", "false", *CHAR, "--seed", "7"])
     runs = _runs(root)
     assert list(runs.status) == ["FAILED"]
-    assert (
-        runs["tags.mlflow.runName"][0] == "rope+moe-fgram seed 7"
-    )  # the factors only, and the seed
+    assert runs["tags.mlflow.runName"][0] == "rope+moe-fgram s7"  # the factors only, and the seed
 
 
 def test_a_killed_training_run_is_not_left_running_in_mlflow(tmp_path, monkeypatch):

@@ -2,10 +2,12 @@
 
     python -m pipeline.sample --run-id 3f2a... --prompt "ROMEO:" --tokens 500
 
-Every finished ablation cell logs its model file to its run (``model/model.pt``: weights,
-config, vocabulary and F-gram table). The run id is on the run's page in ``mlflow ui`` and in
-the cell's ``experiments/ablation/<cell>/run.json``. The options after ``--run-id`` are those
-of ``python -m nanomoe.sample``, which samples from a local ``ckpt.pt`` or ``model.pt``.
+Every finished ablation cell logs its model to its run (``runs:/<run id>/model``, which
+``mlflow.pyfunc.load_model`` loads too); this command reads that model's file (weights,
+config, vocabulary and F-gram table) and samples from it on any device. The run id is on
+the run's page in ``mlflow ui`` and in the cell's ``experiments/ablation/<cell>/run.json``.
+The options after ``--run-id`` are those of ``python -m nanomoe.sample``, which samples from a
+local ``ckpt.pt`` or ``model.pt``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import tempfile
 
 from nanomoe.config import InputError
 from nanomoe.sample import sample_command
-from pipeline.tracking import fetch_artifact
-from pipeline.train.cell_run import MODEL_ARTIFACT
+from pipeline.tracking.model import fetch_model_file
 
 RUN_FIX = "pass the Run ID of a finished ablation cell (mlflow ui, or the cell's run.json)"
 
@@ -25,7 +26,7 @@ RUN_FIX = "pass the Run ID of a finished ablation cell (mlflow ui, or the cell's
 def fetch_model(run_id: str, folder: str) -> str:
     """Download the run's model file into ``folder``; its path. Raises ``InputError``."""
     try:
-        return fetch_artifact(run_id, MODEL_ARTIFACT, folder)
+        return fetch_model_file(run_id, folder)
     except LookupError as err:
         raise InputError(f"--run-id {run_id}", str(err), RUN_FIX) from None
     except FileNotFoundError as err:

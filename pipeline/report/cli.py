@@ -29,7 +29,7 @@ from pipeline.report.effects_text import pm
 from pipeline.report.markdown import render_markdown, variant_table, verdict
 from pipeline.report.provenance import mixed, portable, provenance_lines, unresolved
 from pipeline.report.results import collect
-from pipeline.report.summary import log_summary_run, summary
+from pipeline.report.summary import file_ablation, log_summary_run, summary
 from pipeline.stage import StageError, run_stage
 from pipeline.tracking import check_store, tracking_uri
 
@@ -71,13 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     names = ("report.md", "ablation.png", "compute.png", "ablation.csv", "summary.json")
     try:
         run_id = log_summary_run(df, params, summ, [out[n] for n in names])
+        filed = file_ablation(run_id, df, params.seeds[0], summ)
     except Exception as err:
+        why = f"{err.__class__.__name__}: {(str(err).splitlines() or [''])[0][:200]}"
         raise StageError(
             f"{layout.relative(out['report.md'])}: written, but the MLflow summary run failed "
-            f"({err.__class__.__name__}); fix the store (MLFLOW_TRACKING_URI) and run "
-            "dvc repro report"
+            f"({why}); fix the store (MLFLOW_TRACKING_URI) and run dvc repro report"
         ) from None
-    print(f"report: {layout.relative(out['report.md'])}; MLflow summary run {run_id}")
+    print(f"report: {layout.relative(out['report.md'])}; MLflow summary run {run_id}, {filed}")
     return 0
 
 

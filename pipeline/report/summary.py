@@ -20,7 +20,8 @@ from nanomoe.switches import BY_NAME, baseline, config_fields, grid_variant
 from pipeline.params import Params
 from pipeline.report.analysis import METRIC, Analysis
 from pipeline.report.provenance import mixed, runtime_values
-from pipeline.tracking import Run, flatten, git_commit, tracked
+from pipeline.tracking import Client, Run, flatten, git_commit, tracked
+from pipeline.tracking.registry import adopt_cells, register_variants
 
 
 def baseline_variant(grid: Mapping[str, Sequence[Any]]) -> str:
@@ -171,3 +172,25 @@ def log_summary_run(df: pd.DataFrame, params: Params, summ: dict, files: list[Pa
         run.log_artifacts(files)
         run.log_text(json.dumps(cells, indent=2), "cells.json")
     return run.id
+
+
+def file_ablation(summary_id: str, df: pd.DataFrame, seed: int, summ: dict) -> str:
+    """The summary run made the parent of the cell runs it judged, and each variant's model
+    at ``seed`` registered under the experiment's name with the verdict's alias
+    (``pipeline/tracking/registry.py``); one line saying what was done."""
+    client, experiment = Client(), df.experiment.iloc[0]
+    cells = df[df.run_id.notna() & ~df.run_id.isin(summ["unresolved_runs"])]
+    adopted = adopt_cells(client, summary_id, list(cells.run_id))
+    firsts = cells[cells.seed == seed]
+    judged = summ["method"] != "none"
+    best = summ["best_variant"] if judged else None
+    tied = summ["tied_with_lowest"] if judged else []
+    runs = dict(zip(firsts.variant, firsts.run_id, strict=True))
+    versions = register_variants(client, experiment, runs, best, tied)
+    alias = f"best: {best} (v{versions[best]})" if best in versions else "no best alias"
+    if best is None and len(tied) > 1:
+        alias = f"tied-best-1..{len(tied)}: {', '.join(tied)}"
+    return (
+        f"parent of {adopted} new cell run(s) of {len(cells)}; registered model {experiment!r}: "
+        f"{len(versions)} variant(s) at seed {seed}, {alias}"
+    )

@@ -1,21 +1,25 @@
-"""The MLflow run of one grid cell: opened (or resumed), its history relogged after a
-resume, and its results logged at the end: final figures, plots, the sample, and the model
-file (``model/model.pt``: weights, config, vocabulary, F-gram table; no optimizer state),
-which ``python -m pipeline.sample --run-id`` samples from on any tracking server.
+"""The MLflow run of one grid cell: opened (or resumed) under the variant's name and seed
+(``rope+moe-fgram s1338``) with its corpus splits as dataset inputs, its history relogged
+after a resume, and its results logged at the end: final figures, plots, the sample, and the
+cell's logged model (``runs:/<run id>/model``: a pyfunc that generates text, around the model
+file of weights, config, tokenizer and F-gram table; ``pipeline/tracking/model.py``), which
+``python -m pipeline.sample --run-id`` samples from on any tracking server.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from nanomoe.trainer import TrainResult
 from pipeline.project import Project
 from pipeline.tracking import Run, close_dead_run, flatten, git_commit
+from pipeline.tracking.dataset import log_corpus
+from pipeline.tracking.model import log_model
 from pipeline.train.cell import Cell
 
 EXPERIMENT = "nanomoe-ablation"
-MODEL_ARTIFACT = "model/model.pt"
 ARTIFACTS = ("metrics.json", "sample.txt", "curve.png", "curve.csv")
 
 
@@ -41,7 +45,7 @@ def open_run(project: Project, cell: Cell, fp: dict) -> tuple[Run, dict | None]:
         }
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-        run = Run.start(EXPERIMENT, f"{cell.variant} seed {cell.seed}", tags)
+        run = Run.start(EXPERIMENT, run_name(cell.variant, cell.seed), tags)
         run.log_params(
             {
                 **flatten(cell.config.to_dict(), "model."),
@@ -54,8 +58,26 @@ def open_run(project: Project, cell: Cell, fp: dict) -> tuple[Run, dict | None]:
                 "n_fgrams": len(cell.fgrams) if cell.fgrams is not None else 0,
             }
         )
+        urls = [shard.url for shard in project.params.data.shards()]
+        log_corpus(run, urls, corpus_sha256(project, cell), cell.tokenizer.kind, cell.meta)
     cell.resume.save_run(run.id)
     return run, resumed
+
+
+def run_name(variant: str, seed: int) -> str:
+    """A cell run's name: its variant and seed, ``rope+moe-fgram s1338``."""
+    return f"{variant} s{seed}"
+
+
+def corpus_sha256(project: Project, cell: Cell) -> str:
+    """The corpus's sha256 (data.sha256's, one for several shards); where params.yaml checks
+    none, the sha256 of the cell's prepared splits, the bytes it trained and was judged on."""
+    if project.params.data.digest is not None:
+        return project.params.data.digest
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        h.update((project.layout.prepared(cell.tokenizer.kind) / f"{split}.bin").read_bytes())
+    return h.hexdigest()
 
 
 def relog_history(run: Run, history: list[dict]) -> set[int]:
@@ -70,8 +92,11 @@ def relog_history(run: Run, history: list[dict]) -> set[int]:
     return logged
 
 
-def log_results(run: Run, result: TrainResult, files: dict[str, Path], model: bytes) -> None:
-    """The run's final figures at the last step, its files, and the model file."""
+def log_results(
+    run: Run, result: TrainResult, files: dict[str, Path], model: bytes, prompt: str, root: Path
+) -> str:
+    """The run's final figures at the last step, its files, and its model (linked to those
+    figures, with ``prompt`` its input example); the model's id."""
     final = {
         "final_val_loss": result.val_loss,  # the full validation split: the reported number
         "best_val_loss": result.best_val_loss,  # the best periodic estimate, as nanoGPT's
@@ -86,4 +111,4 @@ def log_results(run: Run, result: TrainResult, files: dict[str, Path], model: by
     }
     run.log_metrics(final, step=result.steps)
     run.log_artifacts([files[n] for n in ARTIFACTS])
-    run.log_bytes(model, MODEL_ARTIFACT)
+    return log_model(run, model, result.steps, prompt, root)

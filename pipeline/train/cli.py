@@ -147,7 +147,7 @@ def train_cell(
         raise store_failed(callback.error, cell)
 
     try:
-        log_results(run, result, files, model_file(ckpt))
+        log_results(run, result, files, model_file(ckpt), prompt, project.root)
     except Exception as err:
         raise store_failed(err, cell) from None
     return result

@@ -1,4 +1,4 @@
-"""Everything the pipeline says to MLflow, for the train stage and the tuner alike.
+"""The MLflow store and its runs, for every stage and the tuner alike.
 
 - **Where runs go.** MLflow 3's default store, ``sqlite:///mlflow.db`` at the project root,
   so a bare ``mlflow ui`` there reads it; artifacts in ``mlartifacts/`` beside it. Under
@@ -16,8 +16,9 @@
   (``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` changes it, and
   ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false`` turns it off).
 
-The trainer's callback, which logs through ``Run``, lives in ``run_callback.py``: this module
-imports no torch, so the report stage, which only reads runs and logs a summary, stays light.
+The trainer's callback, which logs through ``Run``, lives in ``pipeline/train/run_callback.py``:
+this module imports no torch, so the report stage, which only reads runs and logs a summary,
+stays light.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -129,19 +129,11 @@ def experiment_id(client: Client, name: str) -> str:
     return exp.experiment_id
 
 
-def fetch_artifact(run_id: str, artifact: str, folder: str) -> str:
-    """Download run ``run_id``'s ``artifact`` (``folder/name``) into ``folder``; its local path.
-    LookupError if the store has no such run, FileNotFoundError if the run has no such file."""
-    client = Client()
-    try:
-        run = client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise LookupError(f"no such run in {tracking_uri()}") from None
-    if artifact not in {a.path for a in client.list_artifacts(run_id, artifact.rpartition("/")[0])}:
-        raise FileNotFoundError(f"run {run.info.run_name!r} ({run.info.status}) has no {artifact}")
-    return mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path=artifact, dst_path=folder, tracking_uri=tracking_uri()
-    )
+def run_model_id(client: Client, run_id: str) -> str | None:
+    """The id of the model run ``run_id`` logged (its last), or None."""
+    outputs = client.get_run(run_id).outputs
+    models = outputs.model_outputs if outputs else []
+    return models[-1].model_id if models else None
 
 
 def git_commit() -> str:
@@ -226,13 +218,6 @@ class Run:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.id, text, artifact_file)
-
-    def log_bytes(self, data: bytes, artifact_file: str) -> None:
-        """``data`` as the run's artifact ``artifact_file`` (``folder/name``)."""
-        folder, _, name = artifact_file.rpartition("/")
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / name).write_bytes(data)
-            self.client.log_artifact(self.id, str(Path(tmp) / name), folder or None)
 
     def end(self, status: str) -> None:
         assert status in STATUS, status
