@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,6 +34,7 @@ import mlflow.tracking._tracking_service.utils as tracking_service
 import optuna
 import pytest
 import yaml
+from _browser import render
 from _project import env_for, run_module
 from _runcache import committed_project
 from _tune import TUNE
@@ -282,6 +284,21 @@ def test_the_cells_models_load_over_http_and_predict_and_their_corpus_is_an_inpu
     sha = yaml.safe_load((logged.root / "params.yaml").read_text())["data"]["sha256"]
     inputs = logged.client.get_run(run_id).inputs.dataset_inputs
     assert sorted(i.dataset.digest for i in inputs) == [sha[:32]] * 2
+
+
+def test_the_models_tab_in_a_browser_lists_each_cells_model_with_its_final_val_bpb(logged):
+    """The experiment's Models tab (Model training view), rendered by headless Chromium from
+    the server: a row per cell's model, named by its source run, and the final_val_bpb
+    column holding each cell's figure (as the UI rounds it). Kills: the model logged
+    before the final metrics (the column stays empty); a cell that logs no model."""
+    exp = logged.client.get_experiment_by_name("nanomoe-ablation").experiment_id
+    dom = render(f"{logged.url}/#/experiments/{exp}/models?workflowType=machine_learning")
+    assert "final_val_bpb" in dom
+    shown = [float(x) for x in re.findall(r">(\d+\.\d+)<", dom)]
+    for run in cell_runs(logged):
+        assert f">{run.info.run_name}<" in dom
+        bpb = run.data.metrics["final_val_bpb"]
+        assert any(abs(x - bpb) < 1e-3 for x in shown), (run.info.run_name, bpb, shown)
 
 
 def test_study_has_one_parent_and_a_nested_run_per_finished_trial(logged):
