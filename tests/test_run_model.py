@@ -210,7 +210,8 @@ def test_the_registry_aliases_the_single_best_and_numbers_a_tie_and_rerunning_ad
 ):
     """Two variants' runs (the second logs the cell's model file again), then the registry:
     ``best`` alone on a single best; ``tied-best-1..2`` and no ``best`` on a tie; a rerun
-    makes no new version. Kills: a version per report run; ``best`` kept through a tie."""
+    makes no new version; the logged model lists its version once. Kills: a version per
+    report run; ``best`` kept through a tie; the version not listed on the logged model."""
     root, run_id, folder = in_project
     c = Client()
     other = Run.start(EXPERIMENT, "B s1337", {})
@@ -221,6 +222,8 @@ def test_the_registry_aliases_the_single_best_and_numbers_a_tie_and_rerunning_ad
     assert aliases(c, "reg-test") == {"best": "1"}
     again = register_variants(c, "reg-test", {"A": run_id}, "A", [])
     assert again == versions and len(c.search_model_versions("name = 'reg-test'")) == 1
+    model = c.get_logged_model(run_model_id(c, run_id))  # the Models tab's "Registered models"
+    assert json.loads(model.tags["mlflow.modelVersions"]) == [{"name": "reg-test", "version": 1}]
     tied = register_variants(c, "reg-test", runs, None, ["B", "A"])
     assert tied == {"A": "1", "B": "2"}
     assert aliases(c, "reg-test") == {"tied-best-1": "2", "tied-best-2": "1"}

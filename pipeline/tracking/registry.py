@@ -20,6 +20,7 @@ report's single best variant; when variants are tied with the lowest, ``tied-bes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import mlflow
@@ -28,6 +29,7 @@ from pipeline.tracking.defaults import fluent_defaults
 from pipeline.tracking.store import Client, run_model_id
 
 PARENT = "mlflow.parentRunId"
+VERSIONS_TAG = "mlflow.modelVersions"  # a logged model's registered versions
 ABLATIONS = "ablations"
 
 
@@ -44,6 +46,16 @@ def adopt_cells(client: Client, summary_id: str, cell_run_ids: Sequence[str]) ->
         if summary_id not in judged:
             client.set_tag(run_id, ABLATIONS, ",".join([*judged, summary_id]))
     return adopted
+
+
+def link_version(client: Client, model_id: str, name: str, version: int | str) -> None:
+    """List version ``version`` of ``name`` in the logged model's ``mlflow.modelVersions``
+    tag, as ``mlflow.register_model`` does: the Models tab's "Registered models" column."""
+    tags = client.get_logged_model(model_id).tags
+    listed = json.loads(tags.get(VERSIONS_TAG, "[]"))
+    entry = {"name": name, "version": int(version)}
+    if entry not in listed:
+        client.set_logged_model_tags(model_id, {VERSIONS_TAG: json.dumps([*listed, entry])})
 
 
 def register_variants(
@@ -66,6 +78,7 @@ def register_variants(
         found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
         if found:
             versions[variant] = str(found[0].version)
+            link_version(client, model_id, name, found[0].version)
             continue
         with fluent_defaults():  # where the registry looks the logged model up
             made = client.create_model_version(
@@ -73,6 +86,7 @@ def register_variants(
                 model_id=model_id,
             )  # fmt: skip
         versions[variant] = str(made.version)
+        link_version(client, model_id, name, made.version)
     wanted = {"best": best} if best else {}
     if best is None and len(tied) > 1:
         wanted = {f"tied-best-{i}": v for i, v in enumerate(tied, 1)}
