@@ -27,10 +27,20 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 import mlflow
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "nanomoe-ablation"
 PANEL = 590  # pixels: the assistant panel on the right of a 2300-pixel window, cropped off
+LEFT = 1400  # pixels: the Models tab's columns from the model's name to its source run
+# where a column's header lies, in pixels: [left, right]
+COLUMN = """(() => {
+  const cell = [...document.querySelectorAll('[role="columnheader"]')]
+    .find(c => c.textContent.trim() === '%s');
+  if (!cell) return null;
+  const r = cell.getBoundingClientRect();
+  return [Math.round(r.left), Math.round(r.right)];
+})()"""
 EXPAND = """(() => {
   const link = document.querySelector('a[href$="/runs/%s"]');
   const row = link && link.closest('[role="row"]');
@@ -116,21 +126,38 @@ class DevTools:
                 return message["result"]
 
 
-def shoot(tools: DevTools, url: str, out: Path, crop_right: int, script: str | None = None) -> None:
-    """Open ``url``, let it render, run ``script``, save a PNG less ``crop_right`` pixels
-    (MLflow's assistant panel)."""
+def shoot(
+    tools: DevTools, url: str, out: Path, script: str | None = None, keep: tuple = ()
+) -> None:
+    """Open ``url``, let it render, run ``script``, save a PNG of the page without MLflow's
+    assistant panel; with ``keep`` (column headers), only the columns up to the first of
+    them, then those columns, each cut marked by a grey line: the metric columns of a
+    model lie far to the right of its name."""
     tools.call("Page.navigate", url=url)
     time.sleep(10)
     if script:
         clicked = tools.call("Runtime.evaluate", expression=script)["result"]["value"]
         assert clicked, f"nothing to click on {url}"
         time.sleep(4)
+    spans = []
+    for name in keep:
+        span = tools.call("Runtime.evaluate", expression=COLUMN % name, returnByValue=True)
+        assert span["result"].get("value"), f"no column {name} on {url}"
+        spans.append(span["result"]["value"])
     png = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
     with tempfile.NamedTemporaryFile(suffix=".png") as tmp:
         Path(tmp.name).write_bytes(png)
         image = mpimg.imread(tmp.name)
-    mpimg.imsave(out, image[:, : image.shape[1] - crop_right])
-    print(f"{out}: {image.shape[1] - crop_right}x{image.shape[0]}")
+    if spans:
+        cut = np.full((image.shape[0], 4, image.shape[2]), 0.6, dtype=image.dtype)
+        pieces = [image[:, :LEFT]]
+        for left, right in spans:
+            pieces += [cut, image[:, left:right]]
+        image = np.concatenate(pieces, axis=1)
+    else:
+        image = image[:, : image.shape[1] - PANEL]
+    mpimg.imsave(out, image)
+    print(f"{out}: {image.shape[1]}x{image.shape[0]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,10 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         pages = json.loads(wait_http(f"http://127.0.0.1:{debug}/json/list"))
         tools = DevTools(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
         view = "?workflowType=machine_learning"
-        shoot(tools, f"{url}/#/experiments/{exp}/models{view}", out / "mlflow-models.png", PANEL)
+        models = f"{url}/#/experiments/{exp}/models{view}"
+        tools.call("Emulation.setDeviceMetricsOverride", width=9000, height=900,
+                   deviceScaleFactor=1, mobile=False)  # fmt: skip
+        shoot(tools, models, out / "mlflow-models.png", keep=("final_val_bpb", "final_val_loss"))
+        tools.call("Emulation.clearDeviceMetricsOverride")
         parent = summaries[0].info.run_id  # the first report's: the cells' parent
         runs = f"{url}/#/experiments/{exp}/runs{view}"
-        shoot(tools, runs, out / "mlflow-parent-run.png", PANEL, EXPAND % parent)
+        shoot(tools, runs, out / "mlflow-parent-run.png", EXPAND % parent)
     finally:
         for proc in (browser, server):
             os.killpg(proc.pid, signal.SIGTERM)
