@@ -26,34 +26,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-# The files that train the most cells, longest first (their setup and calls summed, from
-# `pytest --durations`). `make test` hands whole files to its two workers (--dist loadfile)
-# in collection order: started first, the long files run beside the short ones instead of
-# one of them running alone at the end while the other core idles.
-LONGEST_FIRST = [
-    "test_pipeline.py",
-    "test_run_cache.py",
-    "test_tune.py",
-    "test_cluster_cells.py",
-    "test_resume.py",
-    "test_tune_confirm.py",
-    "test_cluster.py",
-    "test_tracking_server.py",
-    "test_tune_postgres.py",
-    "test_ddp.py",
-    "test_adding_a_switch.py",
-    "test_three_clones.py",
-    "test_sharded_corpus.py",
-]
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest files first (LONGEST_FIRST), the rest after them in their order; a file's
-    tests keep theirs."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 # Every cell of the registry's full grid: {switch: level} for all eight variants.
 ALL_VARIANTS = cells(model_grid())  # the tokenizer changes the ids, not the model
 

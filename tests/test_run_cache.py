@@ -46,7 +46,7 @@ def test_two_workers_train_every_cell_and_repro_here_restores_them(project):
         json.loads(p.read_text()) for p in (root / "experiments/ablation").glob("*/metrics.json")
     ]
     assert sorted(cell_runs(root).values()) == sorted(
-        f"{m['variant']} seed {m['seed']}" for m in metrics
+        f"{m['variant']} s{m['seed']}" for m in metrics
     )
     assert set(run_ids(root).values()) == set(cell_runs(root))
 

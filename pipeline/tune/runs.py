@@ -2,7 +2,7 @@
 
 The parent's id lives in the study's user attrs, so every worker of the study, on any
 machine, attaches its trials to the same parent. All MLflow calls go through
-pipeline/tracking.py (store, retries, dead runs).
+pipeline/tracking/ (store, retries, dead runs).
 """
 
 from __future__ import annotations
