@@ -21,7 +21,7 @@ from pipeline.params import Params
 from pipeline.report.analysis import METRIC, Analysis
 from pipeline.report.provenance import mixed, runtime_values
 from pipeline.tracking import Client, Run, flatten, git_commit, tracked
-from pipeline.tracking.registry import adopt_cells, register_variants
+from pipeline.tracking.registry import adopt_cells, aliases_for, register_variants
 
 
 def baseline_variant(grid: Mapping[str, Sequence[Any]]) -> str:
@@ -187,9 +187,10 @@ def file_ablation(summary_id: str, df: pd.DataFrame, seed: int, summ: dict) -> s
     tied = summ["tied_with_lowest"] if judged else []
     runs = dict(zip(firsts.variant, firsts.run_id, strict=True))
     versions = register_variants(client, experiment, runs, best, tied)
+    wanted = aliases_for(best, tied)
     alias = f"best: {best} (v{versions[best]})" if best in versions else "no best alias"
-    if best is None and len(tied) > 1:
-        alias = f"tied-best-1..{len(tied)}: {', '.join(tied)}"
+    if "best" not in wanted and wanted:
+        alias = f"tied-best-1..{len(wanted)}: {', '.join(wanted.values())}"
     return (
         f"parent of {adopted} new cell run(s) of {len(cells)}; registered model {experiment!r}: "
         f"{len(versions)} variant(s) at seed {seed}, {alias}"

@@ -58,6 +58,14 @@ def link_version(client: Client, model_id: str, name: str, version: int | str) -
         client.set_logged_model_tags(model_id, {VERSIONS_TAG: json.dumps([*listed, entry])})
 
 
+def aliases_for(best: str | None, tied: Sequence[str]) -> dict[str, str]:
+    """Alias -> variant: ``best`` on a single best; ``tied-best-<i>`` on each of ``tied`` (in
+    order) when there is none and several are tied; else none."""
+    if best:
+        return {"best": best}
+    return {f"tied-best-{i}": v for i, v in enumerate(tied, 1)} if len(tied) > 1 else {}
+
+
 def register_variants(
     client: Client, name: str, runs: Mapping[str, str], best: str | None, tied: Sequence[str]
 ) -> dict[str, str]:
@@ -77,20 +85,16 @@ def register_variants(
             continue
         found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
         if found:
-            versions[variant] = str(found[0].version)
-            link_version(client, model_id, name, found[0].version)
-            continue
-        with fluent_defaults():  # where the registry looks the logged model up
-            made = client.create_model_version(
-                name, f"models:/{model_id}", run_id=run_id, tags={"variant": variant},
-                model_id=model_id,
-            )  # fmt: skip
-        versions[variant] = str(made.version)
-        link_version(client, model_id, name, made.version)
-    wanted = {"best": best} if best else {}
-    if best is None and len(tied) > 1:
-        wanted = {f"tied-best-{i}": v for i, v in enumerate(tied, 1)}
-    wanted = {alias: versions[v] for alias, v in wanted.items() if v in versions}
+            version = found[0].version
+        else:
+            with fluent_defaults():  # where the registry looks the logged model up
+                version = client.create_model_version(
+                    name, f"models:/{model_id}", run_id=run_id, tags={"variant": variant},
+                    model_id=model_id,
+                ).version  # fmt: skip
+        versions[variant] = str(version)
+        link_version(client, model_id, name, version)
+    wanted = {a: versions[v] for a, v in aliases_for(best, tied).items() if v in versions}
     for alias in client.get_registered_model(name).aliases:
         if alias not in wanted and (alias == "best" or alias.startswith("tied-best-")):
             client.delete_registered_model_alias(name, alias)
